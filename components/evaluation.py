@@ -1,0 +1,175 @@
+"""The evaluate step: masked-LM and NSP metrics of a model on held-out instances, per sequence length.
+
+Metrics per length L (keys like "mlm_accuracy_128"):
+    mlm_loss          mean cross-entropy over masked tokens
+    perplexity        exp(mlm_loss)
+    mlm_accuracy      top-1 accuracy over masked tokens
+    mlm_top5_accuracy top-5 accuracy over masked tokens
+    nsp_loss, nsp_accuracy   over sequences
+    loss              mlm_loss + nsp_loss (the pretraining objective)
+
+Batches stream through under inference_mode; only running sums are kept, never logits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from typing import Iterable
+
+import torch
+
+from components import batches as batching
+from components import instances as instance_format
+from components import models, storage
+from components.errors import BertpipeError
+from components.tracking import Tracking, log_metrics, step_run
+from components.vocab import load_vocab_info
+
+log = logging.getLogger(__name__)
+
+METRIC_NAMES = ("mlm_loss", "perplexity", "mlm_accuracy", "mlm_top5_accuracy", "nsp_loss", "nsp_accuracy", "loss")
+FILL_MASK_EXAMPLES = 5
+EXAMPLE_TOKENS = 48  # shown per example in report.md
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on GPUs; plain fp32 on CPU (bf16 is slower on CPUs without AMX)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def pretraining_metrics(forward: models.MaskedPretrainingModel, batches: Iterable[dict], device: torch.device) -> dict[str, float]:
+    """MLM/NSP metrics (METRIC_NAMES) over all batches, from running sums."""
+    was_training = forward.training
+    forward.eval()
+    sums = {"mlm_loss": 0.0, "top1": 0, "top5": 0, "masked": 0, "nsp_loss": 0.0, "nsp_correct": 0, "sequences": 0}
+    for batch in batches:
+        batch = batching.batch_to(batch, device)
+        with autocast_for(device):
+            mlm_logits, nsp_logits = forward(*(batch[name] for name in models.MODEL_INPUTS))
+        mlm_logits, nsp_logits = mlm_logits.float(), nsp_logits.float()
+        labels, nsp_labels = batch["mlm_labels"], batch["next_sentence_label"]
+        top5 = mlm_logits.topk(min(5, mlm_logits.shape[-1]), dim=-1).indices
+        sums["mlm_loss"] += torch.nn.functional.cross_entropy(mlm_logits, labels, reduction="sum").item()
+        sums["top1"] += (top5[:, 0] == labels).sum().item()
+        sums["top5"] += (top5 == labels[:, None]).any(dim=-1).sum().item()
+        sums["masked"] += labels.numel()
+        sums["nsp_loss"] += torch.nn.functional.cross_entropy(nsp_logits, nsp_labels, reduction="sum").item()
+        sums["nsp_correct"] += (nsp_logits.argmax(-1) == nsp_labels).sum().item()
+        sums["sequences"] += nsp_labels.numel()
+    forward.train(was_training)
+    if not sums["masked"] or not sums["sequences"]:
+        raise BertpipeError("no held-out instances to evaluate on")
+    mlm_loss = sums["mlm_loss"] / sums["masked"]
+    nsp_loss = sums["nsp_loss"] / sums["sequences"]
+    return {
+        "mlm_loss": mlm_loss,
+        "perplexity": math.exp(min(mlm_loss, 700.0)),
+        "mlm_accuracy": sums["top1"] / sums["masked"],
+        "mlm_top5_accuracy": sums["top5"] / sums["masked"],
+        "nsp_loss": nsp_loss,
+        "nsp_accuracy": sums["nsp_correct"] / sums["sequences"],
+        "loss": mlm_loss + nsp_loss,
+    }
+
+
+@contextlib.contextmanager
+def model_folder(model_uri: str):
+    """A local folder holding the model at model_uri (a local folder or s3:// prefix).
+
+    Registry URIs (models:/name@alias) resolve here once the registry step provides the lookup.
+    """
+    if model_uri.startswith("models:/"):
+        raise BertpipeError(f"{model_uri}: registry URIs are not supported by evaluate yet; pass the model folder (local or s3://)")
+    with storage.local_dir(model_uri) as folder:
+        yield folder
+
+
+def evaluate(
+    model_uri: str,
+    data_uris: dict[int, str],
+    output_uri: str,
+    *,
+    split: str = "test",
+    per_device_eval_batch_size: int = 64,
+    max_eval_batches: int | None = None,
+    tracking: Tracking | None = None,
+) -> dict[str, float]:
+    """Evaluate the model on `split` of each data folder (keyed by max_seq_length); write metrics.json and report.md.
+
+    Returns the flat metrics, keys like "mlm_accuracy_128", "perplexity_512".
+    """
+    if not data_uris:
+        raise BertpipeError("evaluate needs at least one data folder (max_seq_length -> data URI)")
+    if per_device_eval_batch_size < 1:
+        raise BertpipeError("per_device_eval_batch_size must be at least 1")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with model_folder(model_uri) as folder:
+        model = models.load_model(str(folder))
+        vocab_info = load_vocab_info(str(folder))
+        tokens = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    models.check_vocab_size(model, vocab_info["size"], model_uri)
+    forward = models.MaskedPretrainingModel(model).to(device)
+
+    params = {"model_uri": model_uri, "split": split, "per_device_eval_batch_size": per_device_eval_batch_size, "max_eval_batches": max_eval_batches}
+    params.update({f"data_uri_{length}": uri for length, uri in sorted(data_uris.items())})
+    with step_run(tracking, "evaluate", params) if tracking else contextlib.nullcontext():
+        results, examples = {}, {}
+        for length, data_uri in sorted(data_uris.items()):
+            manifest = instance_format.read_manifest(data_uri)
+            instance_format.check_compatible(manifest, data_uri, max_seq_length=int(length), vocab_sha256=vocab_info["sha256"])
+            if length > model.config.max_position_embeddings:
+                raise BertpipeError(f"{data_uri} has {length}-token sequences; the model takes at most {model.config.max_position_embeddings}")
+            log.info("evaluating %s on the %s split of %s", model_uri, split, data_uri)
+            batches = batching.evaluation_batches(data_uri, manifest, split, per_device_eval_batch_size, max_eval_batches)
+            results[length] = pretraining_metrics(forward, batches, device)
+            examples[length] = fill_mask_examples(forward, data_uri, manifest, split, tokens, device)
+            log.info("length %d: %s", length, ", ".join(f"{k}={v:.4f}" for k, v in results[length].items()))
+        flat = {f"{name}_{length}": value for length, metrics in results.items() for name, value in metrics.items()}
+        if tracking:
+            log_metrics({f"{split}_{length}_{name}": value for length, metrics in results.items() for name, value in metrics.items()})
+    storage.write_json(storage.join(output_uri, "metrics.json"), {"model_uri": model_uri, "split": split, "metrics": flat})
+    storage.write_text(storage.join(output_uri, "report.md"), render_report(model_uri, split, results, examples))
+    log.info("evaluation written to %s", output_uri)
+    return flat
+
+
+@torch.inference_mode()
+def fill_mask_examples(forward, data_uri: str, manifest: dict, split: str, tokens: list[str], device) -> list[dict]:
+    """The first few held-out instances with their masked tokens, the truth and the model's top guesses."""
+    batch = next(batching.evaluation_batches(data_uri, manifest, split, FILL_MASK_EXAMPLES, max_batches=1), None)
+    if batch is None:
+        return []
+    forward.eval()
+    batch = batching.batch_to(batch, device)
+    with autocast_for(device):
+        mlm_logits, _ = forward(*(batch[name] for name in models.MODEL_INPUTS))
+    guesses = mlm_logits.float().topk(3, dim=-1).indices.tolist()
+    rows = []
+    for row in range(batch["input_ids"].shape[0]):
+        ids = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()[:EXAMPLE_TOKENS]
+        picks = [k for k in (batch["mlm_batch_index"] == row).nonzero().flatten().tolist() if batch["mlm_positions"][k] < EXAMPLE_TOKENS]
+        masked = [{"truth": tokens[batch["mlm_labels"][k]], "predicted": [tokens[g] for g in guesses[k]]} for k in picks]
+        rows.append({"text": detokenize([tokens[i] for i in ids]), "masked": masked})
+    return rows
+
+
+def detokenize(pieces: list[str]) -> str:
+    return " ".join(pieces).replace(" ##", "")
+
+
+def render_report(model_uri: str, split: str, results: dict[int, dict], examples: dict[int, list]) -> str:
+    lines = [f"# Evaluation of {model_uri}", "", f"Held-out split: `{split}`.", ""]
+    for length, metrics in results.items():
+        lines += [f"## max_seq_length {length}", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {name} | {metrics[name]:.4f} |" for name in METRIC_NAMES]
+        lines += ["", f"Fill-mask examples (first {EXAMPLE_TOKENS} tokens; each masked position in order: truth -> top-3 guesses):", ""]
+        for example in examples.get(length, []):
+            guesses = "; ".join(f"{m['truth']} -> {' / '.join(m['predicted'])}" for m in example["masked"])
+            lines += [f"- `{example['text']}`", f"  - {guesses}"]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""Small instance shards for training/evaluation tests, built straight from the demo corpus.
+
+Not Google's algorithm (that is components.pretraining_data): sentence pairs, 15% of
+positions masked, half of the B segments random. Enough for a model to learn from,
+deterministic given a seed.
+"""
+
+from __future__ import annotations
+
+import random
+
+from components import instances, storage
+from components.corpus import iter_documents
+from components.vocab import export_vocab, load_tokenizer, load_vocab_info
+
+
+def make_vocab(uri: str, vocab_size: int = 2000) -> str:
+    export_vocab(uri, corpus="demo", vocab_size=vocab_size)
+    return uri
+
+
+def make_rows(tokenizer, count: int, max_seq_length: int, seed: int, max_documents: int = 200) -> dict[str, list]:
+    rng = random.Random(seed)
+    documents = []
+    for document in iter_documents("demo"):
+        encoded = [ids for ids in tokenizer(document, add_special_tokens=False)["input_ids"] if ids]
+        if len(encoded) >= 2:
+            documents.append(encoded)
+        if len(documents) >= max_documents:
+            break
+    cls, sep, mask = (tokenizer.convert_tokens_to_ids(t) for t in ("[CLS]", "[SEP]", "[MASK]"))
+    rows = {name: [] for name in instances.SCHEMA.names}
+    budget = max_seq_length - 3
+    while len(rows["input_ids"]) < count:
+        document = rng.choice(documents)
+        start = rng.randrange(len(document) - 1)
+        first = list(document[start])
+        is_random = rng.random() < 0.5
+        second = list(rng.choice(rng.choice(documents)) if is_random else document[start + 1])
+        while len(first) + len(second) > budget:
+            (first if len(first) > len(second) else second).pop()
+        ids = [cls, *first, sep, *second, sep]
+        candidates = [i for i, token in enumerate(ids) if token not in (cls, sep)]
+        positions = sorted(rng.sample(candidates, max(1, round(0.15 * len(candidates)))))
+        labels = [ids[p] for p in positions]
+        for p in positions:
+            ids[p] = mask
+        rows["input_ids"].append(ids)
+        rows["segment_a_length"].append(len(first) + 2)
+        rows["masked_lm_positions"].append(positions)
+        rows["masked_lm_ids"].append(labels)
+        rows["next_sentence_label"].append(int(is_random))
+    return rows
+
+
+def make_data(data_uri: str, vocab_uri: str, *, max_seq_length: int = 128, shards: dict[str, list[int]] | None = None, seed: int = 0) -> str:
+    """A data folder with the given shard sizes per split (default: train 2 x 96, dev 32, test 48)."""
+    shards = shards or {"train": [96, 96], "dev": [32], "test": [48]}
+    tokenizer = load_tokenizer(vocab_uri)
+    splits = {}
+    for split_index, (split, sizes) in enumerate(shards.items()):
+        entries, tokens = [], 0
+        for index, size in enumerate(sizes):
+            rows = make_rows(tokenizer, size, max_seq_length, seed=seed * 1000 + split_index * 100 + index)
+            path = instances.shard_path(split, index)
+            entries.append({"path": path, **instances.write_shard(storage.join(data_uri, path), rows)})
+            tokens += sum(map(len, rows["input_ids"]))
+        splits[split] = {"num_documents": 0, "num_instances": sum(sizes), "num_tokens": tokens, "shards": entries}
+    manifest = {
+        "schema_version": instances.SCHEMA_VERSION,
+        "max_seq_length": max_seq_length,
+        "vocab_sha256": load_vocab_info(vocab_uri)["sha256"],
+        "settings": {"factory": "tests.instance_factory", "seed": seed},
+        "splits": splits,
+        "statistics": {},
+    }
+    storage.write_json(storage.join(data_uri, instances.MANIFEST_FILE), manifest)
+    return data_uri

@@ -1,0 +1,89 @@
+"""Evaluation metrics checked against an independent computation with Hugging Face's full-vocab forward."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from components import models, storage
+from components.errors import BertpipeError
+from components.evaluation import evaluate
+from components.instances import load_split
+from tests.instance_factory import make_data, make_vocab
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluation")
+    vocab = make_vocab(str(root / "vocab"), vocab_size=1000)
+    data = {
+        64: make_data(str(root / "data64"), vocab, max_seq_length=64, shards={"test": [20, 15]}, seed=1),
+        128: make_data(str(root / "data128"), vocab, max_seq_length=128, shards={"test": [30]}, seed=2),
+    }
+    torch.manual_seed(3)
+    model_dir = root / "model"
+    models.build_model("tiny", 1000).save_pretrained(str(model_dir))
+    storage.download_dir(vocab, model_dir)
+    return root, str(model_dir), data
+
+
+def reference_metrics(model_dir: str, data_uri: str) -> dict:
+    """Metrics from HF's BertForPreTraining over all positions, one instance at a time."""
+    model = models.load_model(model_dir).eval()
+    table = load_split(data_uri, "test").to_pylist()
+    losses, top1, top5, nsp_losses, nsp_hits = [], [], [], [], []
+    with torch.no_grad():
+        for row in table:
+            ids = torch.tensor([row["input_ids"]])
+            types = torch.tensor([[0] * row["segment_a_length"] + [1] * (len(row["input_ids"]) - row["segment_a_length"])])
+            out = model(input_ids=ids, token_type_ids=types, attention_mask=torch.ones_like(ids))
+            for position, label in zip(row["masked_lm_positions"], row["masked_lm_ids"]):
+                logits = out.prediction_logits[0, position]
+                losses.append(-torch.log_softmax(logits, -1)[label].item())
+                ranked = logits.argsort(descending=True)
+                top1.append(ranked[0].item() == label)
+                top5.append(label in ranked[:5].tolist())
+            nsp = out.seq_relationship_logits[0]
+            nsp_losses.append(-torch.log_softmax(nsp, -1)[row["next_sentence_label"]].item())
+            nsp_hits.append(nsp.argmax().item() == row["next_sentence_label"])
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    return {
+        "mlm_loss": mean(losses), "mlm_accuracy": mean(top1), "mlm_top5_accuracy": mean(top5),
+        "nsp_loss": mean(nsp_losses), "nsp_accuracy": mean(nsp_hits),
+    }
+
+
+def test_metrics_match_an_independent_computation(setup):
+    root, model_dir, data = setup
+    metrics = evaluate(model_dir, data, str(root / "eval"), per_device_eval_batch_size=8)
+    for length in (64, 128):
+        expected = reference_metrics(model_dir, data[length])
+        for name, value in expected.items():
+            assert metrics[f"{name}_{length}"] == pytest.approx(value, rel=1e-4, abs=1e-6), (name, length)
+        assert metrics[f"perplexity_{length}"] == pytest.approx(math.exp(expected["mlm_loss"]), rel=1e-4)
+        assert metrics[f"loss_{length}"] == pytest.approx(expected["mlm_loss"] + expected["nsp_loss"], rel=1e-4)
+    written = json.loads((root / "eval" / "metrics.json").read_text())
+    assert written["metrics"] == metrics and written["split"] == "test"
+    report = (root / "eval" / "report.md").read_text()
+    assert "## max_seq_length 64" in report and "## max_seq_length 128" in report and "| mlm_accuracy |" in report
+    assert report.count("\n- `[CLS]") == 10
+
+
+def test_batch_size_does_not_change_metrics(setup):
+    root, model_dir, data = setup
+    one = evaluate(model_dir, {64: data[64]}, str(root / "eval1"), per_device_eval_batch_size=1)
+    many = evaluate(model_dir, {64: data[64]}, str(root / "eval2"), per_device_eval_batch_size=64)
+    assert one == pytest.approx(many, rel=1e-5)
+
+
+def test_refuses_mismatched_data_and_registry_uris(setup, tmp_path):
+    root, model_dir, data = setup
+    with pytest.raises(BertpipeError, match="made with max_seq_length 64, expected 128"):
+        evaluate(model_dir, {128: data[64]}, str(tmp_path / "e"))
+    other_vocab = make_vocab(str(tmp_path / "vocab"), vocab_size=900)
+    other = make_data(str(tmp_path / "other"), other_vocab, max_seq_length=64, shards={"test": [4]})
+    with pytest.raises(BertpipeError, match="made with another vocab"):
+        evaluate(model_dir, {64: other}, str(tmp_path / "e"))
+    with pytest.raises(BertpipeError, match="registry URIs"):
+        evaluate("models:/bert@champion", {64: data[64]}, str(tmp_path / "e"))

@@ -1,0 +1,79 @@
+"""train_phase end to end on a tiny model: it learns, it is deterministic, it refuses wrong inputs."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from components import models
+from components.errors import BertpipeError
+from components.training import train_phase
+from tests.instance_factory import make_data, make_vocab
+
+FAST = {"per_device_train_batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 2, "logging_steps": 2}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("training")
+    vocab = make_vocab(str(root / "vocab"), vocab_size=1000)
+    data128 = make_data(str(root / "data128"), vocab, max_seq_length=128, shards={"train": [64, 64], "dev": [16], "test": [16]})
+    return root, vocab, data128
+
+
+def weights(model_uri: str) -> dict:
+    return load_file(f"{model_uri}/model.safetensors")
+
+
+def test_thirty_steps_lower_the_loss_and_publish_a_self_contained_model(inputs, tmp_path):
+    root, vocab, data = inputs
+    summary = train_phase(data, vocab, str(tmp_path / "out"), max_steps=30, eval_steps=15, max_eval_batches=2, **FAST)
+    losses = [row["loss"] for row in summary["history"] if "loss" in row]
+    assert len(losses) == 15 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5
+    dev = [row for row in summary["history"] if "dev_loss" in row]
+    assert [row["step"] for row in dev] == [15, 30]
+    model_dir = tmp_path / "out" / "model"
+    assert summary["model_uri"] == str(model_dir) and summary["global_batch_size"] == 8 and summary["steps"] == 30
+    assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "vocab_info.json"} <= {p.name for p in model_dir.iterdir()}
+    assert models.load_model(str(model_dir)).config.vocab_size == 1000
+    on_disk = json.loads((tmp_path / "out" / "training_summary.json").read_text())
+    assert on_disk["final_loss"] == losses[-1] and on_disk["tokens_per_second"] > 0
+    assert (tmp_path / "out" / "plots" / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    learning_rates = [row["learning_rate"] for row in summary["history"] if "learning_rate" in row]
+    assert learning_rates[0] == pytest.approx(1e-3)  # warmup done after 2 steps
+    assert learning_rates[1] == pytest.approx(1e-3 * (1 - 2 / 28)) and learning_rates[-1] == 0.0
+
+
+def test_same_seed_gives_identical_weights(inputs, tmp_path):
+    root, vocab, data = inputs
+    runs = [train_phase(data, vocab, str(tmp_path / name), max_steps=6, seed=seed, **FAST) for name, seed in (("a", 7), ("b", 7), ("c", 8))]
+    a, b, c = (weights(run["model_uri"]) for run in runs)
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert not all(torch.equal(a[key], c[key]) for key in a)
+
+
+def test_phase_two_starts_from_phase_one_weights_with_a_fresh_schedule(inputs, tmp_path):
+    root, vocab, data = inputs
+    first = train_phase(data, vocab, str(tmp_path / "p128"), max_steps=4, **FAST)
+    data256 = make_data(str(tmp_path / "data256"), vocab, max_seq_length=256, shards={"train": [16], "dev": [4], "test": [4]})
+    second = train_phase(data256, vocab, str(tmp_path / "p256"), init_model=first["model_uri"], max_seq_length=256, max_steps=2, **FAST)
+    assert second["history"][0]["learning_rate"] == pytest.approx(1e-3)  # after warmup step 2 of 2: the peak, not phase one's decayed value
+    assert second["model_shape"] == first["model_shape"] and second["resumed_from"] is None
+    before, after = weights(first["model_uri"]), weights(second["model_uri"])
+    moved = [(after[k] - before[k]).abs().max().item() for k in before]
+    assert 0 < max(moved) < 0.05
+
+
+def test_refuses_data_for_another_length_or_vocab(inputs, tmp_path):
+    root, vocab, data = inputs
+    with pytest.raises(BertpipeError, match="made with max_seq_length 128, expected 512"):
+        train_phase(data, vocab, str(tmp_path / "o"), max_seq_length=512, max_steps=1)
+    other_vocab = make_vocab(str(tmp_path / "vocab"), vocab_size=900)
+    with pytest.raises(BertpipeError, match="made with another vocab"):
+        train_phase(data, other_vocab, str(tmp_path / "o"), max_steps=1)
+    with pytest.raises(BertpipeError, match="max_steps must be at least 1"):
+        train_phase(data, vocab, str(tmp_path / "o"), max_steps=0)
+    with pytest.raises(BertpipeError, match="unknown optimizer 'sgd'"):
+        train_phase(data, vocab, str(tmp_path / "o"), max_steps=1, optimizer="sgd")
+    assert not (tmp_path / "o" / "model").exists()
