@@ -29,9 +29,9 @@ from datetime import datetime, timezone
 from typing import Mapping
 
 from components.errors import BertpipeError
-from components.registry import METRIC_TAG_PREFIX
+from components.registry import METRIC_TAG_PREFIX, register_model
 from components.registry_lock import alias_lock
-from components.tracking import mlflow_errors
+from components.tracking import Tracking, mlflow_errors
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,12 @@ def alias_version(client, name: str, alias: str) -> str | None:
         if getattr(error, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
+
+
+def current_champion(registered_model_name: str, *, tracking_uri: str) -> str | None:
+    """The champion's version number, or None when there is none yet (or no such registered model)."""
+    with mlflow_errors(tracking_uri, f"looking up the champion of {registered_model_name}"):
+        return alias_version(_client(tracking_uri), registered_model_name, CHAMPION)
 
 
 def registered_metrics(client, name: str, version: str) -> dict[str, float]:
@@ -268,3 +274,31 @@ def rollback(registered_model_name: str, *, tracking_uri: str, alias: str = CHAM
                                                f"bertpipe.{alias}.restore_reason": reason, f"bertpipe.{alias}.restored_from": current})
     log.info("%s of %s rolled back from %s to %s (%s, by %s)", alias, name, current, previous, reason, actor)
     return {"name": name, "alias": alias, "version": previous, "rolled_back": current}
+
+
+def register_and_promote(
+    model_uri: str,
+    registered_model_name: str,
+    *,
+    tracking: Tracking,
+    tags: dict[str, str] | None = None,
+    metrics: dict[str, float] | None = None,
+    champion_version: str | None = None,
+    champion_metrics: Mapping[str, float] | None = None,
+    policy: PromotionPolicy = PromotionPolicy(),
+    dry_run: bool = False,
+    actor: str | None = None,
+) -> dict:
+    """The pipeline's last step: register the trained folder, then let it challenge the champion.
+
+    `metrics` are the challenger's evaluation metrics; `champion_version` and
+    `champion_metrics` are the champion's on the same test data (see
+    `promote_if_better`). Returns the registration dict with the decision under
+    "promotion".
+    """
+    registered = register_model(model_uri, registered_model_name, tracking=tracking, tags=tags, metrics=metrics)
+    decision = promote_if_better(
+        registered_model_name, registered["version"], tracking_uri=tracking.tracking_uri, challenger_metrics=metrics,
+        champion_version=champion_version, champion_metrics=champion_metrics, policy=policy, dry_run=dry_run, actor=actor,
+    )
+    return {**registered, "promotion": decision}

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import threading
+import time
 
 import mlflow
 import pytest
 
 from components.errors import BertpipeError
-from components.promotion import CHALLENGER, CHAMPION, PromotionPolicy, alias_version, decide, promote, promote_if_better, rollback
+from components.promotion import CHALLENGER, CHAMPION, PromotionPolicy, alias_version, current_champion, decide, promote, promote_if_better, rollback
 from components.registry_lock import alias_lock, lock_name
 
 MLM, NSP = "mlm_accuracy_512", "nsp_accuracy_512"
@@ -95,6 +97,7 @@ def test_first_version_above_the_floor_becomes_champion_and_challenger(registry)
         "reasons": ["no champion yet and mlm_accuracy_512 0.3000 reaches the floor 0.1000"], "champion_before": None, "champion_after": "1",
     }
     assert alias_version(client, NAME, CHAMPION) == "1" and alias_version(client, NAME, CHALLENGER) == "1"
+    assert current_champion(NAME, tracking_uri=uri) == "1"
     tags = client.get_model_version(NAME, "1").tags
     assert tags["bertpipe.promotion.decision"] == "promoted"
     assert tags["bertpipe.promotion.compared_with"] == "none"
@@ -107,6 +110,7 @@ def test_first_version_below_the_floor_stays_challenger_only(registry):
     result = promote_if_better(NAME, add_version(0.05), tracking_uri=uri, policy=PromotionPolicy(floor=0.1))
     assert result["decision"] == "kept" and result["champion_after"] is None
     assert alias_version(client, NAME, CHAMPION) is None and alias_version(client, NAME, CHALLENGER) == "1"
+    assert current_champion(NAME, tracking_uri=uri) is None and current_champion("never-registered", tracking_uri=uri) is None
     assert "below the floor" in client.get_model_version(NAME, "1").tags["bertpipe.promotion.reasons"]
 
 
@@ -255,3 +259,20 @@ def test_a_stale_lock_is_broken_and_a_live_one_times_out_with_its_name(registry)
     with alias_lock(client, NAME, actor="test", stale_after_s=0.0):
         pass
     assert client.search_registered_models(filter_string=f"name = '{lock_name(NAME)}'") == []
+
+
+@pytest.mark.parametrize("operation", [
+    lambda uri: promote_if_better(NAME, "1", tracking_uri=uri, challenger_metrics=metrics(0.3)),
+    lambda uri: promote(NAME, "1", tracking_uri=uri, reason="r"),
+    lambda uri: rollback(NAME, tracking_uri=uri, reason="r"),
+], ids=["promote_if_better", "promote", "rollback"])
+def test_an_unreachable_tracking_server_fails_fast_naming_it(monkeypatch, operation):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    started = time.monotonic()
+    with pytest.raises(BertpipeError, match=f"MLflow at {dead} failed"):
+        operation(dead)
+    assert time.monotonic() - started < 20
