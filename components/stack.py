@@ -206,7 +206,11 @@ class SeaweedFS:
         process = _spawn(command, environment, self.log_path)
         self.pid = process.pid
         log.info("started SeaweedFS (pid %d) with S3 at %s", self.pid, self.endpoint)
-        _wait_until(self._ready, "SeaweedFS", process, self.log_path, timeout)
+        try:
+            _wait_until(self._ready, "SeaweedFS", process, self.log_path, timeout)
+        except BertpipeError:
+            self.stop(kill=True)
+            raise
         self.create_bucket(self.bucket)
 
     def create_bucket(self, bucket: str) -> None:
@@ -286,7 +290,11 @@ class MlflowServer:
         process = _spawn(command, environment, self.log_path)
         self.pid = process.pid
         log.info("started MLflow server (pid %d) at %s", self.pid, self.tracking_uri)
-        _wait_until(self._ready, "MLflow server", process, self.log_path, timeout)
+        try:
+            _wait_until(self._ready, "MLflow server", process, self.log_path, timeout)
+        except BertpipeError:
+            self.stop(kill=True)
+            raise
 
     def stop(self, kill: bool = False) -> None:
         if self.pid:

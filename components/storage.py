@@ -402,7 +402,12 @@ def _copy_into(uri: str, relatives: list[str], local_dir: Path) -> None:
         _check_relative(relative, uri)
         target = local_dir / relative
         if is_s3(uri):
-            _download_file(join(uri, relative), target)
+            try:
+                _download_file(join(uri, relative), target)
+            except BertpipeError as error:
+                if _is_not_found(error):
+                    raise BertpipeError(f"{uri} is incomplete: {relative} is missing") from error
+                raise
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(join(uri, relative), target)
