@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import io
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
@@ -48,16 +47,16 @@ def resolve_corpus_files(spec: str) -> list[str]:
 def iter_lines(uri: str) -> Iterator[str]:
     """The lines of one corpus file, decoded as UTF-8 (a clear error names the file and line otherwise)."""
     with storage.open_read(uri) as raw:
-        stream = gzip.GzipFile(fileobj=raw) if uri.endswith(".gz") else raw
-        text = io.TextIOWrapper(stream, encoding="utf-8", newline=None)
+        if uri.endswith(".gz"):
+            lines = gzip.GzipFile(fileobj=raw)
+        else:  # an S3 body iterates in fixed-size chunks, not lines
+            lines = raw.iter_lines() if storage.is_s3(uri) else raw
         line_number = 0
         try:
-            for line_number, line in enumerate(text, start=1):
-                yield line
+            for line_number, line in enumerate(lines, start=1):
+                yield line.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise BertpipeError(
-                f"{uri}: line {line_number + 1} is not valid UTF-8 ({error.reason}); re-encode the corpus as UTF-8"
-            ) from error
+            raise BertpipeError(f"{uri}: line {line_number} is not valid UTF-8 ({error.reason}); re-encode the corpus as UTF-8") from error
         except (OSError, EOFError) as error:
             raise BertpipeError(f"{uri}: cannot be read ({error})") from error
 

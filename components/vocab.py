@@ -13,8 +13,11 @@ import hashlib
 import logging
 from pathlib import Path
 
+import mlflow
+
 from components import storage
 from components.errors import BertpipeError
+from components.tracking import Tracking, log_metrics, step_run
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ def check_special_tokens(tokens: list[str], where: str) -> None:
         raise BertpipeError(f"vocab from {where} lacks {', '.join(missing)}; a BERT vocab needs {', '.join(SPECIAL_TOKENS)}")
 
 
-def _tokens_from_pretrained(source: str) -> tuple[list[str], bool]:
+def tokens_from_pretrained(source: str) -> tuple[list[str], bool]:
     """Vocab tokens (in id order) and lower-casing of a tokenizer folder, s3:// folder or hub id."""
     from transformers import AutoTokenizer
 
@@ -64,22 +67,37 @@ def _train_wordpiece(corpus: str, vocab_size: int, lowercase: bool) -> list[str]
 
     tokenizer = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=lowercase, clean_text=True, handle_chinese_chars=True)
     tokenizer.train_from_iterator(lines(), vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
-    vocab = tokenizer.get_vocab()
-    if len(vocab) <= len(SPECIAL_TOKENS):
+    learned = set(tokenizer.get_vocab()) - set(SPECIAL_TOKENS)
+    if not learned:
         raise BertpipeError(f"corpus {corpus} is empty: no vocab could be trained")
-    return [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
+    # The trainer's id order varies between runs (ties broken by thread timing); WordPiece
+    # only needs the set, so sort it to make the vocab file reproducible.
+    return list(SPECIAL_TOKENS) + sorted(learned, key=lambda token: (token.startswith("##"), token))
 
 
-def export_vocab(output_uri: str, *, source: str = "", corpus: str = "", vocab_size: int = 8000, lowercase: bool | None = None) -> dict:
+def export_vocab(
+    output_uri: str, *, source: str = "", corpus: str = "", vocab_size: int = 8000, lowercase: bool | None = None, tracking: Tracking | None = None
+) -> dict:
     """Write a vocab folder to output_uri, from `source` (a tokenizer) or trained on `corpus`.
 
     Returns the vocab_info dict. `lowercase=None` keeps the source tokenizer's
     setting (or lower-cases a trained vocab).
     """
+    if tracking is None:
+        return _export_vocab(output_uri, source, corpus, vocab_size, lowercase)
+    params = {"source": source, "corpus": corpus, "vocab_size": vocab_size, "lowercase": lowercase}
+    with step_run(tracking, "export-vocab", params):
+        info = _export_vocab(output_uri, source, corpus, vocab_size, lowercase)
+        log_metrics({"vocab_size": info["size"]})
+        mlflow.set_tags({"vocab_sha256": info["sha256"], "vocab_uri": output_uri})
+    return info
+
+
+def _export_vocab(output_uri: str, source: str, corpus: str, vocab_size: int, lowercase: bool | None) -> dict:
     if bool(source) == bool(corpus):
         raise BertpipeError("export-vocab needs exactly one of --source (a tokenizer) or --corpus (to train a vocab)")
     if source:
-        tokens, source_lowercase = _tokens_from_pretrained(source)
+        tokens, source_lowercase = tokens_from_pretrained(source)
         lowercase = source_lowercase if lowercase is None else lowercase
         origin = source
         log.info("exporting %d-token vocab from %s (lowercase=%s)", len(tokens), source, lowercase)

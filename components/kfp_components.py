@@ -1,0 +1,191 @@
+"""The KFP components: thin wrappers that call into components.* (imports inside the body, no logic).
+
+KFP ships only each function's own source to the pod, so every body imports
+what it needs; the image (or, locally, the venv) has bertpipe installed. Big
+outputs go to `artifact_root` through components.storage; the KFP artifacts
+carry their URIs (components.step_io).
+"""
+
+from kfp import dsl
+
+from pipelines.images import CPU_IMAGE, GPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def export_vocab(
+    artifact_root: str,
+    pipeline_run_id: str,
+    vocab_source: str,
+    corpus: str,
+    vocab_size: int,
+    lowercase: str,
+    tracking_uri: str,
+    experiment: str,
+    vocab: dsl.Output[dsl.Artifact],
+):
+    """Export the vocab of a pretrained tokenizer (vocab_source), or train a WordPiece vocab on the corpus."""
+    from components import step_io, vocab as vocab_step
+    from components.console import configure_logging
+    from components.tracking import Tracking
+
+    configure_logging()
+    uri = step_io.output_uri(artifact_root, pipeline_run_id, "vocab")
+    info = vocab_step.export_vocab(
+        uri,
+        source=vocab_source,
+        corpus="" if vocab_source else corpus,
+        vocab_size=vocab_size,
+        lowercase={"auto": None, "true": True, "false": False}[lowercase],
+        tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
+    )
+    step_io.publish(vocab, uri, info)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def create_pretraining_data(
+    corpus: str,
+    vocab: dsl.Input[dsl.Artifact],
+    artifact_root: str,
+    pipeline_run_id: str,
+    max_seq_length: int,
+    max_predictions_per_seq: int,
+    masked_lm_prob: float,
+    short_seq_prob: float,
+    dupe_factor: int,
+    do_whole_word_mask: bool,
+    dev_fraction: float,
+    test_fraction: float,
+    seed: int,
+    tracking_uri: str,
+    experiment: str,
+    data: dsl.Output[dsl.Dataset],
+):
+    """Corpus -> masked-LM + NSP instances (Google's algorithm), split by document, as Parquet shards."""
+    from components import step_io
+    from components.console import configure_logging
+    from components.pretraining_data import create_pretraining_data as create
+    from components.tracking import Tracking
+
+    configure_logging()
+    uri = step_io.output_uri(artifact_root, pipeline_run_id, f"data-{max_seq_length}")
+    manifest = create(
+        corpus,
+        step_io.uri_of(vocab),
+        uri,
+        max_seq_length=max_seq_length,
+        max_predictions_per_seq=max_predictions_per_seq,
+        masked_lm_prob=masked_lm_prob,
+        short_seq_prob=short_seq_prob,
+        dupe_factor=dupe_factor,
+        do_whole_word_mask=do_whole_word_mask,
+        dev_fraction=dev_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
+    )
+    step_io.publish(data, uri, {f"{split}_instances": s["num_instances"] for split, s in manifest["splits"].items()})
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def train_phase(
+    data: dsl.Input[dsl.Dataset],
+    vocab: dsl.Input[dsl.Artifact],
+    artifact_root: str,
+    pipeline_run_id: str,
+    model_size: str,
+    init_model: str,
+    max_seq_length: int,
+    max_steps: int,
+    batch_size: int,
+    learning_rate: float,
+    warmup_steps: int,
+    seed: int,
+    tracking_uri: str,
+    experiment: str,
+    model: dsl.Output[dsl.Model],
+) -> str:
+    """One pretraining phase of BertForPreTraining; returns the model folder's URI for the next phase."""
+    from components import step_io
+    from components.console import configure_logging
+    from components.tracking import Tracking
+    from components.training import train_phase as train
+
+    configure_logging()
+    summary = train(
+        step_io.uri_of(data),
+        step_io.uri_of(vocab),
+        step_io.output_uri(artifact_root, pipeline_run_id, f"phase-{max_seq_length}"),
+        model_size=model_size,
+        init_model=init_model,
+        max_seq_length=max_seq_length,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,
+        seed=seed,
+        tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
+    )
+    step_io.publish(model, summary["model_uri"], summary)
+    return summary["model_uri"]
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def evaluate(
+    model_uri: str,
+    data_128: dsl.Input[dsl.Dataset],
+    data_512: dsl.Input[dsl.Dataset],
+    artifact_root: str,
+    pipeline_run_id: str,
+    tracking_uri: str,
+    experiment: str,
+    metrics: dsl.Output[dsl.Metrics],
+    report: dsl.Output[dsl.Markdown],
+) -> str:
+    """MLM and NSP metrics on the held-out test split at 128 and 512; returns them as JSON for registration."""
+    import json
+
+    from components import step_io, storage
+    from components.console import configure_logging
+    from components.evaluation import evaluate as run_evaluation
+    from components.tracking import Tracking
+
+    configure_logging()
+    uri = step_io.output_uri(artifact_root, pipeline_run_id, "evaluation")
+    results = run_evaluation(
+        model_uri,
+        {128: step_io.uri_of(data_128), 512: step_io.uri_of(data_512)},
+        uri,
+        tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
+    )
+    for name, value in results.items():
+        metrics.log_metric(name, value)
+    with open(report.path, "w", encoding="utf-8") as handle:
+        handle.write(storage.read_text(storage.join(uri, "report.md")))
+    return json.dumps(results, sort_keys=True)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def register_model(
+    model_uri: str,
+    metrics_json: str,
+    registered_model_name: str,
+    pipeline_run_id: str,
+    tracking_uri: str,
+    experiment: str,
+) -> str:
+    """Log the model to MLflow (transformers flavour, fill-mask) and register it; returns "name/version"."""
+    import json
+
+    from components.console import configure_logging
+    from components.registry import register_model as register
+    from components.tracking import Tracking
+
+    configure_logging()
+    registered = register(
+        model_uri,
+        registered_model_name,
+        tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
+        tags={"bertpipe.pipeline_run_id": pipeline_run_id},
+        metrics=json.loads(metrics_json),
+    )
+    return f"{registered['name']}/{registered['version']}"

@@ -1,0 +1,32 @@
+"""How steps hand big outputs to each other: by URI under an artifact root, named in a small KFP artifact.
+
+KFP's pipeline_root cannot be s3:// under the local runner, so steps write
+their real outputs through components.storage under
+`{artifact_root}/runs/{pipeline_run_id}/{name}` and put that URI (plus a
+summary) into the KFP artifact's metadata and file. The same code then works
+locally, on a cluster and against a test S3 server.
+"""
+
+from __future__ import annotations
+
+import json
+
+from components import storage
+
+
+def output_uri(artifact_root: str, pipeline_run_id: str, name: str) -> str:
+    """Where a step of one pipeline run writes: each run gets its own folder, so runs never collide."""
+    return storage.join(artifact_root, "runs", pipeline_run_id, name)
+
+
+def publish(artifact, uri: str, summary: dict) -> None:
+    """Record a step's output URI and summary in its KFP output artifact."""
+    artifact.metadata["uri"] = uri
+    artifact.metadata.update({key: value for key, value in summary.items() if isinstance(value, (str, int, float, bool))})
+    with open(artifact.path, "w", encoding="utf-8") as handle:
+        json.dump({"uri": uri, **summary}, handle, indent=2, sort_keys=True, default=str)
+
+
+def uri_of(artifact) -> str:
+    """The real location of an upstream step's output."""
+    return artifact.metadata["uri"]

@@ -1,0 +1,60 @@
+"""What each parameter means, once, for the CLI's --help of every subcommand that takes it."""
+
+HELP = {
+    # where things are
+    "artifact_root": "where steps write vocab, data, checkpoints, models and reports: a local folder or s3://bucket/prefix",
+    "corpus": "text corpus: a file, folder, glob or s3:// prefix; one sentence per line, a blank line between documents; .gz ok; 'demo' = the bundled public-domain corpus",
+    "tracking_uri": "MLflow tracking URI: sqlite:///mlflow.db (embedded store) or http://host:5000 (an MLflow server)",
+    "experiment": "MLflow experiment that holds the runs",
+    "registered_model_name": "MLflow registered model that gets a new version per pipeline run",
+    # vocab
+    "vocab_source": "export the vocab of this tokenizer/model (local folder, s3:// folder or hub id) instead of training one",
+    "source": "tokenizer/model to export the vocab from: local folder, s3:// folder or hub id",
+    "vocab_size": "size of the WordPiece vocab trained on the corpus (ignored when the vocab is exported)",
+    "lowercase": "lower-case and strip accents ('auto' keeps the source tokenizer's setting; a trained vocab lower-cases)",
+    "vocab_uri": "vocab folder written by export-vocab (local or s3://)",
+    # data
+    "max_seq_length": "maximum tokens per instance, [CLS] and [SEP]s included (Google: 128 for phase 1, 512 for phase 2)",
+    "max_predictions_per_seq": "maximum masked tokens per instance (Google: 20 at 128, 80 at 512)",
+    "masked_lm_prob": "fraction of tokens to mask",
+    "short_seq_prob": "probability of a shorter target length, so the model also sees short inputs",
+    "dupe_factor": "how many times each document is used, each time with different masks and pairs",
+    "do_whole_word_mask": "mask all WordPiece pieces of a word together",
+    "dev_fraction": "fraction of documents held out for validation during training",
+    "test_fraction": "fraction of documents held out for the final evaluation",
+    "data_seed": "random seed of instance creation (same seed and inputs: byte-identical data)",
+    "seed": "random seed (same seed and inputs: identical output)",
+    "data_uri": "pretraining-data folder written by create-pretraining-data (local or s3://)",
+    "output_uri": "folder to write into (local or s3://)",
+    # training
+    "model_size": "model shape preset: tiny, mini, small, base or large",
+    "init_model": "start from this model folder, s3:// URI or hub id instead of a fresh preset",
+    "init_checkpoint": "start phase 1 from this model folder, s3:// URI or hub id instead of a fresh preset",
+    "max_steps": "optimizer steps in this phase",
+    "per_device_train_batch_size": "sequences per device per step",
+    "learning_rate": "peak learning rate, reached after the warmup",
+    "warmup_steps": "steps of linear warmup before linear decay",
+    "weight_decay": "AdamW weight decay (not applied to biases and LayerNorm)",
+    "train_seed": "random seed of model initialisation and batch order",
+    # evaluation and registry
+    "model_uri": "model folder (local or s3://) written by train-phase",
+    "split": "held-out split to evaluate on",
+    "per_device_eval_batch_size": "sequences per evaluation batch",
+}
+
+PHASE_HELP = {
+    "steps": "optimizer steps of phase {n}",
+    "batch_size": "sequences per step in phase {n}",
+    "learning_rate": "peak learning rate of phase {n}",
+    "warmup_steps": "warmup steps of phase {n}",
+}
+
+
+def help_for(name: str) -> str:
+    """The help text of a parameter; phase{N}_* parameters share one text per suffix."""
+    if name in HELP:
+        return HELP[name]
+    if name.startswith(("phase1_", "phase2_")):
+        phase, suffix = name.split("_", 1)
+        return PHASE_HELP[suffix].format(n=f"{phase[-1]} ({128 if phase == 'phase1' else 512} tokens)")
+    raise KeyError(f"no help text for parameter {name!r}: add it to pipelines/parameters.py")

@@ -1,0 +1,34 @@
+import gzip
+
+import pytest
+
+from components.corpus import iter_documents, resolve_corpus_files
+from components.errors import BertpipeError
+
+
+def test_documents_split_on_blank_lines_and_files(tmp_path):
+    (tmp_path / "a.txt").write_text("One.\nTwo.\n\n\n  Three.  \n")
+    with gzip.open(tmp_path / "b.txt.gz", "wt") as handle:
+        handle.write("Four.\n\nFive.\nSix.")
+    assert list(iter_documents(str(tmp_path))) == [["One.", "Two."], ["Three."], ["Four."], ["Five.", "Six."]]
+    assert list(iter_documents(str(tmp_path / "*.gz"))) == [["Four."], ["Five.", "Six."]]
+
+
+def test_demo_corpus_is_bundled():
+    documents = list(iter_documents("demo"))
+    assert len(documents) == 376
+    assert sum(len(d) for d in documents) == 15894
+
+
+@pytest.mark.parametrize("spec", ["does/not/exist.txt", "nothing-*.txt"])
+def test_missing_corpus_is_a_clear_error(tmp_path, spec, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BertpipeError, match="corpus"):
+        resolve_corpus_files(spec)
+
+
+def test_non_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("Good.\n\ncaf\xe9 au lait.\n".encode("latin-1"))
+    with pytest.raises(BertpipeError, match=r"latin1.txt: line 3 is not valid UTF-8"):
+        list(iter_documents(str(path)))
