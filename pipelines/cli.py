@@ -43,7 +43,9 @@ def add_signature_flags(parser: argparse.ArgumentParser, function: Callable, ove
         default = overrides.get(name, parameter.default)
         kind = type(default) if default not in (inspect.Parameter.empty, None) else str
         annotation = str(parameter.annotation)
-        if "bool" in annotation and kind is not bool:
+        if "dict" in annotation:
+            parser.add_argument(_flag(name), type=json.loads, default=default, help=help_for(name) + " (JSON)")
+        elif "bool" in annotation and kind is not bool:
             parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_for(name) + " (default: auto)")
         elif kind is bool:
             parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, default=default, help=help_for(name) + " (default: %(default)s)")

@@ -1,0 +1,210 @@
+"""Multi-node TrainJob manifests (checked against the Trainer API schema) and the launcher
+that creates one and waits, run against a local stand-in for the Kubernetes API."""
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from kubernetes import client as k8s_client
+
+from components.errors import BertpipeError
+from pipelines.kubernetes import ClusterSettings, Resources, Toleration
+from pipelines.trainjob import build_trainjob, run_trainjob, trainjob_name, trainjob_state, validate_trainjob
+
+SETTINGS = ClusterSettings(
+    cpu_image="registry.example.com/bertpipe-cpu:1",
+    gpu_image="registry.example.com/bertpipe-cuda:1",
+    gpus_per_node=8,
+    training_resources=Resources("48", "64", "400Gi", "400Gi"),
+    gpu_node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+    gpu_tolerations=(Toleration.parse("nvidia.com/gpu=present:NoSchedule"),),
+    image_pull_secrets=("regcred",),
+    env={"AWS_ENDPOINT_URL": "http://minio.storage:9000"},
+    shm_size="64Gi",
+    training_timeout_seconds=172800,
+)
+
+
+def manifest(**overrides):
+    args = dict(name="bertpipe-phase1-0123456789", train_args=["train", "--max-seq-length", "128"],
+                settings=SETTINGS, num_nodes=4, namespace="ml")
+    return build_trainjob(**{**args, **overrides})
+
+
+def test_trainer_runs_torchrun_on_n_nodes_by_m_gpus_from_the_cuda_image():
+    trainer = manifest()["spec"]["trainer"]
+    assert trainer["image"] == "registry.example.com/bertpipe-cuda:1"
+    assert trainer["command"] == ["torchrun", "--no-python", "bertpipe", "train", "--max-seq-length", "128"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (4, 8)
+    assert trainer["resourcesPerNode"] == {
+        "requests": {"cpu": "48", "memory": "400Gi", "nvidia.com/gpu": "8"},
+        "limits": {"cpu": "64", "memory": "400Gi", "nvidia.com/gpu": "8"},
+    }
+
+
+def test_secrets_by_reference_and_pool_placement_patched_into_the_runtime():
+    job = manifest()
+    env = {e["name"]: e for e in job["spec"]["trainer"]["env"]}
+    assert env["AWS_ENDPOINT_URL"] == {"name": "AWS_ENDPOINT_URL", "value": "http://minio.storage:9000"}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "bertpipe-s3", "key": "AWS_SECRET_ACCESS_KEY"}}
+    assert env["MLFLOW_TRACKING_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert all("value" not in e for name, e in env.items() if name != "AWS_ENDPOINT_URL")
+    patch = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    assert patch["name"] == "node"
+    pod = patch["template"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present",
+                                   "effect": "NoSchedule"}]
+    assert pod["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}}]
+    assert pod["containers"] == [{"name": "node", "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert job["spec"]["activeDeadlineSeconds"] == 172800
+    assert job["spec"]["runtimeRef"] == {"name": "torch-distributed", "apiGroup": "trainer.kubeflow.org",
+                                         "kind": "ClusterTrainingRuntime"}
+
+
+def test_names_are_stable_per_run_and_phase_and_valid_labels():
+    name = trainjob_name("3f0c9a1e-7d2b-4c55-9e1a-aa00ff11ee22", "Phase 1 (seq 128)")
+    assert name == trainjob_name("3f0c9a1e-7d2b-4c55-9e1a-aa00ff11ee22", "Phase 1 (seq 128)")
+    assert name != trainjob_name("another-run", "Phase 1 (seq 128)")
+    assert re.fullmatch(r"bertpipe-phase-1-seq-128-[0-9a-f]{10}", name)
+    manifest(name=name)  # accepted
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda m: m["spec"]["trainer"].update(numNodes="4"), "TrainerV1alpha1Trainer.numNodes: Input should be a valid integer"),
+    (lambda m: m["spec"]["trainer"].update(replicas=4), "spec.trainer.replicas does not match the Trainer schema"),
+    (lambda m: m["spec"]["runtimeRef"].pop("name"), "TrainerV1alpha1RuntimeRef.name: Input should be a valid string"),
+    (lambda m: m["spec"]["runtimePatches"][0].pop("manager"), "TrainerV1alpha1RuntimePatch.manager: Input should be a valid string"),
+    (lambda m: m["spec"]["trainer"]["env"].append({"value": "x"}), "spec.trainer.env[6].name does not match"),
+    (lambda m: m["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+     ["template"]["spec"]["template"]["spec"].update(hostNetwork=True), "template.spec.hostNetwork does not match"),
+    (lambda m: m.update(kind="PyTorchJob"), "not a trainer.kubeflow.org/v1alpha1 TrainJob"),
+])
+def test_schema_violations_are_caught(mutate, message):
+    job = manifest()
+    mutate(job)
+    with pytest.raises(BertpipeError, match=re.escape(message)):
+        validate_trainjob(job)
+
+
+def test_bad_arguments_are_user_errors():
+    with pytest.raises(BertpipeError, match="--num-nodes must be >= 1"):
+        manifest(num_nodes=0)
+    with pytest.raises(BertpipeError, match="lowercase DNS label"):
+        manifest(name="Phase_1")
+
+
+# --- the launcher against a stand-in Kubernetes API ---------------------------------------------
+
+
+class FakeKubernetes(ThreadingHTTPServer):
+    """Serves trainer.kubeflow.org trainjobs: create (409 if it exists), get; the job
+    reports Running for `running_polls` reads, then `final` (Complete or Failed)."""
+
+    def __init__(self, running_polls=2, final="Complete", create_status=None):
+        super().__init__(("127.0.0.1", 0), FakeKubernetesHandler)
+        self.objects, self.requests = {}, []
+        self.running_polls, self.final, self.create_status = running_polls, final, create_status
+
+    @property
+    def api_client(self):
+        configuration = k8s_client.Configuration()
+        configuration.host = f"http://127.0.0.1:{self.server_address[1]}"
+        return k8s_client.ApiClient(configuration)
+
+
+class FakeKubernetesHandler(BaseHTTPRequestHandler):
+    server: FakeKubernetes
+    PATH = re.compile(r"/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs(?:/([^/]+))?")
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, status, body):
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        namespace, _ = self.PATH.fullmatch(self.path).groups()
+        self.server.requests.append(("POST", self.path, body))
+        if self.server.create_status:
+            return self._reply(self.server.create_status, {"kind": "Status", "message": "forbidden"})
+        key = (namespace, body["metadata"]["name"])
+        if key in self.server.objects:
+            return self._reply(409, {"kind": "Status", "reason": "AlreadyExists"})
+        validate_trainjob(body)
+        self.server.objects[key] = {**body, "status": {}, "reads": 0}
+        self._reply(201, body)
+
+    def do_GET(self):
+        namespace, name = self.PATH.fullmatch(self.path).groups()
+        self.server.requests.append(("GET", self.path, None))
+        stored = self.server.objects.get((namespace, name))
+        if stored is None:
+            return self._reply(404, {"kind": "Status", "reason": "NotFound"})
+        stored["reads"] += 1
+        if stored["reads"] > self.server.running_polls:
+            stored["status"] = {"conditions": [{"type": self.server.final, "status": "True",
+                                                "reason": "JobFailed" if self.server.final == "Failed" else "Done",
+                                                "message": "node-2 exited with code 1"}]}
+        self._reply(200, {k: v for k, v in stored.items() if k != "reads"})
+
+
+@pytest.fixture
+def fake_k8s_factory():
+    servers = []
+
+    def start(**kwargs):
+        server = FakeKubernetes(**kwargs)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_launcher_creates_then_waits_for_completion(fake_k8s_factory):
+    server = fake_k8s_factory(running_polls=2)
+    job = manifest()
+    final = run_trainjob(job, poll_seconds=0.01, api_client=server.api_client)
+    assert trainjob_state(final) == "Complete"
+    methods = [method for method, _, _ in server.requests]
+    assert methods == ["POST", "GET", "GET", "GET"]
+    assert server.requests[0][2] == job
+    assert server.requests[0][1] == "/apis/trainer.kubeflow.org/v1alpha1/namespaces/ml/trainjobs"
+
+
+def test_retried_launcher_adopts_the_existing_job(fake_k8s_factory):
+    server = fake_k8s_factory(running_polls=0)
+    job = manifest()
+    run_trainjob(job, poll_seconds=0.01, api_client=server.api_client)
+    run_trainjob(job, poll_seconds=0.01, api_client=server.api_client)  # 409, then waits on it
+    assert len(server.objects) == 1
+    assert [m for m, _, _ in server.requests] == ["POST", "GET", "POST", "GET"]
+
+
+def test_failed_job_fails_the_launcher_with_its_reason(fake_k8s_factory):
+    server = fake_k8s_factory(running_polls=1, final="Failed")
+    with pytest.raises(BertpipeError, match="TrainJob ml/bertpipe-phase1-0123456789 failed: JobFailed: node-2 exited"):
+        run_trainjob(manifest(), poll_seconds=0.01, api_client=server.api_client)
+
+
+def test_timeout_and_forbidden_are_user_errors(fake_k8s_factory):
+    slow = fake_k8s_factory(running_polls=10**6)
+    with pytest.raises(BertpipeError, match="still running after 0s"):
+        run_trainjob(manifest(), poll_seconds=0.01, timeout_seconds=0.05, api_client=slow.api_client)
+    forbidden = fake_k8s_factory(create_status=403)
+    with pytest.raises(BertpipeError, match="403.*may this service account create trainjobs"):
+        run_trainjob(manifest(), poll_seconds=0.01, api_client=forbidden.api_client)
