@@ -44,7 +44,7 @@ def add_signature_flags(parser: argparse.ArgumentParser, function: Callable, ove
         kind = type(default) if default not in (inspect.Parameter.empty, None) else str
         annotation = str(parameter.annotation)
         if "dict" in annotation:
-            parser.add_argument(_flag(name), type=json.loads, default=default, help=help_for(name) + " (JSON)")
+            parser.add_argument(_flag(name), type=parse_json_object, default=default, required=default is inspect.Parameter.empty, help=help_for(name))
         elif "bool" in annotation and kind is not bool:
             parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_for(name) + " (default: auto)")
         elif kind is bool:
@@ -54,6 +54,14 @@ def add_signature_flags(parser: argparse.ArgumentParser, function: Callable, ove
         else:
             kind = float if "float" in annotation else int if "int" in annotation else kind
             parser.add_argument(_flag(name), type=kind, default=default, help=help_for(name) + " (default: %(default)s)")
+
+
+def parse_json_object(text: str) -> dict:
+    """A JSON object flag; keys that are numbers (sequence lengths) become ints."""
+    try:
+        return json.loads(text, object_pairs_hook=lambda pairs: {int(k) if k.isdigit() else k: v for k, v in pairs})
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not a JSON object: {error}") from error
 
 
 def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
