@@ -130,6 +130,18 @@ def build_trainjob(
     return manifest
 
 
+def instantiate(template: dict[str, Any], *, name: str, train_args: Sequence[str]) -> dict[str, Any]:
+    """The compile-time template (from `build_trainjob`) with this run's name and training
+    arguments, which only exist at run time (input URIs, the pipeline run id)."""
+    if not _NAME.match(name) or len(name) > 63:
+        raise BertpipeError(f"TrainJob name {name!r} must be a lowercase DNS label of at most 63 characters")
+    manifest = copy.deepcopy(template)
+    manifest["metadata"]["name"] = name
+    manifest["spec"]["trainer"]["command"] = [*TORCHRUN, *train_args]
+    validate_trainjob(manifest)
+    return manifest
+
+
 def _first_difference(expected: Any, actual: Any, path: str = "") -> str | None:
     if isinstance(expected, dict) and isinstance(actual, dict):
         for key in expected.keys() | actual.keys():  # dropped: unknown; added: a required field defaulted

@@ -11,7 +11,14 @@ from kubernetes import client as k8s_client
 
 from components.errors import BertpipeError
 from pipelines.kubernetes import ClusterSettings, Resources, Toleration
-from pipelines.trainjob import build_trainjob, run_trainjob, trainjob_name, trainjob_state, validate_trainjob
+from pipelines.trainjob import (
+    build_trainjob,
+    instantiate,
+    run_trainjob,
+    trainjob_name,
+    trainjob_state,
+    validate_trainjob,
+)
 
 SETTINGS = ClusterSettings(
     cpu_image="registry.example.com/bertpipe-cpu:1",
@@ -89,6 +96,17 @@ def test_schema_violations_are_caught(mutate, message):
     mutate(job)
     with pytest.raises(BertpipeError, match=re.escape(message)):
         validate_trainjob(job)
+
+
+def test_compile_time_template_gets_run_time_name_and_arguments():
+    template = manifest(name="placeholder", train_args=[])
+    job = instantiate(template, name="bertpipe-phase1-abc", train_args=["train", "--data", "s3://b/run-7/data-128"])
+    assert job["metadata"]["name"] == "bertpipe-phase1-abc"
+    assert job["spec"]["trainer"]["command"][3:] == ["train", "--data", "s3://b/run-7/data-128"]
+    assert template["metadata"]["name"] == "placeholder", "the template is not modified"
+    assert job["spec"]["trainer"]["numNodes"] == 4
+    with pytest.raises(BertpipeError, match="lowercase DNS label"):
+        instantiate(template, name="", train_args=[])
 
 
 def test_bad_arguments_are_user_errors():
