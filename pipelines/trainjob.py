@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import re
 import time
@@ -140,6 +141,25 @@ def instantiate(template: dict[str, Any], *, name: str, train_args: Sequence[str
     manifest["spec"]["trainer"]["command"] = [*TORCHRUN, *train_args]
     validate_trainjob(manifest)
     return manifest
+
+
+def trainjob_template(settings: ClusterSettings, runtime: str = DEFAULT_RUNTIME) -> str:
+    """JSON of the TrainJob for ``settings.num_nodes`` nodes, built and checked at compile
+    time; `launch_phase` fills in the run's name and arguments."""
+    return json.dumps(build_trainjob(name="bertpipe-template", train_args=[], settings=settings,
+                                     num_nodes=settings.num_nodes, runtime=runtime))
+
+
+def launch_phase(template_json: str, *, pipeline_run_id: str, phase: str, train_args: Sequence[str],
+                 namespace: str | None = None, poll_seconds: float = 30.0, timeout_seconds: float = 0,
+                 api_client=None) -> dict[str, Any]:
+    """What the multi-node launcher component runs: this run's TrainJob for ``phase``,
+    created (or adopted after a retry) in ``namespace`` (default: the pod's own), waited for."""
+    manifest = instantiate(json.loads(template_json), name=trainjob_name(pipeline_run_id, phase),
+                           train_args=train_args)
+    if namespace:
+        manifest["metadata"]["namespace"] = namespace
+    return run_trainjob(manifest, poll_seconds=poll_seconds, timeout_seconds=timeout_seconds, api_client=api_client)
 
 
 def _first_difference(expected: Any, actual: Any, path: str = "") -> str | None:

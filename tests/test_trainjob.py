@@ -1,6 +1,7 @@
 """Multi-node TrainJob manifests (checked against the Trainer API schema) and the launcher
 that creates one and waits, run against a local stand-in for the Kubernetes API."""
 
+import dataclasses
 import json
 import re
 import threading
@@ -14,9 +15,11 @@ from pipelines.kubernetes import ClusterSettings, Resources, Toleration
 from pipelines.trainjob import (
     build_trainjob,
     instantiate,
+    launch_phase,
     run_trainjob,
     trainjob_name,
     trainjob_state,
+    trainjob_template,
     validate_trainjob,
 )
 
@@ -226,3 +229,15 @@ def test_timeout_and_forbidden_are_user_errors(fake_k8s_factory):
     forbidden = fake_k8s_factory(create_status=403)
     with pytest.raises(BertpipeError, match="403.*may this service account create trainjobs"):
         run_trainjob(manifest(), poll_seconds=0.01, api_client=forbidden.api_client)
+
+
+def test_launch_phase_runs_this_runs_job_from_the_compile_time_template(fake_k8s_factory):
+    server = fake_k8s_factory(running_polls=1)
+    template = trainjob_template(dataclasses.replace(SETTINGS, num_nodes=2))
+    launch_phase(template, pipeline_run_id="run-42", phase="phase1", train_args=["train", "--seed", "7"],
+                 namespace="ml", poll_seconds=0.01, api_client=server.api_client)
+    created = server.requests[0][2]
+    assert created["metadata"] == {"name": trainjob_name("run-42", "phase1"), "namespace": "ml",
+                                   "labels": {"app.kubernetes.io/part-of": "bertpipe"}}
+    assert created["spec"]["trainer"]["numNodes"] == 2
+    assert created["spec"]["trainer"]["command"] == ["torchrun", "--no-python", "bertpipe", "train", "--seed", "7"]
