@@ -266,28 +266,25 @@ def find_schedule(client: kfp.Client, name_or_id: str, namespace: str | None = N
     return matches[0]
 
 
-def pause_schedule(client: kfp.Client, name_or_id: str, namespace: str | None = None) -> Schedule:
+def _change_schedule(client: kfp.Client, name_or_id: str, namespace: str | None, verb: str, call) -> Schedule:
     schedule = find_schedule(client, name_or_id, namespace)
-    with api_errors(f"pausing schedule {name_or_id!r}", client._existing_config.host):
-        client.disable_recurring_run(schedule.recurring_run_id)
-    logger.info("paused schedule %s (%s)", schedule.name, schedule.recurring_run_id)
+    with api_errors(f"{verb} schedule {name_or_id!r}", client._existing_config.host):
+        call(schedule.recurring_run_id)
+    logger.info("%s schedule %s (%s)", verb, schedule.name, schedule.recurring_run_id)
     return schedule
+
+
+def pause_schedule(client: kfp.Client, name_or_id: str, namespace: str | None = None) -> Schedule:
+    """Stop a schedule from starting runs (KFP: disable the recurring run)."""
+    return _change_schedule(client, name_or_id, namespace, "pausing", client.disable_recurring_run)
 
 
 def resume_schedule(client: kfp.Client, name_or_id: str, namespace: str | None = None) -> Schedule:
-    schedule = find_schedule(client, name_or_id, namespace)
-    with api_errors(f"resuming schedule {name_or_id!r}", client._existing_config.host):
-        client.enable_recurring_run(schedule.recurring_run_id)
-    logger.info("resumed schedule %s (%s)", schedule.name, schedule.recurring_run_id)
-    return schedule
+    return _change_schedule(client, name_or_id, namespace, "resuming", client.enable_recurring_run)
 
 
 def delete_schedule(client: kfp.Client, name_or_id: str, namespace: str | None = None) -> Schedule:
-    schedule = find_schedule(client, name_or_id, namespace)
-    with api_errors(f"deleting schedule {name_or_id!r}", client._existing_config.host):
-        client.delete_recurring_run(schedule.recurring_run_id)
-    logger.info("deleted schedule %s (%s)", schedule.name, schedule.recurring_run_id)
-    return schedule
+    return _change_schedule(client, name_or_id, namespace, "deleting", client.delete_recurring_run)
 
 
 # --- the CLI's knobs -------------------------------------------------------------------------

@@ -141,6 +141,7 @@ class ClusterSettings:
     caching: Mapping[str, bool] = field(default_factory=lambda: dict(DEFAULT_CACHING))
     shm_size: str = "16Gi"
     training_timeout_seconds: int = 0
+    num_nodes: int = 1  # > 1: training phases run as a Kubeflow Trainer TrainJob (pipelines.trainjob)
 
     def __post_init__(self):
         images.check_image_reference(self.cpu_image, "cpu image")
@@ -149,6 +150,8 @@ class ClusterSettings:
             raise BertpipeError(f"--gpu-type {self.gpu_type!r}: give a resource name like nvidia.com/gpu")
         if self.gpus_per_node < 1:
             raise BertpipeError(f"--gpus-per-node must be >= 1, not {self.gpus_per_node}")
+        if self.num_nodes < 1:
+            raise BertpipeError(f"--num-nodes must be >= 1, not {self.num_nodes}")
         for selector in (self.gpu_node_selector, self.cpu_node_selector):
             for key, value in selector.items():
                 _check_label(key, value)
@@ -282,6 +285,8 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
                        help="accelerator resource name requested by training pods (default: %(default)s)")
     group.add_argument("--gpus-per-node", type=int, default=defaults["gpus_per_node"].default,
                        help="GPUs per training pod; torchrun starts one process per GPU (default: %(default)s)")
+    group.add_argument("--num-nodes", type=int, default=1,
+                       help="nodes per training phase; above 1 a phase runs as a Kubeflow Trainer TrainJob (default: %(default)s)")
     group.add_argument("--train-cpu", help="training pod CPU, REQ or REQ:LIMIT (default: 8:16)")
     group.add_argument("--train-memory", help="training pod memory, REQ or REQ:LIMIT (default: 48Gi:64Gi)")
     group.add_argument("--step-cpu", help="CPU step pod CPU, REQ or REQ:LIMIT (default: 2:4)")
@@ -353,4 +358,5 @@ def cluster_settings_from_args(args: argparse.Namespace) -> ClusterSettings:
         caching=caching,
         shm_size=args.shm_size,
         training_timeout_seconds=args.training_timeout,
+        num_nodes=args.num_nodes,
     )

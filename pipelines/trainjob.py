@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import re
 import time
@@ -128,6 +129,37 @@ def build_trainjob(
         manifest["spec"]["activeDeadlineSeconds"] = settings.training_timeout_seconds
     validate_trainjob(manifest)
     return manifest
+
+
+def instantiate(template: dict[str, Any], *, name: str, train_args: Sequence[str]) -> dict[str, Any]:
+    """The compile-time template (from `build_trainjob`) with this run's name and training
+    arguments, which only exist at run time (input URIs, the pipeline run id)."""
+    if not _NAME.match(name) or len(name) > 63:
+        raise BertpipeError(f"TrainJob name {name!r} must be a lowercase DNS label of at most 63 characters")
+    manifest = copy.deepcopy(template)
+    manifest["metadata"]["name"] = name
+    manifest["spec"]["trainer"]["command"] = [*TORCHRUN, *train_args]
+    validate_trainjob(manifest)
+    return manifest
+
+
+def trainjob_template(settings: ClusterSettings, runtime: str = DEFAULT_RUNTIME) -> str:
+    """JSON of the TrainJob for ``settings.num_nodes`` nodes, built and checked at compile
+    time; `launch_phase` fills in the run's name and arguments."""
+    return json.dumps(build_trainjob(name="bertpipe-template", train_args=[], settings=settings,
+                                     num_nodes=settings.num_nodes, runtime=runtime))
+
+
+def launch_phase(template_json: str, *, pipeline_run_id: str, phase: str, train_args: Sequence[str],
+                 namespace: str | None = None, poll_seconds: float = 30.0, timeout_seconds: float = 0,
+                 api_client=None) -> dict[str, Any]:
+    """What the multi-node launcher component runs: this run's TrainJob for ``phase``,
+    created (or adopted after a retry) in ``namespace`` (default: the pod's own), waited for."""
+    manifest = instantiate(json.loads(template_json), name=trainjob_name(pipeline_run_id, phase),
+                           train_args=train_args)
+    if namespace:
+        manifest["metadata"]["namespace"] = namespace
+    return run_trainjob(manifest, poll_seconds=poll_seconds, timeout_seconds=timeout_seconds, api_client=api_client)
 
 
 def _first_difference(expected: Any, actual: Any, path: str = "") -> str | None:

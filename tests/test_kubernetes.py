@@ -155,6 +155,7 @@ def test_defaults_cache_data_not_training_and_tolerate_gpu_taint(tmp_path, monke
     assert executors["exec-train"]["container"]["image"] == "my.registry:5000/bertpipe-cuda:dev"
     assert executors["exec-make-data"]["container"]["image"] == images.default_image("cpu")
     assert executors["exec-train"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"
+    assert parse_flags().num_nodes == 1 and parse_flags("--num-nodes", "4").num_nodes == 4
 
 
 def test_no_secrets_at_all_when_names_are_empty(tmp_path):
@@ -179,6 +180,7 @@ def test_toleration_parse(spec, expected):
     (["--node-selector", "pool"], "expected KEY=VALUE"),
     (["--node-selector", "pool=a b"], "not a valid label value"),
     (["--gpus-per-node", "0"], "--gpus-per-node must be >= 1"),
+    (["--num-nodes", "0"], "--num-nodes must be >= 1"),
     (["--train-memory", "64GB"], "give a memory size"),
     (["--train-cpu", "lots"], "give a CPU count"),
     (["--env", "AWS_SECRET_ACCESS_KEY=abc"], "looks like a credential"),

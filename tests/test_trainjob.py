@@ -1,6 +1,7 @@
 """Multi-node TrainJob manifests (checked against the Trainer API schema) and the launcher
 that creates one and waits, run against a local stand-in for the Kubernetes API."""
 
+import dataclasses
 import json
 import re
 import threading
@@ -11,7 +12,16 @@ from kubernetes import client as k8s_client
 
 from components.errors import BertpipeError
 from pipelines.kubernetes import ClusterSettings, Resources, Toleration
-from pipelines.trainjob import build_trainjob, run_trainjob, trainjob_name, trainjob_state, validate_trainjob
+from pipelines.trainjob import (
+    build_trainjob,
+    instantiate,
+    launch_phase,
+    run_trainjob,
+    trainjob_name,
+    trainjob_state,
+    trainjob_template,
+    validate_trainjob,
+)
 
 SETTINGS = ClusterSettings(
     cpu_image="registry.example.com/bertpipe-cpu:1",
@@ -89,6 +99,17 @@ def test_schema_violations_are_caught(mutate, message):
     mutate(job)
     with pytest.raises(BertpipeError, match=re.escape(message)):
         validate_trainjob(job)
+
+
+def test_compile_time_template_gets_run_time_name_and_arguments():
+    template = manifest(name="placeholder", train_args=[])
+    job = instantiate(template, name="bertpipe-phase1-abc", train_args=["train", "--data", "s3://b/run-7/data-128"])
+    assert job["metadata"]["name"] == "bertpipe-phase1-abc"
+    assert job["spec"]["trainer"]["command"][3:] == ["train", "--data", "s3://b/run-7/data-128"]
+    assert template["metadata"]["name"] == "placeholder", "the template is not modified"
+    assert job["spec"]["trainer"]["numNodes"] == 4
+    with pytest.raises(BertpipeError, match="lowercase DNS label"):
+        instantiate(template, name="", train_args=[])
 
 
 def test_bad_arguments_are_user_errors():
@@ -208,3 +229,15 @@ def test_timeout_and_forbidden_are_user_errors(fake_k8s_factory):
     forbidden = fake_k8s_factory(create_status=403)
     with pytest.raises(BertpipeError, match="403.*may this service account create trainjobs"):
         run_trainjob(manifest(), poll_seconds=0.01, api_client=forbidden.api_client)
+
+
+def test_launch_phase_runs_this_runs_job_from_the_compile_time_template(fake_k8s_factory):
+    server = fake_k8s_factory(running_polls=1)
+    template = trainjob_template(dataclasses.replace(SETTINGS, num_nodes=2))
+    launch_phase(template, pipeline_run_id="run-42", phase="phase1", train_args=["train", "--seed", "7"],
+                 namespace="ml", poll_seconds=0.01, api_client=server.api_client)
+    created = server.requests[0][2]
+    assert created["metadata"] == {"name": trainjob_name("run-42", "phase1"), "namespace": "ml",
+                                   "labels": {"app.kubernetes.io/part-of": "bertpipe"}}
+    assert created["spec"]["trainer"]["numNodes"] == 2
+    assert created["spec"]["trainer"]["command"] == ["torchrun", "--no-python", "bertpipe", "train", "--seed", "7"]
