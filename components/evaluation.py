@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import tempfile
+from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -24,7 +26,7 @@ from components import batches as batching
 from components import instances as instance_format
 from components import models, storage
 from components.errors import BertpipeError
-from components.tracking import Tracking, log_metrics, step_run
+from components.tracking import DEFAULT_TRACKING_URI, Tracking, log_metrics, step_run
 from components.vocab import load_vocab_info
 
 log = logging.getLogger(__name__)
@@ -78,15 +80,20 @@ def pretraining_metrics(forward: models.MaskedPretrainingModel, batches: Iterabl
 
 
 @contextlib.contextmanager
-def model_folder(model_uri: str):
-    """A local folder holding the model at model_uri (a local folder or s3:// prefix).
+def model_folder(model_uri: str, tracking_uri: str):
+    """A local folder holding the model at model_uri: a folder, an s3:// prefix or a registry URI.
 
-    Registry URIs (models:/name@alias) resolve here once the registry step provides the lookup.
+    Registry URIs (models:/name/3, models:/name@champion) come back as the
+    BertForPreTraining folder the trainer wrote, NSP head included.
     """
-    if model_uri.startswith("models:/"):
-        raise BertpipeError(f"{model_uri}: registry URIs are not supported by evaluate yet; pass the model folder (local or s3://)")
-    with storage.local_dir(model_uri) as folder:
-        yield folder
+    if not model_uri.startswith("models:/"):
+        with storage.local_dir(model_uri) as folder:
+            yield folder
+        return
+    from components.registry import download_model
+
+    with tempfile.TemporaryDirectory(prefix="bertpipe-model-") as tmp:
+        yield Path(download_model(model_uri, tmp, tracking_uri=tracking_uri)["folder"])
 
 
 def evaluate(
@@ -108,7 +115,7 @@ def evaluate(
     if per_device_eval_batch_size < 1:
         raise BertpipeError("per_device_eval_batch_size must be at least 1")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    with model_folder(model_uri) as folder:
+    with model_folder(model_uri, tracking.tracking_uri if tracking else DEFAULT_TRACKING_URI) as folder:
         model = models.load_model(str(folder))
         vocab_info = load_vocab_info(str(folder))
         tokens = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()

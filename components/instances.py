@@ -71,6 +71,11 @@ def read_manifest(data_uri: str) -> dict:
     return manifest
 
 
+def manifest_sha256(data_uri: str) -> str:
+    """The hash that identifies a data folder's exact content (the manifest holds every shard's checksum)."""
+    return hashlib.sha256(storage.read_bytes(storage.join(data_uri, MANIFEST_FILE))).hexdigest()
+
+
 def check_compatible(manifest: dict, data_uri: str, *, max_seq_length: int | None = None, vocab_sha256: str | None = None) -> None:
     """Refuse data made for another sequence length or vocab than the consumer expects."""
     if max_seq_length is not None and manifest["max_seq_length"] != max_seq_length:

@@ -134,6 +134,7 @@ def evaluate(
     model_uri: str,
     data_128: dsl.Input[dsl.Dataset],
     data_512: dsl.Input[dsl.Dataset],
+    registered_model_name: str,
     artifact_root: str,
     pipeline_run_id: str,
     tracking_uri: str,
@@ -141,51 +142,80 @@ def evaluate(
     metrics: dsl.Output[dsl.Metrics],
     report: dsl.Output[dsl.Markdown],
 ) -> str:
-    """MLM and NSP metrics on the held-out test split at 128 and 512; returns them as JSON for registration."""
+    """MLM and NSP metrics on the held-out test split at 128 and 512, for the new model and the current champion."""
     import json
 
     from components import step_io, storage
+    from components.champion import evaluate_champion
     from components.console import configure_logging
     from components.evaluation import evaluate as run_evaluation
     from components.tracking import Tracking
 
     configure_logging()
+    tracking = Tracking(tracking_uri, experiment, pipeline_run_id)
     uri = step_io.output_uri(artifact_root, pipeline_run_id, "evaluation")
-    results = run_evaluation(
-        model_uri,
-        {128: step_io.uri_of(data_128), 512: step_io.uri_of(data_512)},
-        uri,
-        tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
-    )
+    data_uris = {128: step_io.uri_of(data_128), 512: step_io.uri_of(data_512)}
+    results = run_evaluation(model_uri, data_uris, uri, tracking=tracking)
+    champion_version, champion_metrics = evaluate_champion(registered_model_name, data_uris, storage.join(uri, "champion"), tracking=tracking)
     for name, value in results.items():
         metrics.log_metric(name, value)
     with open(report.path, "w", encoding="utf-8") as handle:
         handle.write(storage.read_text(storage.join(uri, "report.md")))
-    return json.dumps(results, sort_keys=True)
+    return json.dumps({"challenger": results, "champion_version": champion_version, "champion": champion_metrics}, sort_keys=True)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def register_model(
     model_uri: str,
-    metrics_json: str,
+    evaluation_json: str,
+    data_128: dsl.Input[dsl.Dataset],
+    data_512: dsl.Input[dsl.Dataset],
     registered_model_name: str,
+    promotion_metric: str,
+    promotion_margin: float,
+    nsp_tolerance: float,
+    promotion_floor: float,
+    promotion_dry_run: bool,
+    phase1_steps: int,
+    phase2_steps: int,
+    artifact_root: str,
     pipeline_run_id: str,
     tracking_uri: str,
     experiment: str,
+    report: dsl.Output[dsl.Markdown],
 ) -> str:
-    """Log the model to MLflow (transformers flavour, fill-mask) and register it; returns "name/version"."""
+    """Register the model (MLflow transformers flavour, fill-mask) and let it challenge the champion; returns "name/version"."""
     import json
 
+    from components import step_io
     from components.console import configure_logging
-    from components.registry import register_model as register
+    from components.instances import manifest_sha256
+    from components.promotion import PromotionPolicy, register_and_promote
+    from components.run_report import write_run_report
     from components.tracking import Tracking
 
     configure_logging()
-    registered = register(
+    evaluation = json.loads(evaluation_json)
+    registered = register_and_promote(
         model_uri,
         registered_model_name,
         tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
-        tags={"bertpipe.pipeline_run_id": pipeline_run_id},
-        metrics=json.loads(metrics_json),
+        tags={
+            "bertpipe.data_128_manifest_sha256": manifest_sha256(step_io.uri_of(data_128)),
+            "bertpipe.data_512_manifest_sha256": manifest_sha256(step_io.uri_of(data_512)),
+            "bertpipe.phase1_steps": str(phase1_steps),
+            "bertpipe.phase2_steps": str(phase2_steps),
+        },
+        metrics=evaluation["challenger"],
+        champion_version=evaluation["champion_version"],
+        champion_metrics=evaluation["champion"],
+        policy=PromotionPolicy(metric=promotion_metric, margin=promotion_margin, guard_tolerance=nsp_tolerance, floor=promotion_floor),
+        dry_run=promotion_dry_run,
     )
+    text = write_run_report(
+        step_io.run_uri(artifact_root, pipeline_run_id), step_io.output_uri(artifact_root, pipeline_run_id, "evaluation"),
+        evaluation["challenger"], evaluation["champion_version"], evaluation["champion"], registered,
+    )
+    with open(report.path, "w", encoding="utf-8") as handle:
+        handle.write(text)
     return f"{registered['name']}/{registered['version']}"

@@ -14,9 +14,14 @@ import json
 from components import storage
 
 
+def run_uri(artifact_root: str, pipeline_run_id: str) -> str:
+    """The folder of one pipeline run: each run gets its own, so runs never collide."""
+    return storage.join(artifact_root, "runs", pipeline_run_id)
+
+
 def output_uri(artifact_root: str, pipeline_run_id: str, name: str) -> str:
-    """Where a step of one pipeline run writes: each run gets its own folder, so runs never collide."""
-    return storage.join(artifact_root, "runs", pipeline_run_id, name)
+    """Where one step of a pipeline run writes."""
+    return storage.join(run_uri(artifact_root, pipeline_run_id), name)
 
 
 def publish(artifact, uri: str, summary: dict) -> None:

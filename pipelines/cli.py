@@ -24,7 +24,10 @@ EXAMPLES = """\
 examples:
   bertpipe run                                   # the whole pipeline, locally, on the demo corpus
   bertpipe run --artifact-root s3://bucket/bert --tracking-uri http://127.0.0.1:5000
-  bertpipe compile --output bert-pretraining.yaml
+  bertpipe compile --output bert-pretraining.yaml --gpu-type nvidia-tesla-a100 --node-selector pool=gpu
+  bertpipe submit --host http://localhost:8080 --package bert-pretraining.yaml --run-name try-1 --param artifact_root=s3://bucket/bert
+  bertpipe schedule --host http://localhost:8080 --package bert-pretraining.yaml --name weekly --cron '0 0 3 * * 0'
+  bertpipe promote bert-pretraining 3 --reason "better on the new eval set"
   bertpipe export-vocab --source ./my-bert --output-uri ./vocab
   bertpipe create-pretraining-data --corpus 'books/*.txt.gz' --vocab-uri ./vocab --output-uri ./data-128
 """
@@ -99,10 +102,104 @@ def command_run(args: argparse.Namespace) -> None:
 def command_compile(args: argparse.Namespace) -> None:
     from kfp import compiler
 
+    from pipelines.bert_pretraining import build_pipeline
+    from pipelines.kubernetes import cluster_settings_from_args
+
+    compiler.Compiler().compile(build_pipeline(cluster_settings_from_args(args)), args.output)
+    print(f"wrote {args.output}")
+
+
+def pipeline_arguments(pairs: list[str]) -> dict:
+    """--param NAME=VALUE pairs, typed by the pipeline's signature (KFP rejects "900" for an int)."""
     from pipelines.bert_pretraining import bert_pretraining
 
-    compiler.Compiler().compile(bert_pretraining, args.output)
-    print(f"wrote {args.output}")
+    parameters = inspect.signature(bert_pretraining.pipeline_func).parameters
+    arguments = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in parameters:
+            raise BertpipeError(f"--param {pair!r}: expected NAME=VALUE with NAME one of {', '.join(parameters)}")
+        kind = parameters[name].annotation
+        if kind in (bool, "bool"):
+            arguments[name] = value.lower() in ("1", "true", "yes", "on")
+        else:
+            arguments[name] = {"int": int, "float": float}.get(getattr(kind, "__name__", kind), str)(value)
+    return arguments
+
+
+def command_submit(args: argparse.Namespace) -> None:
+    from pipelines import kfp_client
+
+    client = kfp_client.connect(kfp_client.endpoint_from_args(args))
+    run = kfp_client.submit(client, args.package, pipeline_arguments(args.param), run_name=args.run_name, experiment=args.experiment,
+                            namespace=args.namespace, service_account=args.service_account)
+    print(f"run {run.run_id}: {run.url}")
+
+
+def command_schedule(args: argparse.Namespace) -> None:
+    from pipelines import kfp_client
+
+    if args.action != "create" and args.action != "list" and not args.target:
+        raise BertpipeError(f"bertpipe schedule {args.action} needs the schedule's name or id")
+    client = kfp_client.connect(kfp_client.endpoint_from_args(args))
+    if args.action == "create":
+        if not (args.package and args.name and args.cron):
+            raise BertpipeError("bertpipe schedule needs --package, --name and --cron to create a schedule")
+        schedules = [kfp_client.create_schedule(client, args.package, pipeline_arguments(args.param), name=args.name, cron=args.cron,
+                                                experiment=args.experiment, namespace=args.namespace, max_concurrency=args.max_concurrency,
+                                                catchup=args.catchup, service_account=args.service_account)]
+    elif args.action == "list":
+        schedules = kfp_client.list_schedules(client, args.namespace)
+    else:
+        change = {"pause": kfp_client.pause_schedule, "resume": kfp_client.resume_schedule, "delete": kfp_client.delete_schedule}[args.action]
+        schedules = [change(client, args.target, args.namespace)]
+    for schedule in schedules:
+        state = "enabled" if schedule.enabled else "paused"
+        print(f"{schedule.recurring_run_id}  {schedule.name}  {schedule.cron!r}  {state}")
+
+
+def command_promote(args: argparse.Namespace) -> None:
+    from components.promotion import promote
+
+    print(json.dumps(promote(args.name, args.version, tracking_uri=args.tracking_uri, alias=args.alias, reason=args.reason, actor=args.actor), indent=2))
+
+
+def command_rollback(args: argparse.Namespace) -> None:
+    from components.promotion import rollback
+
+    print(json.dumps(rollback(args.name, tracking_uri=args.tracking_uri, alias=args.alias, reason=args.reason, actor=args.actor), indent=2))
+
+
+def command_stack(args: argparse.Namespace) -> None:
+    from components import stack
+
+    if args.action == "up":
+        started = stack.stack_up(args.dir, bucket=args.bucket, s3_port=args.s3_port, mlflow_port=args.mlflow_port)
+        print(stack.export_lines(started.env()))
+        log.info("stack up: S3 at %s (bucket %s), MLflow at %s; eval the lines above, then `bertpipe run --artifact-root s3://%s/bertpipe --tracking-uri %s`",
+                 started.s3.endpoint, started.bucket, started.tracking_uri, started.bucket, started.tracking_uri)
+    elif args.action == "down":
+        stack.stack_down(args.dir)
+        log.info("stack in %s stopped (its data stays for the next `bertpipe stack up`)", args.dir)
+    else:
+        print(json.dumps(stack.stack_status(args.dir), indent=2))
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", default=".bertpipe-stack", help="folder for the servers' data, logs and state (default: %(default)s)")
+    parser.add_argument("--bucket", default="bertpipe", help="S3 bucket to create (default: %(default)s)")
+    parser.add_argument("--s3-port", type=int, default=0, help="S3 port (default: a free one)")
+    parser.add_argument("--mlflow-port", type=int, default=0, help="MLflow port (default: a free one)")
+
+
+def add_submission_arguments(parser: argparse.ArgumentParser, package_required: bool = True) -> None:
+    from pipelines.kfp_client import add_endpoint_arguments
+
+    add_endpoint_arguments(parser)
+    parser.add_argument("--package", required=package_required, help="compiled pipeline YAML (bertpipe compile)")
+    parser.add_argument("--experiment", default="bertpipe", help="KFP experiment (default: %(default)s)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter; repeat for more")
+    parser.add_argument("--service-account", help="Kubernetes service account of the run's pods")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     from components.training import train_phase
     from components.vocab import export_vocab
     from pipelines.bert_pretraining import bert_pretraining
+    from pipelines.kubernetes import add_cluster_arguments
     from pipelines.local_run import DEMO_SETTINGS
 
     parser = argparse.ArgumentParser(
@@ -126,9 +224,43 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kfp-root", default="", help="kfp.local's pipeline_root (default: <artifact-root>/kfp-local, or ./bertpipe-artifacts/kfp-local for s3://)")
     run.set_defaults(handler=command_run)
 
-    compile_ = commands.add_parser("compile", help="compile the pipeline to KFP YAML for a cluster")
+    compile_ = commands.add_parser("compile", help="compile the pipeline to KFP YAML for a cluster (images, GPUs, node pools, secrets)")
     compile_.add_argument("--output", default="bert-pretraining.yaml", help="YAML file to write (default: %(default)s)")
+    add_cluster_arguments(compile_)
     compile_.set_defaults(handler=command_compile)
+
+    submit = commands.add_parser("submit", help="start a run of a compiled pipeline on a Kubeflow Pipelines endpoint")
+    add_submission_arguments(submit)
+    submit.add_argument("--run-name", required=True, help="name of the run in the KFP UI")
+    submit.set_defaults(handler=command_submit)
+
+    schedule = commands.add_parser("schedule", help="create, list, pause, resume or delete recurring runs",
+                                   description="Create a recurring run (default action), or manage existing ones by name or id.")
+    schedule.add_argument("action", nargs="?", default="create", choices=["create", "list", "pause", "resume", "delete"], help="what to do (default: create)")
+    schedule.add_argument("target", nargs="?", help="the schedule's name or id (pause, resume, delete)")
+    add_submission_arguments(schedule, package_required=False)
+    schedule.add_argument("--name", help="name of the new schedule")
+    schedule.add_argument("--cron", help="6-field cron, seconds first: '0 0 3 * * 0' = Sundays 03:00")
+    schedule.add_argument("--max-concurrency", type=int, default=1, help="runs of this schedule at once (default: %(default)s)")
+    schedule.add_argument("--catchup", action="store_true", help="start the runs missed while paused (default: skip them)")
+    schedule.set_defaults(handler=command_schedule)
+
+    promote = commands.add_parser("promote", help="point an alias (default: champion) at a model version by hand")
+    promote.add_argument("name", help="registered model name")
+    promote.add_argument("version", help="model version to promote")
+    rollback = commands.add_parser("rollback", help="move an alias (default: champion) back to the version it replaced")
+    rollback.add_argument("name", help="registered model name")
+    for parser_, handler in ((promote, command_promote), (rollback, command_rollback)):
+        parser_.add_argument("--reason", required=True, help="why: recorded in the version's tags")
+        parser_.add_argument("--alias", default="champion", help="alias to move (default: %(default)s)")
+        parser_.add_argument("--actor", default=None, help="who: recorded in tags (default: $USER)")
+        parser_.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=help_for("tracking_uri") + " (default: %(default)s)")
+        parser_.set_defaults(handler=handler)
+
+    stack = commands.add_parser("stack", help="start/stop a local SeaweedFS (S3) + MLflow server pair for trying the S3 path")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    add_stack_arguments(stack)
+    stack.set_defaults(handler=command_stack)
 
     for name, function, summary in (
         ("export-vocab", export_vocab, "write vocab.txt + tokenizer files from a tokenizer, or train a WordPiece vocab"),

@@ -73,7 +73,9 @@ def run_pipeline_locally(arguments: dict, kfp_root: str) -> dict:
     if task.outputs is None or not task.outputs.get("model_version"):
         raise BertpipeError("the pipeline failed: see the failing step's log above")
     outputs = dict(task.outputs)
-    outputs["metrics"] = json.loads(outputs.pop("metrics_json"))
+    evaluation = json.loads(outputs.pop("evaluation_json"))
+    outputs["metrics"] = evaluation["challenger"]
+    outputs["champion_version"] = evaluation["champion_version"]
     return outputs
 
 
