@@ -29,6 +29,7 @@ import json
 import logging
 import multiprocessing
 import os
+from array import array
 from dataclasses import asdict, dataclass
 
 from components import data_statistics, instances, storage
@@ -192,16 +193,16 @@ def _read_documents(uri: str) -> list[list[str]]:
     return [block.split("\n") for block in text.split("\n\n") if block]
 
 
-def _tokenize_documents(raw: list[list[str]], tokenizer: CorpusTokenizer) -> list[list[list[int]]]:
+def _tokenize_documents(raw: list[list[str]], tokenizer: CorpusTokenizer) -> list[list[array]]:
     """Token ids per sentence, without sentences that tokenize to nothing and documents left empty (as Google does)."""
-    documents: list[list[list[int]]] = []
+    documents: list[list[array]] = []
     batch: list[str] = []
     owners: list[int] = []
 
     def run_batch() -> None:
         for owner, ids in zip(owners, tokenizer.tokenize_lines(batch)):
             if ids:
-                documents[owner].append(ids)
+                documents[owner].append(array("i", ids))
         batch.clear()
         owners.clear()
 
