@@ -200,3 +200,19 @@ def test_warnings_for_one_document_and_far_max_predictions(tmp_path, vocab, capl
     with caplog.at_level("WARNING"):
         create_pretraining_data(corpus, vocab, str(tmp_path / "o"), max_seq_length=128, max_predictions_per_seq=5, dev_fraction=0, test_fraction=0)
     assert "ONE document" in caplog.text and "far from masked_lm_prob" in caplog.text
+
+
+def test_statistics_are_logged_to_mlflow(tmp_path, vocab):
+    import mlflow
+
+    from components.tracking import Tracking
+
+    corpus = _corpus(tmp_path / "c.txt", HAND_MADE)
+    tracking = Tracking(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="data-test", pipeline_run_id="run-1")
+    manifest = create_pretraining_data(corpus, vocab, str(tmp_path / "data"), max_seq_length=32, max_predictions_per_seq=5, tracking=tracking, **SMALL)
+    run = mlflow.MlflowClient(tracking.tracking_uri).search_runs(
+        [mlflow.get_experiment_by_name("data-test").experiment_id], filter_string="tags.`bertpipe.step` = 'create-pretraining-data'"
+    )[0]
+    assert run.data.metrics["train/instances"] == manifest["splits"]["train"]["num_instances"] == 14
+    assert run.data.metrics["train/random_next_fraction"] == pytest.approx(0.5)
+    assert run.data.params["max_seq_length"] == "32"
