@@ -68,6 +68,7 @@ def _measure(code: str, env: dict) -> dict:
     return {**json.loads(out.decode().strip().splitlines()[-1]), "seconds": seconds, "peak_mb": peak / 2**20}
 
 
+# Formatted with str.format like the code it is prepended to: braces are doubled.
 _DIGEST = """
 def digest(rows):
     import hashlib, json
@@ -75,7 +76,7 @@ def digest(rows):
     count = 0
     for count, row in enumerate(rows, start=1):
         h.update(json.dumps(row, sort_keys=True).encode())
-    return {"digest": h.hexdigest(), "instances": count}
+    return {{"digest": h.hexdigest(), "instances": count}}
 """
 
 REFERENCE = _DIGEST + """

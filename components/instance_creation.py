@@ -34,6 +34,8 @@ class InstanceSettings:
     short_seq_prob: float
     dupe_factor: int
     masking: MaskingConfig
+    # Store unmasked pairs (no masked positions); the training collator masks them anew each epoch.
+    dynamic_masking: bool = False
 
 
 @dataclass
@@ -121,7 +123,10 @@ class _ShardBuilder:
     def emit(self, a: list[int], b: list[int], is_random_next: bool, short: bool) -> None:
         config = self.settings.masking
         tokens = [config.cls_id, *a, config.sep_id, *b, config.sep_id]
-        masked, positions, labels = mask_tokens(tokens, self.rng, config, self.mask_counts, segment_a_length=len(a) + 2)
+        if self.settings.dynamic_masking:
+            masked, positions, labels = tokens, [], []
+        else:
+            masked, positions, labels = mask_tokens(tokens, self.rng, config, self.mask_counts, segment_a_length=len(a) + 2)
         self.buffer.add(masked, len(a) + 2, positions, labels, is_random_next)
         stats = self.stats
         stats.tokens += len(tokens)
