@@ -19,12 +19,13 @@ import random
 from array import array
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
 from components import instances as instance_format
-from components.masking import MaskCounts, MaskingConfig, mask_tokens
+from components.masking import MaskCounts, MaskingConfig, mask_tokens, shuffle_exact
 
-Document = list[list[int]]  # sentences of token ids
+Document = list[array]  # sentences of token ids (array('i'): 4 bytes a token)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class InstanceSettings:
     short_seq_prob: float
     dupe_factor: int
     masking: MaskingConfig
+    # Store unmasked pairs (no masked positions); the training collator masks them anew each epoch.
+    dynamic_masking: bool = False
 
 
 @dataclass
@@ -76,16 +79,19 @@ class InstanceBuffer:
         self.next_sentence_label.append(1 if is_random_next else 0)
 
     def to_table(self, order: list[int]) -> pa.Table:
+        def column(values: array, value_type) -> pa.Array:
+            return pa.array(np.frombuffer(values, dtype=values.typecode), value_type)
+
         def lists(offsets: array, values: array, value_type) -> pa.Array:
-            return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, value_type))
+            return pa.ListArray.from_arrays(column(offsets, pa.int32()), column(values, value_type))
 
         table = pa.Table.from_arrays(
             [
                 lists(self.input_offsets, self.input_ids, pa.int32()),
-                pa.array(self.segment_a_length, pa.int16()),
+                column(self.segment_a_length, pa.int16()),
                 lists(self.mask_offsets, self.positions, pa.int16()),
                 lists(self.mask_offsets, self.labels, pa.int32()),
-                pa.array(self.next_sentence_label, pa.int8()),
+                column(self.next_sentence_label, pa.int8()),
             ],
             schema=instance_format.SCHEMA,
         )
@@ -117,7 +123,10 @@ class _ShardBuilder:
     def emit(self, a: list[int], b: list[int], is_random_next: bool, short: bool) -> None:
         config = self.settings.masking
         tokens = [config.cls_id, *a, config.sep_id, *b, config.sep_id]
-        masked, positions, labels = mask_tokens(tokens, self.rng, config, self.mask_counts)
+        if self.settings.dynamic_masking:
+            masked, positions, labels = tokens, [], []
+        else:
+            masked, positions, labels = mask_tokens(tokens, self.rng, config, self.mask_counts, segment_a_length=len(a) + 2)
         self.buffer.add(masked, len(a) + 2, positions, labels, is_random_next)
         stats = self.stats
         stats.tokens += len(tokens)
@@ -173,13 +182,13 @@ class _ShardBuilder:
 def create_instances(documents: list[Document], seed: int, settings: InstanceSettings) -> tuple[pa.Table, InstanceStatistics]:
     """All instances of one shard (Google's order) and their statistics; `documents` is shuffled in place."""
     rng = random.Random(seed)
-    rng.shuffle(documents)
+    shuffle_exact(documents, rng)
     builder = _ShardBuilder(documents, rng, settings)
     for _ in range(settings.dupe_factor):
         for document_index in range(len(documents)):
             builder.from_document(document_index)
     order = list(range(len(builder.buffer)))
-    rng.shuffle(order)
+    shuffle_exact(order, rng)
     stats = builder.stats
     stats.instances = len(order)
     counts = builder.mask_counts

@@ -22,13 +22,13 @@ skipping shards already finished by an interrupted run with the same settings.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+from array import array
 from dataclasses import asdict, dataclass
 
 from components import data_statistics, instances, storage
@@ -58,6 +58,7 @@ class DataSettings:
     dupe_factor: int = 1
     do_whole_word_mask: bool = True
     per_word_replacement: bool = False
+    dynamic_masking: bool = False
     dev_fraction: float = 0.02
     test_fraction: float = 0.02
     seed: int = 12345
@@ -192,16 +193,16 @@ def _read_documents(uri: str) -> list[list[str]]:
     return [block.split("\n") for block in text.split("\n\n") if block]
 
 
-def _tokenize_documents(raw: list[list[str]], tokenizer: CorpusTokenizer) -> list[list[list[int]]]:
+def _tokenize_documents(raw: list[list[str]], tokenizer: CorpusTokenizer) -> list[list[array]]:
     """Token ids per sentence, without sentences that tokenize to nothing and documents left empty (as Google does)."""
-    documents: list[list[list[int]]] = []
+    documents: list[list[array]] = []
     batch: list[str] = []
     owners: list[int] = []
 
     def run_batch() -> None:
         for owner, ids in zip(owners, tokenizer.tokenize_lines(batch)):
             if ids:
-                documents[owner].append(ids)
+                documents[owner].append(array("i", ids))
         batch.clear()
         owners.clear()
 
@@ -239,7 +240,7 @@ def _instance_settings(settings: DataSettings, vocab: _Vocab) -> InstanceSetting
         whole_word=settings.do_whole_word_mask,
         per_word_replacement=settings.per_word_replacement,
     )
-    return InstanceSettings(settings.max_seq_length, settings.short_seq_prob, settings.dupe_factor, masking)
+    return InstanceSettings(settings.max_seq_length, settings.short_seq_prob, settings.dupe_factor, masking, settings.dynamic_masking)
 
 
 def _fingerprint(settings: DataSettings, vocab_sha256: str) -> str:
@@ -318,8 +319,13 @@ def corpus_fingerprint(descriptors: list[dict]) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
-def merge_manifests(output_uri: str, records: list[dict], corpus: str, vocab_uri: str, settings: DataSettings, corpus_sha256: str) -> dict:
-    """Write data_card.md and then manifest.json from the shard records; removes the work area and stale shards."""
+def merge_manifests(
+    output_uri: str, records: list[dict], corpus: str, vocab_uri: str, settings: DataSettings, corpus_sha256: str, tracking: Tracking | None = None
+) -> dict:
+    """Write data_card.md and then manifest.json from the shard records; removes the work area and stale shards.
+
+    With `tracking`, the settings and per-split statistics go to the step's MLflow run.
+    """
     vocab_info = load_vocab_info(vocab_uri)
     manifest = _manifest_header(corpus, settings, vocab_info, corpus_sha256)
     manifest["splits"], manifest["statistics"] = {}, {}
@@ -343,6 +349,15 @@ def merge_manifests(output_uri: str, records: list[dict], corpus: str, vocab_uri
             for stale in set(storage.list_files(split_uri)) - referenced:
                 _remove_file(stale)
     storage.write_text(storage.join(output_uri, "data_card.md"), data_statistics.data_card(manifest))
+    long_sentences = sum(summary["long_sentences"] for summary in manifest["statistics"].values())
+    if long_sentences:
+        log.warning(
+            "%d sentences are longer than max_seq_length - 3 = %d tokens and get cut (Google's truncation); "
+            "if that is many, check that the corpus has one sentence per line", long_sentences, settings.max_seq_length - 3,
+        )
+    if tracking:
+        with step_run(tracking, STEP_NAME, {"corpus": corpus, "vocab_uri": vocab_uri, "output_uri": output_uri, **asdict(settings)}):
+            log_metrics(data_statistics.metrics_for_mlflow(manifest["statistics"]))
     storage.write_json(storage.join(output_uri, instances.MANIFEST_FILE), manifest)
     _remove_tree(_work(output_uri))
     log.info(
@@ -390,6 +405,7 @@ def create_pretraining_data(
     dupe_factor: int = 1,
     do_whole_word_mask: bool = True,
     per_word_replacement: bool = False,
+    dynamic_masking: bool = False,
     dev_fraction: float = 0.02,
     test_fraction: float = 0.02,
     seed: int = 12345,
@@ -397,11 +413,16 @@ def create_pretraining_data(
     num_workers: int = 1,
     tracking: Tracking | None = None,
 ) -> dict:
-    """Corpus -> pretraining data folder (Parquet shards, manifest.json, data_card.md); returns the manifest."""
+    """Corpus -> pretraining data folder (Parquet shards, manifest.json, data_card.md); returns the manifest.
+
+    Settings are Google's flags; besides them: `per_word_replacement` (one 80/10/10 draw per
+    whole word instead of per piece, a fix off by default), `dynamic_masking` (store
+    unmasked pairs for a collator that masks each epoch), `shard_size_mb` and `num_workers`.
+    """
     settings = DataSettings(
         max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq, masked_lm_prob=masked_lm_prob,
         short_seq_prob=short_seq_prob, dupe_factor=dupe_factor, do_whole_word_mask=do_whole_word_mask,
-        per_word_replacement=per_word_replacement, dev_fraction=dev_fraction, test_fraction=test_fraction, seed=seed,
+        per_word_replacement=per_word_replacement, dynamic_masking=dynamic_masking, dev_fraction=dev_fraction, test_fraction=test_fraction, seed=seed,
         shard_size_mb=shard_size_mb,
     )
     settings.validate()
@@ -425,9 +446,5 @@ def create_pretraining_data(
         return previous
     if previous:
         _remove_file(storage.join(output_uri, instances.MANIFEST_FILE))
-    with step_run(tracking, STEP_NAME, {"corpus": corpus, "vocab_uri": vocab_uri, "output_uri": output_uri, **asdict(settings)}) if tracking else contextlib.nullcontext():
-        records = _process_all(descriptors, vocab_uri, output_uri, settings, num_workers)
-        manifest = merge_manifests(output_uri, records, corpus, vocab_uri, settings, corpus_sha256)
-        if tracking:
-            log_metrics(data_statistics.metrics_for_mlflow(manifest["statistics"]))
-    return manifest
+    records = _process_all(descriptors, vocab_uri, output_uri, settings, num_workers)
+    return merge_manifests(output_uri, records, corpus, vocab_uri, settings, corpus_sha256, tracking)

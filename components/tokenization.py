@@ -148,7 +148,8 @@ class CorpusTokenizer:
                 fast_indexes.append(index)
             else:
                 out[index] = self.python.tokenize(line)
-        encodings = self.fast.encode_batch([lines[i] for i in fast_indexes], add_special_tokens=False)
+        # encode_batch_fast skips the character offsets, which are not needed here.
+        encodings = self.fast.encode_batch_fast([lines[i] for i in fast_indexes], add_special_tokens=False)
         for index, encoding in zip(fast_indexes, encodings):
             out[index] = encoding.ids
         return out  # type: ignore[return-value]

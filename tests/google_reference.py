@@ -16,6 +16,7 @@ import random
 import sys
 import types
 from functools import lru_cache
+from typing import Iterator
 
 
 class _Flags:
@@ -102,12 +103,12 @@ def _whole_word_masking(tokens, masked_lm_prob, max_predictions_per_seq, vocab_w
     return output, [i for i, _ in chosen], [label for _, label in chosen]
 
 
-def reference_instances(
+def iter_reference_rows(
     input_file: str, vocab_file: str, *, do_lower_case: bool = True, max_seq_length: int = 128, dupe_factor: int = 1,
     short_seq_prob: float = 0.1, masked_lm_prob: float = 0.15, max_predictions_per_seq: int = 20, seed: int = 12345,
     whole_word_mask: bool = False,
-) -> list[dict]:
-    """Google's instances as rows of our Parquet schema (input_ids, segment_a_length, ...)."""
+) -> Iterator[dict]:
+    """Google's instances as rows of our Parquet schema (input_ids, segment_a_length, ...), converted one at a time."""
     create, tokenization = reference_modules()
     tokenizer = tokenization.FullTokenizer(vocab_file=vocab_file, do_lower_case=do_lower_case)
     original = create.create_masked_lm_predictions
@@ -119,16 +120,19 @@ def reference_instances(
         )
     finally:
         create.create_masked_lm_predictions = original
-    return [
-        {
+    for instance in found:
+        yield {
             "input_ids": tokenizer.convert_tokens_to_ids(instance.tokens),
             "segment_a_length": instance.segment_ids.count(0),
             "masked_lm_positions": list(instance.masked_lm_positions),
             "masked_lm_ids": tokenizer.convert_tokens_to_ids(instance.masked_lm_labels),
             "next_sentence_label": int(instance.is_random_next),
         }
-        for instance in found
-    ]
+
+
+def reference_instances(input_file: str, vocab_file: str, **settings) -> list[dict]:
+    """All of Google's instances as rows (see iter_reference_rows for the settings)."""
+    return list(iter_reference_rows(input_file, vocab_file, **settings))
 
 
 def reference_tokenize(vocab_file: str, lines: list[str], do_lower_case: bool = True) -> list[list[int]]:

@@ -200,3 +200,38 @@ def test_warnings_for_one_document_and_far_max_predictions(tmp_path, vocab, capl
     with caplog.at_level("WARNING"):
         create_pretraining_data(corpus, vocab, str(tmp_path / "o"), max_seq_length=128, max_predictions_per_seq=5, dev_fraction=0, test_fraction=0)
     assert "ONE document" in caplog.text and "far from masked_lm_prob" in caplog.text
+
+
+def test_statistics_are_logged_to_mlflow(tmp_path, vocab):
+    import mlflow
+
+    from components.tracking import Tracking
+
+    corpus = _corpus(tmp_path / "c.txt", HAND_MADE)
+    tracking = Tracking(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="data-test", pipeline_run_id="run-1")
+    manifest = create_pretraining_data(corpus, vocab, str(tmp_path / "data"), max_seq_length=32, max_predictions_per_seq=5, tracking=tracking, **SMALL)
+    run = mlflow.MlflowClient(tracking.tracking_uri).search_runs(
+        [mlflow.get_experiment_by_name("data-test").experiment_id], filter_string="tags.`bertpipe.step` = 'create-pretraining-data'"
+    )[0]
+    assert run.data.metrics["train/instances"] == manifest["splits"]["train"]["num_instances"] == 14
+    assert run.data.metrics["train/random_next_fraction"] == pytest.approx(0.5)
+    assert run.data.params["max_seq_length"] == "32"
+
+
+def test_dynamic_masking_stores_unmasked_pairs(tmp_path, vocab):
+    corpus = _corpus(tmp_path / "c.txt", HAND_MADE)
+    out = str(tmp_path / "data")
+    manifest = create_pretraining_data(corpus, vocab, out, max_seq_length=32, dynamic_masking=True, **SMALL)
+    rows = instances.load_split(out, "train").to_pylist()
+    mask = load_vocab_tokens(vocab).index("[MASK]")
+    assert manifest["settings"]["dynamic_masking"] is True and len(rows) > 5
+    assert all(not r["masked_lm_positions"] and mask not in r["input_ids"] for r in rows)
+
+
+def test_long_sentences_are_reported(tmp_path, vocab, caplog):
+    corpus = _corpus(tmp_path / "c.txt", [["word " * 40, "Short one."], ["Another short one.", "And more."]])
+    with caplog.at_level("WARNING"):
+        manifest = create_pretraining_data(corpus, vocab, str(tmp_path / "d"), max_seq_length=16, max_predictions_per_seq=3, **SMALL)
+    assert "1 sentences are longer than max_seq_length - 3 = 13 tokens" in caplog.text
+    assert manifest["statistics"]["train"]["long_sentences"] == 1
+    assert manifest["statistics"]["train"]["length_max"] == 16

@@ -1,0 +1,162 @@
+"""Google's create_pretraining_data.py (bert-tensorflow) vs. bertpipe's step, side by side on the same corpus.
+
+    PYTHONPATH=$PWD python benchmarks/bench_pretraining_data.py [--corpus ../shared/data/pd-corpus.txt.gz]
+
+Each contender runs in its own process; the parent samples the summed RSS of that
+process tree every 50 ms (peak memory) and times it. Prints instances per second,
+peak memory, the ratios, and whether the one-worker output is identical to Google's.
+The memory check runs the sharded step on the corpus and on the corpus repeated 4x.
+Both sides tokenize on one thread (TOKENIZERS_PARALLELISM=false); same interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "pd-corpus.txt.gz"
+
+
+def _tree_rss(pid: int) -> int:
+    """Summed resident memory (bytes) of a process and its descendants, from /proc."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def _measure(code: str, env: dict) -> dict:
+    """Run `code` in a fresh interpreter; returns its JSON result plus wall time and peak tree RSS."""
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env, cwd=ROOT)
+    peak = 0
+    stop = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _tree_rss(process.pid))
+            time.sleep(0.05)
+
+    start = time.perf_counter()
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    out, _ = process.communicate()
+    seconds = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    if process.returncode:
+        raise SystemExit(f"contender failed with exit code {process.returncode}")
+    return {**json.loads(out.decode().strip().splitlines()[-1]), "seconds": seconds, "peak_mb": peak / 2**20}
+
+
+# Formatted with str.format like the code it is prepended to: braces are doubled.
+_DIGEST = """
+def digest(rows):
+    import hashlib, json
+    h = hashlib.sha256()
+    count = 0
+    for count, row in enumerate(rows, start=1):
+        h.update(json.dumps(row, sort_keys=True).encode())
+    return {{"digest": h.hexdigest(), "instances": count}}
+"""
+
+REFERENCE = _DIGEST + """
+import json
+from tests.google_reference import iter_reference_rows
+rows = iter_reference_rows({corpus!r}, {vocab!r}, max_seq_length=128, dupe_factor={dupe}, whole_word_mask=True)
+print(json.dumps(digest(rows)))
+"""
+
+OUR_DIGEST = _DIGEST + """
+import json
+from components.instances import load_split
+table = load_split({out!r}, "train")
+print(json.dumps(digest(row for batch in table.to_batches(10000) for row in batch.to_pylist())))
+"""
+
+OURS = """
+import json
+from components.pretraining_data import create_pretraining_data
+manifest = create_pretraining_data({corpus!r}, {vocab_dir!r}, {out!r}, max_seq_length=128, dupe_factor={dupe}, dev_fraction=0,
+    test_fraction=0, shard_size_mb={shard_mb}, num_workers={workers})
+print(json.dumps({{"instances": manifest["splits"]["train"]["num_instances"]}}))
+"""
+
+
+def _median_run(label: str, code: str, env: dict, repeats: int) -> dict:
+    runs = [_measure(code, env) for _ in range(repeats)]
+    result = dict(runs[-1])
+    result["seconds"] = statistics.median(r["seconds"] for r in runs)
+    result["peak_mb"] = statistics.median(r["peak_mb"] for r in runs)
+    result["per_second"] = result["instances"] / result["seconds"]
+    print(f"{label:<44} {result['instances']:>9,} instances {result['seconds']:7.1f} s {result['per_second']:9,.0f}/s {result['peak_mb']:7.0f} MB", flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default=str(DEFAULT_CORPUS))
+    parser.add_argument("--vocab", default="", help="a vocab folder (default: train a 30,000-token vocab on the corpus)")
+    parser.add_argument("--dupe-factor", type=int, default=5)
+    parser.add_argument("--shard-size-mb", type=float, default=4.0, help="shard size of the sharded runs")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per contender (median); the reference alone takes minutes")
+    parser.add_argument("--skip-reference", action="store_true")
+    args = parser.parse_args()
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+    with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
+        text = gzip.open(args.corpus, "rt", encoding="utf-8").read() if args.corpus.endswith(".gz") else Path(args.corpus).read_text("utf-8")
+        plain = Path(tmp, "corpus.txt")
+        plain.write_text(text, encoding="utf-8")
+        times4 = Path(tmp, "corpus-x4.txt")
+        times4.write_text("\n\n".join([text.rstrip("\n")] * 4) + "\n", encoding="utf-8")
+        vocab_dir = args.vocab
+        if not vocab_dir:
+            from components.vocab import export_vocab
+
+            vocab_dir = str(Path(tmp, "vocab"))
+            export_vocab(vocab_dir, corpus=str(plain), vocab_size=30000)
+        print(f"corpus {args.corpus}: {len(text.encode()) / 1e6:.1f} MB; max_seq_length 128, dupe_factor {args.dupe_factor}, whole-word masking; {os.cpu_count()} CPUs")
+
+        def ours(label, corpus, workers, shard_mb, check=False):
+            out = tempfile.mkdtemp(dir=tmp)
+            code = OURS.format(corpus=str(corpus), vocab_dir=vocab_dir, out=out, dupe=args.dupe_factor, shard_mb=shard_mb, workers=workers)
+            result = _median_run(label, code, env, args.repeats)
+            if check:  # outside the timed, memory-sampled run
+                result["digest"] = json.loads(subprocess.run([sys.executable, "-c", OUR_DIGEST.format(out=out)], env=env, cwd=ROOT, capture_output=True, check=True).stdout.decode().splitlines()[-1])["digest"]
+            return result
+
+        one = ours("bertpipe, 1 worker, one shard", plain, 1, 1e6, check=True)
+        two = ours(f"bertpipe, 2 workers, {args.shard_size_mb:g} MB shards", plain, 2, args.shard_size_mb)
+        small = ours(f"bertpipe, 1 worker, {args.shard_size_mb:g} MB shards", plain, 1, args.shard_size_mb)
+        big = ours(f"bertpipe, 1 worker, {args.shard_size_mb:g} MB shards, corpus x4", times4, 1, args.shard_size_mb)
+        print(f"peak memory, corpus x4 / x1 with {args.shard_size_mb:g} MB shards: {big['peak_mb'] / small['peak_mb']:.2f}")
+        if args.skip_reference:
+            return
+        ref = _median_run("Google create_pretraining_data.py (1 core)", REFERENCE.format(corpus=str(plain), vocab=f"{vocab_dir}/vocab.txt", dupe=args.dupe_factor), env, args.repeats)
+        print(f"identical to Google's output (1 worker, one shard): {one['digest'] == ref['digest']}")
+        print(f"throughput vs Google: 1 worker {one['per_second'] / ref['per_second']:.1f}x, 2 workers {two['per_second'] / ref['per_second']:.1f}x")
+        print(f"peak memory vs Google: one shard {one['peak_mb'] / ref['peak_mb']:.2f}, {args.shard_size_mb:g} MB shards {small['peak_mb'] / ref['peak_mb']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
