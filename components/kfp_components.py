@@ -6,6 +6,8 @@ outputs go to `artifact_root` through components.storage; the KFP artifacts
 carry their URIs (components.step_io).
 """
 
+from typing import List
+
 from kfp import dsl
 
 from pipelines.images import CPU_IMAGE, GPU_IMAGE
@@ -42,9 +44,8 @@ def export_vocab(
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def create_pretraining_data(
+def plan_pretraining_data(
     corpus: str,
-    vocab: dsl.Input[dsl.Artifact],
     artifact_root: str,
     pipeline_run_id: str,
     max_seq_length: int,
@@ -56,32 +57,70 @@ def create_pretraining_data(
     dev_fraction: float,
     test_fraction: float,
     seed: int,
+    shard_size_mb: float,
+) -> list:
+    """Split the corpus by document into train/dev/test shards of raw text; returns one work item per shard.
+
+    Each item carries the settings and output folder too: kfp.local cannot loop
+    over one output of a task that has several, so the plan has a single output.
+    """
+    import json
+    from dataclasses import asdict
+
+    from components import step_io
+    from components.console import configure_logging
+    from components.pretraining_data import DataSettings, plan_shards
+
+    configure_logging()
+    settings = DataSettings(
+        max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq, masked_lm_prob=masked_lm_prob,
+        short_seq_prob=short_seq_prob, dupe_factor=dupe_factor, do_whole_word_mask=do_whole_word_mask,
+        dev_fraction=dev_fraction, test_fraction=test_fraction, seed=seed, shard_size_mb=shard_size_mb,
+    )
+    uri = step_io.output_uri(artifact_root, pipeline_run_id, f"data-{max_seq_length}")
+    # Settings travel as a JSON string: kfp.local turns every number inside a dict into a float.
+    settings_json = json.dumps(asdict(settings))
+    return [{"shard": shard, "settings_json": settings_json, "output_uri": uri} for shard in plan_shards(corpus, uri, settings)]
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def create_pretraining_shard(work: dict, vocab: dsl.Input[dsl.Artifact]) -> dict:
+    """Instances of one shard (Google's algorithm, seeded by shard), written as one Parquet file."""
+    import json
+
+    from components import step_io
+    from components.console import configure_logging
+    from components.pretraining_data import DataSettings, process_shard
+
+    configure_logging()
+    settings = DataSettings(**json.loads(work["settings_json"]))
+    return process_shard(step_io.restore_ints(work["shard"]), step_io.uri_of(vocab), work["output_uri"], settings)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def create_pretraining_data(
+    records: List[dict],
+    plan: List[dict],
+    corpus: str,
+    vocab: dsl.Input[dsl.Artifact],
+    pipeline_run_id: str,
     tracking_uri: str,
     experiment: str,
     data: dsl.Output[dsl.Dataset],
 ):
-    """Corpus -> masked-LM + NSP instances (Google's algorithm), split by document, as Parquet shards."""
+    """Merge the shard records into the data folder's manifest and data card (published last)."""
+    import json
+
     from components import step_io
     from components.console import configure_logging
-    from components.pretraining_data import create_pretraining_data as create
+    from components.pretraining_data import DataSettings, corpus_fingerprint, merge_manifests
     from components.tracking import Tracking
 
     configure_logging()
-    uri = step_io.output_uri(artifact_root, pipeline_run_id, f"data-{max_seq_length}")
-    manifest = create(
-        corpus,
-        step_io.uri_of(vocab),
-        uri,
-        max_seq_length=max_seq_length,
-        max_predictions_per_seq=max_predictions_per_seq,
-        masked_lm_prob=masked_lm_prob,
-        short_seq_prob=short_seq_prob,
-        dupe_factor=dupe_factor,
-        do_whole_word_mask=do_whole_word_mask,
-        dev_fraction=dev_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-        tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
+    uri = plan[0]["output_uri"]
+    manifest = merge_manifests(
+        uri, step_io.restore_ints(records), corpus, step_io.uri_of(vocab), DataSettings(**json.loads(plan[0]["settings_json"])),
+        corpus_fingerprint([step_io.restore_ints(item["shard"]) for item in plan]), tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
     )
     step_io.publish(data, uri, {f"{split}_instances": s["num_instances"] for split, s in manifest["splits"].items()})
 

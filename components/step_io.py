@@ -35,3 +35,18 @@ def publish(artifact, uri: str, summary: dict) -> None:
 def uri_of(artifact) -> str:
     """The real location of an upstream step's output."""
     return artifact.metadata["uri"]
+
+
+def restore_ints(value):
+    """Undo kfp.local's JSON round trip, which turns every number in a list/dict parameter into a float.
+
+    Shard descriptors and records hold only integer counts and hex strings, so
+    a whole float is an int that lost its type.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [restore_ints(item) for item in value]
+    if isinstance(value, dict):
+        return {key: restore_ints(item) for key, item in value.items()}
+    return value

@@ -21,11 +21,12 @@ from components import kfp_components as steps
 from pipelines.kubernetes import ClusterSettings, apply_cpu_step_settings, apply_training_settings
 
 PIPELINE_NAME = "bert-pretraining"
+MAX_PARALLEL_SHARDS = 16  # shard pods at once per sequence length (KFP fixes it at compile time)
 PipelineOutputs = NamedTuple("PipelineOutputs", [("model_version", str), ("evaluation_json", str), ("model_uri", str)])
 
 
-def build_pipeline(settings: Optional[ClusterSettings] = None):
-    """The pipeline, with `settings` applied to every task (None: no cluster settings, for local runs)."""
+def build_pipelines(settings: Optional[ClusterSettings] = None):
+    """The pipeline and its pretraining-data sub-pipeline, with `settings` applied to every task."""
 
     def configure(task, kind: str):
         if settings is not None:
@@ -34,6 +35,42 @@ def build_pipeline(settings: Optional[ClusterSettings] = None):
             else:
                 apply_cpu_step_settings(task, settings, kind)
         return task
+
+    @dsl.pipeline(name="pretraining-data", description="Plan shards by document, make each shard's instances in its own task, merge the manifest")
+    def pretraining_data(
+        corpus: str,
+        vocab: dsl.Input[dsl.Artifact],
+        max_seq_length: int,
+        max_predictions_per_seq: int,
+        masked_lm_prob: float,
+        short_seq_prob: float,
+        dupe_factor: int,
+        do_whole_word_mask: bool,
+        dev_fraction: float,
+        test_fraction: float,
+        seed: int,
+        shard_size_mb: float,
+        artifact_root: str,
+        pipeline_run_id: str,
+        tracking_uri: str,
+        experiment: str,
+    ) -> dsl.Dataset:
+        plan = steps.plan_pretraining_data(
+            corpus=corpus, artifact_root=artifact_root, pipeline_run_id=pipeline_run_id, max_seq_length=max_seq_length,
+            max_predictions_per_seq=max_predictions_per_seq, masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
+            dupe_factor=dupe_factor, do_whole_word_mask=do_whole_word_mask, dev_fraction=dev_fraction,
+            test_fraction=test_fraction, seed=seed, shard_size_mb=shard_size_mb,
+        )
+        configure(plan.set_display_name("plan-shards"), "data")
+        with dsl.ParallelFor(plan.output, parallelism=MAX_PARALLEL_SHARDS) as work:
+            shard = steps.create_pretraining_shard(work=work, vocab=vocab)
+            configure(shard.set_display_name("create-shard"), "data")
+        merge = steps.create_pretraining_data(
+            records=dsl.Collected(shard.output), plan=plan.output, corpus=corpus, vocab=vocab, pipeline_run_id=pipeline_run_id,
+            tracking_uri=tracking_uri, experiment=experiment,
+        )
+        configure(merge.set_display_name("merge-manifest"), "data")
+        return merge.outputs["data"]
 
     @dsl.pipeline(name=PIPELINE_NAME, description="BERT pretraining (masked LM + NSP): vocab, data, two phases, evaluation, registration")
     def bert_pretraining(
@@ -51,6 +88,7 @@ def build_pipeline(settings: Optional[ClusterSettings] = None):
         dev_fraction: float = 0.02,
         test_fraction: float = 0.02,
         data_seed: int = 12345,
+        shard_size_mb: float = 16.0,
         phase1_steps: int = 900,
         phase1_batch_size: int = 32,
         phase1_learning_rate: float = 1e-4,
@@ -77,36 +115,35 @@ def build_pipeline(settings: Optional[ClusterSettings] = None):
 
         data = {}
         for length, max_predictions in ((128, 20), (512, 80)):
-            data[length] = steps.create_pretraining_data(
+            data[length] = pretraining_data(
                 corpus=corpus, vocab=vocab.outputs["vocab"], max_seq_length=length, max_predictions_per_seq=max_predictions,
                 masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor, do_whole_word_mask=do_whole_word_mask,
-                dev_fraction=dev_fraction, test_fraction=test_fraction, seed=data_seed, **where,
-            )
-            configure(data[length].set_display_name(f"create-pretraining-data-{length}"), "data")
+                dev_fraction=dev_fraction, test_fraction=test_fraction, seed=data_seed, shard_size_mb=shard_size_mb, **where,
+            ).set_display_name(f"create-pretraining-data-{length}")
 
         phase1 = steps.train_phase(
-            data=data[128].outputs["data"], vocab=vocab.outputs["vocab"], model_size=model_size, init_model=init_checkpoint,
+            data=data[128].output, vocab=vocab.outputs["vocab"], model_size=model_size, init_model=init_checkpoint,
             max_seq_length=128, max_steps=phase1_steps, batch_size=phase1_batch_size, learning_rate=phase1_learning_rate,
             warmup_steps=phase1_warmup_steps, seed=train_seed, **where,
         )
         configure(phase1.set_display_name("train-phase-128"), "training")
 
         phase2 = steps.train_phase(
-            data=data[512].outputs["data"], vocab=vocab.outputs["vocab"], model_size=model_size, init_model=phase1.outputs["Output"],
+            data=data[512].output, vocab=vocab.outputs["vocab"], model_size=model_size, init_model=phase1.outputs["Output"],
             max_seq_length=512, max_steps=phase2_steps, batch_size=phase2_batch_size, learning_rate=phase2_learning_rate,
             warmup_steps=phase2_warmup_steps, seed=train_seed, **where,
         )
         configure(phase2.set_display_name("train-phase-512"), "training")
 
         evaluation = steps.evaluate(
-            model_uri=phase2.outputs["Output"], data_128=data[128].outputs["data"], data_512=data[512].outputs["data"],
+            model_uri=phase2.outputs["Output"], data_128=data[128].output, data_512=data[512].output,
             registered_model_name=registered_model_name, **where,
         )
         configure(evaluation.set_display_name("evaluate"), "evaluation")
 
         registration = steps.register_model(
-            model_uri=phase2.outputs["Output"], evaluation_json=evaluation.outputs["Output"], data_128=data[128].outputs["data"],
-            data_512=data[512].outputs["data"], registered_model_name=registered_model_name, promotion_metric=promotion_metric,
+            model_uri=phase2.outputs["Output"], evaluation_json=evaluation.outputs["Output"], data_128=data[128].output,
+            data_512=data[512].output, registered_model_name=registered_model_name, promotion_metric=promotion_metric,
             promotion_margin=promotion_margin, nsp_tolerance=nsp_tolerance, promotion_floor=promotion_floor,
             promotion_dry_run=promotion_dry_run, phase1_steps=phase1_steps, phase2_steps=phase2_steps, **where,
         )
@@ -114,7 +151,12 @@ def build_pipeline(settings: Optional[ClusterSettings] = None):
 
         return PipelineOutputs(registration.outputs["Output"], evaluation.outputs["Output"], phase2.outputs["Output"])
 
-    return bert_pretraining
+    return bert_pretraining, pretraining_data
 
 
-bert_pretraining = build_pipeline()
+def build_pipeline(settings: Optional[ClusterSettings] = None):
+    """The pipeline, with `settings` applied to every task (None: no cluster settings, for local runs)."""
+    return build_pipelines(settings)[0]
+
+
+bert_pretraining, pretraining_data = build_pipelines()

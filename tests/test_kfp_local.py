@@ -1,5 +1,7 @@
 """Each KFP component alone under kfp.local, as a one-task pipeline whose input artifacts are imported.
 
+The data step is the pretraining-data sub-pipeline (plan, one task per shard, merge).
+
 The components run as real subprocesses of this interpreter (SubprocessRunner
 without a venv), exactly as `bertpipe run` runs them. Each one reads what the
 previous one wrote (known URIs, since pipeline_run_id is a parameter).
@@ -15,9 +17,11 @@ from kfp import dsl
 
 from components import kfp_components as steps
 from components.instances import read_manifest
+from pipelines.bert_pretraining import pretraining_data
 
 RUN_ID = "component-test"
-TINY_DATA = dict(masked_lm_prob=0.15, short_seq_prob=0.1, dupe_factor=1, do_whole_word_mask=True, dev_fraction=0.05, test_fraction=0.05, seed=7)
+# 0.5 MB shards: the demo corpus's train split fans out over several shard tasks.
+TINY_DATA = dict(masked_lm_prob=0.15, short_seq_prob=0.1, dupe_factor=1, do_whole_word_mask=True, dev_fraction=0.05, test_fraction=0.05, seed=7, shard_size_mb=0.5)
 TINY_TRAIN = dict(model_size="tiny", batch_size=8, learning_rate=1e-3, warmup_steps=2, seed=3)
 PROMOTION = dict(promotion_metric="mlm_accuracy_512", promotion_margin=0.0, nsp_tolerance=0.01, promotion_floor=0.0, promotion_dry_run=False)
 
@@ -47,7 +51,7 @@ def run(tmp_path_factory):
 
     run_alone(steps.export_vocab, vocab_source="", corpus="demo", vocab_size=1500, lowercase="auto", **common)
     for length, predictions in ((128, 20), (512, 80)):
-        run_alone(steps.create_pretraining_data, {"vocab": vocab}, corpus="demo", max_seq_length=length, max_predictions_per_seq=predictions, **TINY_DATA, **common)
+        run_alone(pretraining_data, {"vocab": vocab}, corpus="demo", max_seq_length=length, max_predictions_per_seq=predictions, **TINY_DATA, **common)
     run_alone(steps.train_phase, {"data": data[128], "vocab": vocab}, init_model="", max_seq_length=128, max_steps=6, **TINY_TRAIN, **common)
     run_alone(steps.train_phase, {"data": data[512], "vocab": vocab}, init_model=str(out / "phase-128" / "model"), max_seq_length=512, max_steps=2, **TINY_TRAIN, **common)
     model = str(out / "phase-512" / "model")
@@ -71,6 +75,7 @@ def test_data_components_write_both_lengths(run):
         manifest = read_manifest(str(out / f"data-{length}"))
         assert manifest["max_seq_length"] == length
         assert all(manifest["splits"][split]["num_instances"] > 0 for split in ("train", "dev", "test"))
+        assert len(manifest["splits"]["train"]["shards"]) >= 2
 
 
 def test_phase_two_starts_from_phase_one(run):

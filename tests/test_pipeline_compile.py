@@ -1,66 +1,84 @@
-"""The compiled pipeline YAML: its tasks, their wiring and per-task settings."""
+"""The compiled pipeline YAML, as `bertpipe compile` writes it: its tasks, their wiring and per-task settings."""
 
 import pytest
 import yaml
-from kfp import compiler
 
-from pipelines.bert_pretraining import bert_pretraining
+from pipelines.cli import main
 
 
 @pytest.fixture(scope="module")
-def tasks(tmp_path_factory):
+def spec(tmp_path_factory):
     path = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
-    compiler.Compiler().compile(bert_pretraining, str(path))
-    spec = yaml.safe_load(path.read_text())
-    # Key tasks by their display name: train-phase-128 reads better than train-phase-2.
-    return {task["taskInfo"]["name"]: task for task in spec["root"]["dag"]["tasks"].values()}, spec
+    assert main(["compile", "--output", str(path)]) == 0
+    pipeline_spec, _platform_spec = yaml.safe_load_all(path.read_text())
+    return pipeline_spec
 
 
-def test_the_dag_has_the_seven_tasks(tasks):
-    by_name, _ = tasks
-    assert sorted(by_name) == [
+def named(dag):
+    """Tasks keyed by display name (train-phase-128 reads better than train-phase-2), and key -> name."""
+    names = {key: task["taskInfo"]["name"] for key, task in dag["tasks"].items()}
+    return {names[key]: task for key, task in dag["tasks"].items()}, names
+
+
+def test_the_dag_has_every_step(spec):
+    tasks, _ = named(spec["root"]["dag"])
+    assert sorted(tasks) == [
         "create-pretraining-data-128", "create-pretraining-data-512", "evaluate", "export-vocab",
         "register-model", "train-phase-128", "train-phase-512",
     ]
 
 
-def test_wiring_follows_the_recipe(tasks):
-    by_name, spec = tasks
-    key_to_name = {key: task["taskInfo"]["name"] for key, task in spec["root"]["dag"]["tasks"].items()}
+def test_wiring_follows_the_recipe(spec):
+    tasks, names = named(spec["root"]["dag"])
 
     def upstream(name):
-        return sorted(key_to_name[key] for key in by_name[name].get("dependentTasks", []))
+        return sorted(names[key] for key in tasks[name].get("dependentTasks", []))
 
     assert upstream("export-vocab") == []
-    assert upstream("create-pretraining-data-128") == ["export-vocab"]
+    assert upstream("create-pretraining-data-128") == upstream("create-pretraining-data-512") == ["export-vocab"]
     assert upstream("train-phase-128") == ["create-pretraining-data-128", "export-vocab"]
     assert upstream("train-phase-512") == ["create-pretraining-data-512", "export-vocab", "train-phase-128"]
     assert upstream("evaluate") == ["create-pretraining-data-128", "create-pretraining-data-512", "train-phase-512"]
-    assert upstream("register-model") == ["evaluate", "train-phase-512"]
+    assert upstream("register-model") == ["create-pretraining-data-128", "create-pretraining-data-512", "evaluate", "train-phase-512"]
     # Phase 512 starts from phase 128's model; evaluation and registration use phase 512's.
-    init = by_name["train-phase-512"]["inputs"]["parameters"]["init_model"]["taskOutputParameter"]
-    assert key_to_name[init["producerTask"]] == "train-phase-128"
+    init = tasks["train-phase-512"]["inputs"]["parameters"]["init_model"]["taskOutputParameter"]
+    assert names[init["producerTask"]] == "train-phase-128"
     for name in ("evaluate", "register-model"):
-        model = by_name[name]["inputs"]["parameters"]["model_uri"]["taskOutputParameter"]
-        assert key_to_name[model["producerTask"]] == "train-phase-512"
+        model = tasks[name]["inputs"]["parameters"]["model_uri"]["taskOutputParameter"]
+        assert names[model["producerTask"]] == "train-phase-512"
 
 
-def test_sequence_lengths_are_fixed_per_task(tasks):
-    by_name, _ = tasks
-    for name, length in (("create-pretraining-data-128", 128), ("create-pretraining-data-512", 512),
-                         ("train-phase-128", 128), ("train-phase-512", 512)):
-        assert by_name[name]["inputs"]["parameters"]["max_seq_length"]["runtimeValue"]["constant"] == length
+def test_data_fans_out_one_task_per_shard(spec):
+    tasks, _ = named(spec["root"]["dag"])
+    data = spec["components"][tasks["create-pretraining-data-128"]["componentRef"]["name"]]["dag"]
+    inner, names = named(data)
+    assert sorted(inner) == ["for-loop-1", "merge-manifest", "plan-shards"]
+    loop = inner["for-loop-1"]
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("plan-pretraining-data-Output")
+    assert loop["iteratorPolicy"] == {"parallelismLimit": 16}
+    shard_tasks, _ = named(spec["components"][loop["componentRef"]["name"]]["dag"])
+    assert list(shard_tasks) == ["create-shard"]
+    records = inner["merge-manifest"]["inputs"]["parameters"]["records"]["taskOutputParameter"]
+    assert names[records["producerTask"]] == "for-loop-1"
 
 
-def test_training_and_registration_are_never_cached(tasks):
-    by_name, _ = tasks
-    for name in ("train-phase-128", "train-phase-512", "register-model"):
-        assert by_name[name]["cachingOptions"] == {}
-    assert by_name["create-pretraining-data-128"]["cachingOptions"] == {"enableCache": True}
+def test_sequence_lengths_are_fixed_per_task(spec):
+    tasks, _ = named(spec["root"]["dag"])
+    for name, length in (("create-pretraining-data-128", 128), ("create-pretraining-data-512", 512), ("train-phase-128", 128), ("train-phase-512", 512)):
+        assert tasks[name]["inputs"]["parameters"]["max_seq_length"]["runtimeValue"]["constant"] == length
 
 
-def test_pipeline_parameters_have_defaults_except_the_artifact_root(tasks):
-    _, spec = tasks
+def test_data_is_cached_training_and_registration_are_not(spec):
+    tasks, _ = named(spec["root"]["dag"])
+    for name in ("train-phase-128", "train-phase-512", "evaluate", "register-model"):
+        assert tasks[name]["cachingOptions"] == {}
+    data, _ = named(spec["components"][tasks["create-pretraining-data-128"]["componentRef"]["name"]]["dag"])
+    for task in (tasks["export-vocab"], data["plan-shards"], data["merge-manifest"]):
+        assert task["cachingOptions"] == {"enableCache": True}
+
+
+def test_pipeline_parameters_have_defaults_except_the_artifact_root(spec):
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert [name for name, p in parameters.items() if not p.get("isOptional")] == ["artifact_root"]
     assert parameters["tracking_uri"]["defaultValue"] == "sqlite:///mlflow.db"
+    assert parameters["promotion_metric"]["defaultValue"] == "mlm_accuracy_512"
