@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import socket
@@ -111,6 +112,8 @@ def test_download_rebuilds_the_trainers_folder_bit_for_bit(registered, tmp_path)
     assert all(torch.equal(restored.state_dict()[key], original[key]) for key in original)
     assert (tmp_path / "champion" / "vocab_info.json").read_text() == (registered["model"] / "vocab_info.json").read_text()
     assert (tmp_path / "champion" / "tokenizer.json").is_file()
+    vocab_sha256 = hashlib.sha256((tmp_path / "champion" / "vocab.txt").read_bytes()).hexdigest()
+    assert vocab_sha256 == json.loads((registered["model"] / "vocab_info.json").read_text())["sha256"]
 
 
 def test_resolve_version_accepts_numbers_and_aliases_and_refuses_other_uris(registered):
