@@ -165,19 +165,30 @@ class SeaweedFS:
     def running(self) -> bool:
         return _pid_alive(self.pid, self._marker())
 
-    def client(self):
+    def client(self, read_timeout: float = 5):
         import boto3
         from botocore.config import Config
 
-        config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1})
+        config = Config(connect_timeout=2, read_timeout=read_timeout, retries={"max_attempts": 1})
         return boto3.session.Session().client(
             "s3", endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key, config=config)
 
-    def _ready(self) -> bool:
+    def _answers(self) -> bool:
         try:
             self.client().list_buckets()
             return True
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            return False
+
+    def _stores(self) -> bool:
+        """A write and read back through S3: after a crash the S3 gateway answers seconds before writes work."""
+        client, key = self.client(read_timeout=15), ".bertpipe-ready-probe"
+        try:
+            client.put_object(Bucket=self.bucket, Key=key, Body=b"ok")
+            ok = client.get_object(Bucket=self.bucket, Key=key)["Body"].read() == b"ok"
+            client.delete_object(Bucket=self.bucket, Key=key)
+            return ok
         except Exception:  # noqa: BLE001 - any failure means "not yet"
             return False
 
@@ -207,11 +218,12 @@ class SeaweedFS:
         self.pid = process.pid
         log.info("started SeaweedFS (pid %d) with S3 at %s", self.pid, self.endpoint)
         try:
-            _wait_until(self._ready, "SeaweedFS", process, self.log_path, timeout)
+            _wait_until(self._answers, "SeaweedFS", process, self.log_path, timeout)
+            self.create_bucket(self.bucket)
+            _wait_until(self._stores, "SeaweedFS (storing objects)", process, self.log_path, timeout)
         except BertpipeError:
             self.stop(kill=True)
             raise
-        self.create_bucket(self.bucket)
 
     def create_bucket(self, bucket: str) -> None:
         from botocore.exceptions import ClientError
