@@ -122,6 +122,13 @@ def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> subproces
     return process
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds the local stack's credentials)."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
 def _weed_binary() -> str:
     candidates = [Path(sys.executable).parent / "weed", shutil.which("weed")]
     for candidate in candidates:
@@ -201,8 +208,7 @@ class SeaweedFS:
         config_path = self.directory / "s3-identities.json"
         identities = {"identities": [{"name": "bertpipe", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
                                       "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
-        config_path.touch(mode=0o600)
-        config_path.write_text(json.dumps(identities))
+        _write_private(config_path, json.dumps(identities))
         p = self.ports
         command = [
             _weed_binary(), "mini", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}", "-master.telemetry=false",
@@ -360,10 +366,7 @@ class Stack:
     def save(self, directory: Path) -> None:
         state = {"bucket": self.bucket, "access_key": self.s3.access_key, "secret_key": self.s3.secret_key,
                  "s3_ports": self.s3.ports, "s3_pid": self.s3.pid, "mlflow_port": self.mlflow.port, "mlflow_pid": self.mlflow.pid}
-        path = directory / STATE_FILE
-        path.touch(mode=0o600)
-        path.chmod(0o600)
-        path.write_text(json.dumps(state, indent=2))
+        _write_private(directory / STATE_FILE, json.dumps(state, indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> "Stack":

@@ -123,7 +123,7 @@ def black_hole():
 
 def test_s3_that_never_answers_fails_within_bounded_time(servers_env, black_hole, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", black_hole)
-    monkeypatch.setenv("BERTPIPE_S3_READ_TIMEOUT", "3")
+    monkeypatch.setenv("BERTPIPE_S3_READ_TIMEOUT", "2")
     started = time.monotonic()
     with pytest.raises(BertpipeError, match=r"S3 at http://127\.0\.0\.1:\d+ did not answer for s3://bertpipe/x \(timed out after 3 s, 2 attempts\)"):
         storage.read_bytes("s3://bertpipe/x")
@@ -131,7 +131,9 @@ def test_s3_that_never_answers_fails_within_bounded_time(servers_env, black_hole
     assert elapsed < 20, elapsed  # 2 attempts x 3 s + backoff; the default (4 x 20 s) stays near a minute
 
 
-def test_mlflow_that_never_answers_fails_the_step_start_within_bounded_time(black_hole):
+def test_mlflow_that_never_answers_fails_the_step_start_within_bounded_time(black_hole, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     started = time.monotonic()
     with pytest.raises(BertpipeError, match=f"MLflow at {black_hole} failed while starting the train run"):
         with step_run(Tracking(tracking_uri=black_hole, experiment="never"), "train"):
@@ -169,8 +171,9 @@ def test_path_tricks_are_refused_and_nothing_is_written_outside_the_prefix(serve
         storage.write_text(f"{prefix}/{trick}", "x")
     with pytest.raises(BertpipeError, match="may not contain"):
         storage.write_text(storage.join(prefix, trick), "x")
-    with pytest.raises(BertpipeError, match="may not contain"):
-        storage.write_text(storage.join(str(tmp_path / "root"), trick), "x")
+    if "//" not in trick:  # a local "a//b" is just "a/b", inside the root
+        with pytest.raises(BertpipeError, match="may not contain"):
+            storage.write_text(storage.join(str(tmp_path / "root"), trick), "x")
     assert set(storage.list_files(f"s3://{servers_env.bucket}")) == before
     assert not list(tmp_path.rglob("escaped"))
 
