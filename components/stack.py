@@ -411,3 +411,17 @@ def export_lines(env: dict[str, str]) -> str:
     import shlex
 
     return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in sorted(env.items()))
+
+
+def stack_command(action: str, directory: str | Path, bucket: str = DEFAULT_BUCKET) -> str:
+    """What `bertpipe stack up|down|status --dir D` prints: exports for eval after up, JSON status otherwise."""
+    if action == "up":
+        stack = stack_up(directory, bucket=bucket)
+        log.info("S3 at %s (bucket %s), MLflow at %s; data in %s", stack.s3.endpoint, stack.bucket, stack.tracking_uri, directory)
+        return export_lines(stack.env())
+    if action == "down":
+        stack_down(directory)
+        return json.dumps(stack_status(directory), indent=2)
+    if action == "status":
+        return json.dumps(stack_status(directory), indent=2)
+    raise BertpipeError(f"unknown stack action {action!r}: use up, down or status")

@@ -49,3 +49,10 @@ def test_export_lines_are_shell_safe():
 def test_status_of_a_folder_without_a_stack_says_what_to_run(tmp_path):
     with pytest.raises(BertpipeError, match=r"no local stack in .*: run `bertpipe stack up --dir"):
         stack_status(tmp_path)
+
+
+def test_stack_command_refuses_unknown_actions(tmp_path):
+    from components.stack import stack_command
+
+    with pytest.raises(BertpipeError, match="unknown stack action 'restart': use up, down or status"):
+        stack_command("restart", tmp_path)
