@@ -122,6 +122,13 @@ def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> subproces
     return process
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds the local stack's credentials)."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
 def _weed_binary() -> str:
     candidates = [Path(sys.executable).parent / "weed", shutil.which("weed")]
     for candidate in candidates:
@@ -165,19 +172,30 @@ class SeaweedFS:
     def running(self) -> bool:
         return _pid_alive(self.pid, self._marker())
 
-    def client(self):
+    def client(self, read_timeout: float = 5):
         import boto3
         from botocore.config import Config
 
-        config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1})
+        config = Config(connect_timeout=2, read_timeout=read_timeout, retries={"max_attempts": 1})
         return boto3.session.Session().client(
             "s3", endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key, config=config)
 
-    def _ready(self) -> bool:
+    def _answers(self) -> bool:
         try:
             self.client().list_buckets()
             return True
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            return False
+
+    def _stores(self) -> bool:
+        """A write and read back through S3: after a crash the S3 gateway answers seconds before writes work."""
+        client, key = self.client(read_timeout=15), ".bertpipe-ready-probe"
+        try:
+            client.put_object(Bucket=self.bucket, Key=key, Body=b"ok")
+            ok = client.get_object(Bucket=self.bucket, Key=key)["Body"].read() == b"ok"
+            client.delete_object(Bucket=self.bucket, Key=key)
+            return ok
         except Exception:  # noqa: BLE001 - any failure means "not yet"
             return False
 
@@ -190,8 +208,7 @@ class SeaweedFS:
         config_path = self.directory / "s3-identities.json"
         identities = {"identities": [{"name": "bertpipe", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
                                       "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
-        config_path.touch(mode=0o600)
-        config_path.write_text(json.dumps(identities))
+        _write_private(config_path, json.dumps(identities))
         p = self.ports
         command = [
             _weed_binary(), "mini", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}", "-master.telemetry=false",
@@ -207,11 +224,12 @@ class SeaweedFS:
         self.pid = process.pid
         log.info("started SeaweedFS (pid %d) with S3 at %s", self.pid, self.endpoint)
         try:
-            _wait_until(self._ready, "SeaweedFS", process, self.log_path, timeout)
+            _wait_until(self._answers, "SeaweedFS", process, self.log_path, timeout)
+            self.create_bucket(self.bucket)
+            _wait_until(self._stores, "SeaweedFS (storing objects)", process, self.log_path, timeout)
         except BertpipeError:
             self.stop(kill=True)
             raise
-        self.create_bucket(self.bucket)
 
     def create_bucket(self, bucket: str) -> None:
         from botocore.exceptions import ClientError
@@ -348,10 +366,7 @@ class Stack:
     def save(self, directory: Path) -> None:
         state = {"bucket": self.bucket, "access_key": self.s3.access_key, "secret_key": self.s3.secret_key,
                  "s3_ports": self.s3.ports, "s3_pid": self.s3.pid, "mlflow_port": self.mlflow.port, "mlflow_pid": self.mlflow.pid}
-        path = directory / STATE_FILE
-        path.touch(mode=0o600)
-        path.chmod(0o600)
-        path.write_text(json.dumps(state, indent=2))
+        _write_private(directory / STATE_FILE, json.dumps(state, indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> "Stack":
@@ -396,3 +411,17 @@ def export_lines(env: dict[str, str]) -> str:
     import shlex
 
     return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in sorted(env.items()))
+
+
+def stack_command(action: str, directory: str | Path, bucket: str = DEFAULT_BUCKET) -> str:
+    """What `bertpipe stack up|down|status --dir D` prints: exports for eval after up, JSON status otherwise."""
+    if action == "up":
+        stack = stack_up(directory, bucket=bucket)
+        log.info("S3 at %s (bucket %s), MLflow at %s; data in %s", stack.s3.endpoint, stack.bucket, stack.tracking_uri, directory)
+        return export_lines(stack.env())
+    if action == "down":
+        stack_down(directory)
+        return json.dumps(stack_status(directory), indent=2)
+    if action == "status":
+        return json.dumps(stack_status(directory), indent=2)
+    raise BertpipeError(f"unknown stack action {action!r}: use up, down or status")

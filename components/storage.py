@@ -118,7 +118,10 @@ def _client_for(_environment: tuple):
     config = Config(
         connect_timeout=_env_float("BERTPIPE_S3_CONNECT_TIMEOUT", 5),
         read_timeout=_env_float("BERTPIPE_S3_READ_TIMEOUT", 20),
-        retries={"max_attempts": _env_int("BERTPIPE_S3_MAX_ATTEMPTS", 4), "mode": "standard"},
+        # "legacy" retries connection errors, timeouts and 5xx with exponential backoff like "standard",
+        # without standard's per-client retry quota, which a burst of parallel transfer failures (a server
+        # restarting) drains, leaving every later request of the client with no retries at all.
+        retries={"total_max_attempts": _env_int("BERTPIPE_S3_MAX_ATTEMPTS", 4), "mode": "legacy"},
         max_pool_connections=TRANSFER_THREADS * 2,
         tcp_keepalive=True,
     )
@@ -368,9 +371,12 @@ def _download_file(uri: str, target: Path) -> None:
 
 
 def upload_dir(local_dir: str | Path, uri: str) -> None:
-    """Copy a local folder to a local path or s3:// prefix (file by file, each write atomic, in parallel on S3)."""
+    """Copy a local folder to a local path or s3:// prefix (file by file, each write atomic, in parallel on S3).
+
+    Publication markers are not copied: only publish_dir / staged_dir publish.
+    """
     local_dir = Path(local_dir)
-    relatives = _relative_files(local_dir)
+    relatives = [relative for relative in _relative_files(local_dir) if Path(relative).name not in MARKER_FILES]
     if is_s3(uri):
         _parallel(lambda relative: _upload_file(local_dir / relative, join(uri, relative)), relatives)
         return
@@ -391,9 +397,10 @@ def _relative_to(uri: str, base: str) -> str:
 
 
 def download_dir(uri: str, local_dir: str | Path) -> Path:
-    """Copy every file under a local folder or s3:// prefix into local_dir (never writing outside it)."""
+    """Copy every file under a local folder or s3:// prefix into local_dir (never writing outside it; markers skipped)."""
     local_dir = Path(local_dir)
-    _copy_into(uri, [_relative_to(source, uri) for source in list_files(uri)], local_dir)
+    relatives = [_relative_to(source, uri) for source in list_files(uri)]
+    _copy_into(uri, [relative for relative in relatives if Path(relative).name not in MARKER_FILES], local_dir)
     return local_dir
 
 

@@ -56,8 +56,13 @@ def _parent_run_id(client, experiment_id: str, pipeline_run_id: str) -> str:
 
 
 @contextlib.contextmanager
-def step_run(tracking: Tracking, step: str, params: dict | None = None) -> Iterator[str]:
-    """Start the MLflow run of one step (nested under the pipeline's run) and yield its run id."""
+def step_run(tracking: Tracking, step: str, params: dict | None = None, strict_close: bool = True) -> Iterator[str]:
+    """Start the MLflow run of one step (nested under the pipeline's run) and yield its run id.
+
+    With strict_close=False a server that fails when the run is closed only gets a
+    warning (the run stays RUNNING in MLflow): for steps whose real output, say a
+    trained checkpoint, must not be thrown away over bookkeeping.
+    """
     import mlflow
 
     with mlflow_errors(tracking.tracking_uri, f"starting the {step} run"):
@@ -76,8 +81,13 @@ def step_run(tracking: Tracking, step: str, params: dict | None = None) -> Itera
         yield run.info.run_id
         status = "FINISHED"
     finally:
-        with mlflow_errors(tracking.tracking_uri, f"closing the {step} run"):
-            mlflow.end_run(status=status)
+        try:
+            with mlflow_errors(tracking.tracking_uri, f"closing the {step} run"):
+                mlflow.end_run(status=status)
+        except BertpipeError as error:
+            if strict_close and status == "FINISHED":  # never hide the error that failed the step
+                raise
+            log.warning("%s; the run stays RUNNING in MLflow", error)
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
@@ -89,3 +99,119 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     clean = {key: float(value) for key, value in metrics.items() if value is not None and math.isfinite(float(value))}
     if clean:
         mlflow.log_metrics(clean, step=step)
+
+
+@dataclass
+class LoggingReport:
+    """What a MetricsBuffer managed to send: a step puts summary() in its final status."""
+
+    logged: int = 0
+    unlogged: int = 0
+    first_unlogged_step: int | None = None
+    last_unlogged_step: int | None = None
+    last_error: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.unlogged == 0
+
+    def summary(self) -> str:
+        if self.complete:
+            return f"all {self.logged} metric values logged to MLflow"
+        steps = f" (steps {self.first_unlogged_step}-{self.last_unlogged_step})" if self.first_unlogged_step is not None else ""
+        return f"{self.unlogged} metric values were NOT logged to MLflow{steps}, {self.logged} were; last error: {self.last_error}"
+
+
+class MetricsBuffer:
+    """Sends metrics to one MLflow run from a background thread, so a slow or dead server never stalls training.
+
+    log() only queues (with the time of the call); the thread sends batches, and
+    while the server fails it keeps them and retries with backoff. close() sends
+    what it can within its timeout and returns a LoggingReport of what was not
+    logged, instead of failing a training run over its bookkeeping.
+    """
+
+    BATCH = 1000  # MLflow's limit of metrics per log_batch
+
+    def __init__(self, tracking_uri: str, run_id: str, flush_interval: float = 2.0, max_backoff: float = 60.0):
+        import threading
+
+        from mlflow import MlflowClient
+
+        self._client = MlflowClient(tracking_uri)
+        self._tracking_uri = tracking_uri
+        self._run_id = run_id
+        self._interval = flush_interval
+        self._max_backoff = max_backoff
+        self._pending: list = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._report = LoggingReport()
+        self._thread = threading.Thread(target=self._run, name="mlflow-metrics", daemon=True)
+        self._thread.start()
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Queue finite numeric metrics for the run (never blocks on the server)."""
+        import math
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()
+                 if value is not None and math.isfinite(float(value))]
+        with self._lock:
+            self._pending.extend(batch)
+
+    def _send_some(self) -> bool:
+        """Send one batch; False when the server failed (the batch stays queued)."""
+        with self._lock:
+            batch = self._pending[: self.BATCH]
+        if not batch:
+            return True
+        try:
+            with mlflow_errors(self._tracking_uri, "logging metrics"):
+                self._client.log_batch(self._run_id, metrics=batch, synchronous=True)
+        except BertpipeError as error:
+            if not self._report.last_error:
+                log.warning("%s; metrics are kept and sent when it answers again", error)
+            self._report.last_error = str(error)
+            return False
+        with self._lock:
+            del self._pending[: len(batch)]
+            self._report.logged += len(batch)
+        return True
+
+    def _run(self) -> None:
+        delay = self._interval
+        while not self._closing.is_set():
+            self._wake.wait(delay)
+            self._wake.clear()
+            while self._pending and not self._closing.is_set():
+                if not self._send_some():
+                    delay = min(delay * 2, self._max_backoff)
+                    break
+            else:
+                delay = self._interval
+
+    def close(self, timeout: float = 30.0) -> LoggingReport:
+        """Stop the thread, send what is left within timeout, and report what could not be logged."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        self._closing.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        while self._pending and not self._thread.is_alive() and time.monotonic() < deadline:
+            if not self._send_some():
+                break
+        with self._lock:
+            left = list(self._pending)
+        report = self._report
+        report.unlogged = len(left)
+        if left:
+            report.first_unlogged_step = min(metric.step for metric in left)
+            report.last_unlogged_step = max(metric.step for metric in left)
+            log.warning("%s", report.summary())
+        return report

@@ -22,7 +22,7 @@ FAKE_SECRET_PREFIX = "bertpipe-FAKE-SECRET-"
 # Short limits so a stopped or hanging server fails a test in seconds.
 FAST_FAILURE_ENV = {
     "BERTPIPE_S3_CONNECT_TIMEOUT": "2",
-    "BERTPIPE_S3_READ_TIMEOUT": "3",
+    "BERTPIPE_S3_READ_TIMEOUT": "5",
     "BERTPIPE_S3_MAX_ATTEMPTS": "2",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
