@@ -138,22 +138,26 @@ def train_phase(
     batch_size: int,
     learning_rate: float,
     warmup_steps: int,
+    save_steps: int,
     seed: int,
+    processes: int,
+    num_nodes: int,
+    trainjob_template: str,
     tracking_uri: str,
     experiment: str,
     model: dsl.Output[dsl.Model],
 ) -> str:
-    """One pretraining phase of BertForPreTraining; returns the model folder's URI for the next phase."""
+    """One pretraining phase (resuming from its last checkpoint after a retry); returns the model folder's URI."""
     from components import step_io
     from components.console import configure_logging
     from components.tracking import Tracking
-    from components.training import train_phase as train
+    from pipelines.phase_launch import run_phase
 
     configure_logging()
-    summary = train(
-        step_io.uri_of(data),
-        step_io.uri_of(vocab),
-        step_io.output_uri(artifact_root, pipeline_run_id, f"phase-{max_seq_length}"),
+    arguments = dict(
+        data_uri=step_io.uri_of(data),
+        vocab_uri=step_io.uri_of(vocab),
+        output_uri=step_io.output_uri(artifact_root, pipeline_run_id, f"phase-{max_seq_length}"),
         model_size=model_size,
         init_model=init_model,
         max_seq_length=max_seq_length,
@@ -161,9 +165,11 @@ def train_phase(
         per_device_train_batch_size=batch_size,
         learning_rate=learning_rate,
         warmup_steps=warmup_steps,
+        save_steps=save_steps,
         seed=seed,
-        tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
     )
+    tracking = Tracking(tracking_uri, experiment, pipeline_run_id)
+    summary = run_phase(arguments, tracking, processes=processes, num_nodes=num_nodes, trainjob_template=trainjob_template)
     step_io.publish(model, summary["model_uri"], summary)
     return summary["model_uri"]
 

@@ -19,6 +19,7 @@ from kfp import dsl
 
 from components import kfp_components as steps
 from pipelines.kubernetes import ClusterSettings, apply_cpu_step_settings, apply_training_settings
+from pipelines.trainjob import trainjob_template
 
 PIPELINE_NAME = "bert-pretraining"
 MAX_PARALLEL_SHARDS = 16  # shard pods at once per sequence length (KFP fixes it at compile time)
@@ -28,13 +29,21 @@ PipelineOutputs = NamedTuple("PipelineOutputs", [("model_version", str), ("evalu
 def build_pipelines(settings: Optional[ClusterSettings] = None):
     """The pipeline and its pretraining-data sub-pipeline, with `settings` applied to every task."""
 
+    multi_node = settings is not None and settings.num_nodes > 1
+    # Compile-time constants of the training tasks: how many processes, and where they run.
+    placement = dict(
+        processes=settings.gpus_per_node if settings else 1,
+        num_nodes=settings.num_nodes if settings else 1,
+        trainjob_template=trainjob_template(settings) if multi_node else "",
+    )
+
     def configure(task, kind: str):
-        if settings is not None:
-            if kind == "training":
-                apply_training_settings(task, settings)
-            else:
-                apply_cpu_step_settings(task, settings, kind)
-        return task
+        if settings is None:
+            return task
+        if kind == "training" and not multi_node:
+            return apply_training_settings(task, settings)
+        # A multi-node phase's task only launches the TrainJob and waits: a CPU pod.
+        return apply_cpu_step_settings(task, settings, kind)
 
     @dsl.pipeline(name="pretraining-data", description="Plan shards by document, make each shard's instances in its own task, merge the manifest")
     def pretraining_data(
@@ -98,6 +107,7 @@ def build_pipelines(settings: Optional[ClusterSettings] = None):
         phase2_learning_rate: float = 5e-5,
         phase2_warmup_steps: int = 10,
         train_seed: int = 42,
+        save_steps: int = 500,
         tracking_uri: str = "sqlite:///mlflow.db",
         experiment: str = "bert-pretraining",
         registered_model_name: str = "bert-pretraining",
@@ -121,35 +131,36 @@ def build_pipelines(settings: Optional[ClusterSettings] = None):
                 dev_fraction=dev_fraction, test_fraction=test_fraction, seed=data_seed, shard_size_mb=shard_size_mb, **where,
             ).set_display_name(f"create-pretraining-data-{length}")
 
-        phase1 = steps.train_phase(
-            data=data[128].output, vocab=vocab.outputs["vocab"], model_size=model_size, init_model=init_checkpoint,
-            max_seq_length=128, max_steps=phase1_steps, batch_size=phase1_batch_size, learning_rate=phase1_learning_rate,
-            warmup_steps=phase1_warmup_steps, seed=train_seed, **where,
-        )
-        configure(phase1.set_display_name("train-phase-128"), "training")
-
-        phase2 = steps.train_phase(
-            data=data[512].output, vocab=vocab.outputs["vocab"], model_size=model_size, init_model=phase1.outputs["Output"],
-            max_seq_length=512, max_steps=phase2_steps, batch_size=phase2_batch_size, learning_rate=phase2_learning_rate,
-            warmup_steps=phase2_warmup_steps, seed=train_seed, **where,
-        )
-        configure(phase2.set_display_name("train-phase-512"), "training")
+        # Phase 512 starts from phase 128's weights, with a fresh optimizer and schedule.
+        init_model = init_checkpoint
+        for length, max_steps, batch_size, learning_rate, warmup_steps in (
+            (128, phase1_steps, phase1_batch_size, phase1_learning_rate, phase1_warmup_steps),
+            (512, phase2_steps, phase2_batch_size, phase2_learning_rate, phase2_warmup_steps),
+        ):
+            phase = steps.train_phase(
+                data=data[length].output, vocab=vocab.outputs["vocab"], model_size=model_size, init_model=init_model,
+                max_seq_length=length, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+                warmup_steps=warmup_steps, save_steps=save_steps, seed=train_seed, **placement, **where,
+            )
+            configure(phase.set_display_name(f"train-phase-{length}"), "training")
+            init_model = phase.outputs["Output"]
+        model_uri = init_model
 
         evaluation = steps.evaluate(
-            model_uri=phase2.outputs["Output"], data_128=data[128].output, data_512=data[512].output,
+            model_uri=model_uri, data_128=data[128].output, data_512=data[512].output,
             registered_model_name=registered_model_name, **where,
         )
         configure(evaluation.set_display_name("evaluate"), "evaluation")
 
         registration = steps.register_model(
-            model_uri=phase2.outputs["Output"], evaluation_json=evaluation.outputs["Output"], data_128=data[128].output,
+            model_uri=model_uri, evaluation_json=evaluation.outputs["Output"], data_128=data[128].output,
             data_512=data[512].output, registered_model_name=registered_model_name, promotion_metric=promotion_metric,
             promotion_margin=promotion_margin, nsp_tolerance=nsp_tolerance, promotion_floor=promotion_floor,
             promotion_dry_run=promotion_dry_run, phase1_steps=phase1_steps, phase2_steps=phase2_steps, **where,
         )
         configure(registration.set_display_name("register-model"), "registry")
 
-        return PipelineOutputs(registration.outputs["Output"], evaluation.outputs["Output"], phase2.outputs["Output"])
+        return PipelineOutputs(registration.outputs["Output"], evaluation.outputs["Output"], model_uri)
 
     return bert_pretraining, pretraining_data
 

@@ -70,6 +70,7 @@ def parse_json_object(text: str) -> dict:
 def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=help_for("tracking_uri") + " (default: %(default)s)")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=help_for("experiment") + " (default: %(default)s)")
+    parser.add_argument("--pipeline-run-id", default="", help="nest this step's MLflow run under the pipeline run with this id (set by the pipeline)")
 
 
 def call_with_args(function: Callable, args: argparse.Namespace, **extra):
@@ -81,7 +82,7 @@ def step_command(function: Callable) -> Callable[[argparse.Namespace], None]:
     """Run a step function from parsed flags, logging to MLflow, and print its result as JSON."""
 
     def command(args: argparse.Namespace) -> None:
-        result = call_with_args(function, args, tracking=Tracking(args.tracking_uri, args.experiment))
+        result = call_with_args(function, args, tracking=Tracking(args.tracking_uri, args.experiment, args.pipeline_run_id))
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
 
     return command
@@ -171,25 +172,14 @@ def command_rollback(args: argparse.Namespace) -> None:
 
 
 def command_stack(args: argparse.Namespace) -> None:
-    from components import stack
+    from components.stack import stack_command
 
-    if args.action == "up":
-        started = stack.stack_up(args.dir, bucket=args.bucket, s3_port=args.s3_port, mlflow_port=args.mlflow_port)
-        print(stack.export_lines(started.env()))
-        log.info("stack up: S3 at %s (bucket %s), MLflow at %s; eval the lines above, then `bertpipe run --artifact-root s3://%s/bertpipe --tracking-uri %s`",
-                 started.s3.endpoint, started.bucket, started.tracking_uri, started.bucket, started.tracking_uri)
-    elif args.action == "down":
-        stack.stack_down(args.dir)
-        log.info("stack in %s stopped (its data stays for the next `bertpipe stack up`)", args.dir)
-    else:
-        print(json.dumps(stack.stack_status(args.dir), indent=2))
+    print(stack_command(args.action, args.dir, args.bucket))
 
 
 def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", default=".bertpipe-stack", help="folder for the servers' data, logs and state (default: %(default)s)")
     parser.add_argument("--bucket", default="bertpipe", help="S3 bucket to create (default: %(default)s)")
-    parser.add_argument("--s3-port", type=int, default=0, help="S3 port (default: a free one)")
-    parser.add_argument("--mlflow-port", type=int, default=0, help="MLflow port (default: a free one)")
 
 
 def add_submission_arguments(parser: argparse.ArgumentParser, package_required: bool = True) -> None:
@@ -257,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
         parser_.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=help_for("tracking_uri") + " (default: %(default)s)")
         parser_.set_defaults(handler=handler)
 
-    stack = commands.add_parser("stack", help="start/stop a local SeaweedFS (S3) + MLflow server pair for trying the S3 path")
+    stack = commands.add_parser("stack", help="start/stop a local SeaweedFS (S3) + MLflow server pair for trying the S3 path",
+                                description='Local S3 (SeaweedFS) and MLflow servers on free loopback ports. `eval "$(bertpipe stack up)"` exports their environment.')
     stack.add_argument("action", choices=["up", "down", "status"])
     add_stack_arguments(stack)
     stack.set_defaults(handler=command_stack)

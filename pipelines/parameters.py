@@ -46,7 +46,7 @@ HELP = {
     "adam_epsilon": "epsilon of AdamW/LAMB",
     "max_grad_norm": "gradient clipping norm (0 disables)",
     "logging_steps": "log metrics every N steps",
-    "save_steps": "checkpoint every N steps (0: only at the end)",
+    "save_steps": "checkpoint every N steps (0: only at the end); a retried or killed phase resumes from the newest",
     "eval_steps": "validate on the dev split every N steps (0: never)",
     "max_eval_batches": "cap on evaluation batches (for quick checks; default: the whole split)",
     "resume": "resume from the newest complete checkpoint in the output folder",

@@ -8,6 +8,7 @@ import torch
 
 from components import models, storage
 from components.errors import BertpipeError
+from components.tracking import Tracking
 from components.evaluation import evaluate
 from components.instances import load_split
 from tests.instance_factory import make_data, make_vocab
@@ -85,5 +86,5 @@ def test_refuses_mismatched_data_and_registry_uris(setup, tmp_path):
     other = make_data(str(tmp_path / "other"), other_vocab, max_seq_length=64, shards={"test": [4]})
     with pytest.raises(BertpipeError, match="made with another vocab"):
         evaluate(model_dir, {64: other}, str(tmp_path / "e"))
-    with pytest.raises(BertpipeError, match="registry URIs"):
-        evaluate("models:/bert@champion", {64: data[64]}, str(tmp_path / "e"))
+    with pytest.raises(BertpipeError, match="bert"):
+        evaluate("models:/bert@champion", {64: data[64]}, str(tmp_path / "e"), tracking=Tracking(f"sqlite:///{tmp_path}/mlflow.db"))

@@ -1,5 +1,7 @@
 """The compiled pipeline YAML, as `bertpipe compile` writes it: its tasks, their wiring and per-task settings."""
 
+import json
+
 import pytest
 import yaml
 
@@ -82,3 +84,33 @@ def test_pipeline_parameters_have_defaults_except_the_artifact_root(spec):
     assert [name for name, p in parameters.items() if not p.get("isOptional")] == ["artifact_root"]
     assert parameters["tracking_uri"]["defaultValue"] == "sqlite:///mlflow.db"
     assert parameters["promotion_metric"]["defaultValue"] == "mlm_accuracy_512"
+
+
+def compile_with(tmp_path, *flags):
+    path = tmp_path / "pipeline.yaml"
+    assert main(["compile", "--output", str(path), *flags]) == 0
+    spec = next(yaml.safe_load_all(path.read_text()))
+    tasks, _ = named(spec["root"]["dag"])
+    return spec, tasks
+
+
+def test_gpus_per_node_start_one_training_process_per_gpu(tmp_path):
+    spec, tasks = compile_with(tmp_path, "--gpus-per-node", "8", "--gpu-image", "registry.example.com/ml/bertpipe-cuda:1")
+    for name in ("train-phase-128", "train-phase-512"):
+        parameters = tasks[name]["inputs"]["parameters"]
+        assert parameters["processes"]["runtimeValue"]["constant"] == 8
+        assert parameters["num_nodes"]["runtimeValue"]["constant"] == 1
+        container = spec["deploymentSpec"]["executors"][tasks[name]["componentRef"]["name"].replace("comp-", "exec-")]["container"]
+        assert container["image"] == "registry.example.com/ml/bertpipe-cuda:1"
+        assert container["resources"]["accelerator"]["resourceCount"] == "8"
+
+
+def test_multi_node_phases_launch_a_trainjob_from_a_cpu_pod(tmp_path):
+    spec, tasks = compile_with(tmp_path, "--num-nodes", "4", "--gpus-per-node", "8")
+    parameters = tasks["train-phase-128"]["inputs"]["parameters"]
+    template = json.loads(parameters["trainjob_template"]["runtimeValue"]["constant"])
+    assert template["kind"] == "TrainJob"
+    assert template["spec"]["trainer"]["numNodes"] == 4 and template["spec"]["trainer"]["numProcPerNode"] == 8
+    container = spec["deploymentSpec"]["executors"][tasks["train-phase-128"]["componentRef"]["name"].replace("comp-", "exec-")]["container"]
+    assert "accelerator" not in container["resources"]
+    assert "bertpipe-cpu" in container["image"]

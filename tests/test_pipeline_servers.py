@@ -1,0 +1,34 @@
+"""The whole pipeline once against real servers: artifacts in SeaweedFS (s3://), tracking and registry in an MLflow server."""
+
+import mlflow
+
+from components import storage
+from pipelines.local_run import run_pipeline_locally
+from tests.test_pipeline_local import TINY
+
+
+def test_pipeline_writes_to_s3_and_logs_to_the_mlflow_server(servers_env, tmp_path):
+    root = f"s3://{servers_env.bucket}/e2e"
+    arguments = {**TINY, "artifact_root": root, "tracking_uri": servers_env.tracking_uri, "experiment": "servers-e2e", "registered_model_name": "servers-e2e"}
+    outputs = run_pipeline_locally(arguments, str(tmp_path / "kfp-root"))
+
+    assert outputs["model_version"] == "servers-e2e/1"
+    run_folder = outputs["model_uri"].rsplit("/phase-512/", 1)[0]
+    assert run_folder.startswith(f"{root}/runs/")
+    files = storage.list_files(run_folder)
+    for length in (128, 512):
+        assert f"{run_folder}/data-{length}/manifest.json" in files
+        assert any(f.startswith(f"{run_folder}/data-{length}/train/shard-") for f in files)
+        assert any(f.startswith(f"{run_folder}/phase-{length}/checkpoints/") for f in files)
+        assert f"{run_folder}/phase-{length}/model/model.safetensors" in files
+    assert f"{run_folder}/report.md" in files
+
+    client = mlflow.MlflowClient(servers_env.tracking_uri)
+    experiment = client.get_experiment_by_name("servers-e2e")
+    runs = client.search_runs([experiment.experiment_id])
+    steps = {r.data.tags.get("bertpipe.step") for r in runs}
+    assert {"export-vocab", "create-pretraining-data", "evaluate"} <= steps
+    assert any("loss" in r.data.metrics for r in runs)
+    assert str(client.get_model_version_by_alias("servers-e2e", "champion").version) == "1"
+    # The model's files live in the bucket, behind the MLflow server's artifact proxy.
+    assert any(key.endswith("model.safetensors") for key in storage.list_files(f"s3://{servers_env.bucket}/mlflow"))
