@@ -32,6 +32,7 @@ from components.errors import BertpipeError
 from components.evaluation import autocast_for, pretraining_metrics
 from components.loss_curve import plot_loss_curve
 from components.optimization import make_optimizer, make_scheduler
+from components.throughput import batch_training_flops, peak_flops
 from components.tracking import Tracking, log_metrics, step_run
 from components.vocab import load_vocab_info
 
@@ -128,6 +129,7 @@ class PhaseRun:
         self.settings, self.tracking = settings, tracking
         self.placement = distributed.start()
         self.device = self.placement.device
+        self.peak_flops = peak_flops(self.device)
         self.vocab_info = load_vocab_info(settings.vocab_uri)
         self.manifest = instance_format.read_manifest(settings.data_uri)
         instance_format.check_compatible(self.manifest, settings.data_uri, max_seq_length=settings.max_seq_length, vocab_sha256=self.vocab_info["sha256"])
@@ -222,7 +224,7 @@ class PhaseRun:
     def _train(self) -> float:
         settings = self.settings
         started = time.perf_counter()
-        window = {"tokens": 0.0, "sequences": 0.0, "loss": 0.0, "mlm_loss": 0.0, "nsp_loss": 0.0, "grad_norm": 0.0, "steps": 0, "since": time.perf_counter()}
+        window = {"tokens": 0.0, "sequences": 0.0, "loss": 0.0, "mlm_loss": 0.0, "nsp_loss": 0.0, "grad_norm": 0.0, "flops": 0.0, "steps": 0, "since": time.perf_counter()}
         bar = None
         if self.placement.is_main and sys.stderr.isatty():
             from tqdm import tqdm
@@ -252,22 +254,28 @@ class PhaseRun:
 
     def _one_step(self) -> dict:
         settings = self.settings
-        totals = {"loss": 0.0, "mlm_loss": 0.0, "nsp_loss": 0.0, "tokens": 0.0, "sequences": 0.0}
+        totals = {"loss": 0.0, "mlm_loss": 0.0, "nsp_loss": 0.0, "tokens": 0.0, "sequences": 0.0, "flops": 0.0}
         accumulation = settings.gradient_accumulation_steps
+        micro_batches = [next(self.stream) for _ in range(accumulation)]
+        # Weigh each micro-batch's MLM loss by its share of the step's masked tokens, so that
+        # accumulating k batches of n equals one batch of k*n (the loss is a mean over masked tokens).
+        masked_total = sum(len(batch["mlm_labels"]) for batch in micro_batches)
         try:
-            for micro in range(accumulation):
-                batch = batching.batch_to(next(self.stream), self.device)
+            for micro, batch in enumerate(micro_batches):
+                masked = len(batch["mlm_labels"])
+                batch = batching.batch_to(batch, self.device)
                 sync = self.trained.no_sync() if self.placement.world_size > 1 and micro < accumulation - 1 else contextlib.nullcontext()
                 with sync:
                     with autocast_for(self.device):
                         mlm_logits, nsp_logits = self.trained(*(batch[name] for name in models.MODEL_INPUTS))
                     mlm_loss, nsp_loss = models.pretraining_losses(mlm_logits, nsp_logits, batch)
-                    loss = mlm_loss + nsp_loss
-                    (loss / accumulation).backward()
-                totals["mlm_loss"] += mlm_loss.item() / accumulation
+                    mlm_weight = masked / masked_total
+                    (mlm_loss * mlm_weight + nsp_loss / accumulation).backward()
+                totals["mlm_loss"] += mlm_loss.item() * mlm_weight
                 totals["nsp_loss"] += nsp_loss.item() / accumulation
                 totals["tokens"] += batch["attention_mask"].sum().item()
                 totals["sequences"] += batch["input_ids"].shape[0]
+                totals["flops"] += batch_training_flops(self.model.config, *batch["input_ids"].shape, masked)
         except torch.OutOfMemoryError as error:
             raise BertpipeError(
                 f"a batch of {settings.per_device_train_batch_size} x {settings.max_seq_length} tokens does not fit in GPU memory: "
@@ -289,7 +297,7 @@ class PhaseRun:
         return totals
 
     def _log_window(self, window: dict, bar) -> None:
-        keys = ("loss", "mlm_loss", "nsp_loss", "tokens", "sequences", "grad_norm")
+        keys = ("loss", "mlm_loss", "nsp_loss", "tokens", "sequences", "grad_norm", "flops")
         summed = dict(zip(keys, distributed.sum_across([window[k] for k in keys], self.placement, self.device)))
         steps, ranks = window["steps"], self.placement.world_size
         elapsed = max(time.perf_counter() - window["since"], 1e-9)
@@ -301,12 +309,14 @@ class PhaseRun:
             sequences_per_second=summed["sequences"] / elapsed,
             epoch=self.stream.epoch,
         )
+        if self.peak_flops:
+            row["mfu"] = summed["flops"] / elapsed / (self.peak_flops * ranks)
         self.history.append(row)
         if not self.placement.is_main:
             return
         if self.tracking:
             log_metrics({k: v for k, v in row.items() if k != "step"}, step=self.step)
-        text = ", ".join(f"{k}={row[k]:.4g}" for k in ("loss", "mlm_loss", "nsp_loss", "learning_rate", "tokens_per_second"))
+        text = ", ".join(f"{k}={row[k]:.4g}" for k in ("loss", "mlm_loss", "nsp_loss", "learning_rate", "tokens_per_second", "mfu") if k in row)
         if bar:
             bar.set_postfix_str(text)
         else:
@@ -352,6 +362,7 @@ class PhaseRun:
             "final_nsp_loss": last.get("nsp_loss"),
             "tokens_per_second": median(row["tokens_per_second"] for row in train_rows) if train_rows else None,
             "sequences_per_second": median(row["sequences_per_second"] for row in train_rows) if train_rows else None,
+            "mfu": median(row["mfu"] for row in train_rows) if train_rows and "mfu" in last else None,
             "model_shape": models.model_shape(self.model),
             "num_parameters": self.model.num_parameters(),
             "settings": params,
