@@ -77,3 +77,43 @@ def test_refuses_data_for_another_length_or_vocab(inputs, tmp_path):
     with pytest.raises(BertpipeError, match="unknown optimizer 'sgd'"):
         train_phase(data, vocab, str(tmp_path / "o"), max_steps=1, optimizer="sgd")
     assert not (tmp_path / "o" / "model").exists()
+
+
+def save_tiny_model(folder, *, dropout: float = 0.1, poison: bool = False) -> str:
+    torch.manual_seed(11)
+    model = models.build_model("tiny", 1000)
+    model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = dropout
+    if poison:
+        with torch.no_grad():
+            model.bert.encoder.layer[0].output.dense.weight[0, 0] = float("nan")
+    model.save_pretrained(str(folder))
+    return str(folder)
+
+
+def test_gradient_accumulation_equals_one_large_batch(inputs, tmp_path):
+    root, vocab, data = inputs
+    init = save_tiny_model(tmp_path / "init", dropout=0.0)
+    common = {**FAST, "init_model": init, "max_steps": 3, "logging_steps": 1}
+    large = train_phase(data, vocab, str(tmp_path / "large"), **{**common, "per_device_train_batch_size": 8})
+    accumulated = train_phase(data, vocab, str(tmp_path / "acc"), **{**common, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2})
+    assert accumulated["global_batch_size"] == 8
+    assert [r["loss"] for r in accumulated["history"]] == pytest.approx([r["loss"] for r in large["history"]], rel=1e-5)
+    a, b = weights(large["model_uri"]), weights(accumulated["model_uri"])
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_lamb_with_polynomial_decay_trains(inputs, tmp_path):
+    root, vocab, data = inputs
+    summary = train_phase(data, vocab, str(tmp_path / "lamb"), max_steps=12, optimizer="lamb", lr_scheduler_type="polynomial", lr_power=2.0,
+                          **{**FAST, "learning_rate": 0.1})
+    losses = [row["loss"] for row in summary["history"]]
+    assert min(losses[2:]) < losses[0] - 0.4
+    assert summary["history"][1]["learning_rate"] == pytest.approx(0.1 * (1 - 2 / 10) ** 2)
+
+
+def test_nan_loss_stops_with_the_step_and_publishes_nothing(inputs, tmp_path):
+    root, vocab, data = inputs
+    init = save_tiny_model(tmp_path / "init", poison=True)
+    with pytest.raises(BertpipeError, match=r"training diverged at step 1: loss nan.*last good checkpoint: none; lower learning_rate"):
+        train_phase(data, vocab, str(tmp_path / "out"), init_model=init, max_steps=3, **FAST)
+    assert not (tmp_path / "out" / "model").exists()
