@@ -1,12 +1,13 @@
 """Small instance shards for training/evaluation tests, built straight from the demo corpus.
 
-Not Google's algorithm (that is components.pretraining_data): sentence pairs, 15% of
-positions masked, half of the B segments random. Enough for a model to learn from,
-deterministic given a seed.
+Not Google's algorithm (that is components.pretraining_data): runs of sentences packed to
+about max_seq_length, 15% of positions masked (no whole-word masking, no 80/10/10), half of
+the B segments random. Enough for a model to learn from, deterministic given a seed.
 """
 
 from __future__ import annotations
 
+import math
 import random
 
 from components import instances, storage
@@ -20,6 +21,8 @@ def make_vocab(uri: str, vocab_size: int = 2000) -> str:
 
 
 def make_rows(tokenizer, count: int, max_seq_length: int, seed: int, max_documents: int = 200) -> dict[str, list]:
+    """Instances packed like Google's: segment A = a run of sentences, B = the next run (or, half the
+    time, a run from another document), filled up to max_seq_length; 15% of tokens masked."""
     rng = random.Random(seed)
     documents = []
     for document in iter_documents("demo"):
@@ -31,17 +34,31 @@ def make_rows(tokenizer, count: int, max_seq_length: int, seed: int, max_documen
     cls, sep, mask = (tokenizer.convert_tokens_to_ids(t) for t in ("[CLS]", "[SEP]", "[MASK]"))
     rows = {name: [] for name in instances.SCHEMA.names}
     budget = max_seq_length - 3
+    max_predictions = math.ceil(0.15 * max_seq_length)
+
+    def run_of_sentences(document, start, length):
+        tokens = []
+        for sentence in document[start:]:
+            if len(tokens) >= length:
+                break
+            tokens += sentence
+        return tokens
+
     while len(rows["input_ids"]) < count:
         document = rng.choice(documents)
-        start = rng.randrange(len(document) - 1)
-        first = list(document[start])
+        split = rng.randrange(1, len(document))
+        first = run_of_sentences(document, max(0, split - 1 - rng.randrange(4)), rng.randint(budget // 4, budget // 2))
+        first = first[: budget // 2] if len(first) > budget else first
         is_random = rng.random() < 0.5
-        second = list(rng.choice(rng.choice(documents)) if is_random else document[start + 1])
+        other = rng.choice(documents)
+        second = run_of_sentences(other, rng.randrange(len(other)), budget) if is_random else run_of_sentences(document, split, budget)
+        if not second:
+            continue
         while len(first) + len(second) > budget:
             (first if len(first) > len(second) else second).pop()
         ids = [cls, *first, sep, *second, sep]
         candidates = [i for i, token in enumerate(ids) if token not in (cls, sep)]
-        positions = sorted(rng.sample(candidates, max(1, round(0.15 * len(candidates)))))
+        positions = sorted(rng.sample(candidates, min(max_predictions, max(1, round(0.15 * len(candidates))))))
         labels = [ids[p] for p in positions]
         for p in positions:
             ids[p] = mask

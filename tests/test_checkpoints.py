@@ -17,7 +17,7 @@ from components.errors import BertpipeError
 from components.training import train_phase
 from tests.instance_factory import make_data, make_vocab
 
-RUN = {"max_steps": 16, "save_steps": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 2, "logging_steps": 4, "seed": 3}
+RUN = {"max_seq_length": 64, "max_steps": 16, "save_steps": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 2, "logging_steps": 4, "seed": 3}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("checkpoints")
     vocab = make_vocab(str(root / "vocab"), vocab_size=1000)
-    data = make_data(str(root / "data"), vocab, max_seq_length=128, shards={"train": [40, 40, 40], "dev": [8], "test": [8]})
+    data = make_data(str(root / "data"), vocab, max_seq_length=64, shards={"train": [40, 40, 40], "dev": [8], "test": [8]})
     return vocab, data
 
 

@@ -11,15 +11,15 @@ from components.errors import BertpipeError
 from components.training import train_phase
 from tests.instance_factory import make_data, make_vocab
 
-FAST = {"per_device_train_batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 2, "logging_steps": 2}
+FAST = {"max_seq_length": 64, "per_device_train_batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 2, "logging_steps": 2}
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("training")
     vocab = make_vocab(str(root / "vocab"), vocab_size=1000)
-    data128 = make_data(str(root / "data128"), vocab, max_seq_length=128, shards={"train": [64, 64], "dev": [16], "test": [16]})
-    return root, vocab, data128
+    data64 = make_data(str(root / "data64"), vocab, max_seq_length=64, shards={"train": [64, 64], "dev": [16], "test": [16]})
+    return root, vocab, data64
 
 
 def weights(model_uri: str) -> dict:
@@ -55,9 +55,9 @@ def test_same_seed_gives_identical_weights(inputs, tmp_path):
 
 def test_phase_two_starts_from_phase_one_weights_with_a_fresh_schedule(inputs, tmp_path):
     root, vocab, data = inputs
-    first = train_phase(data, vocab, str(tmp_path / "p128"), max_steps=4, **FAST)
-    data256 = make_data(str(tmp_path / "data256"), vocab, max_seq_length=256, shards={"train": [16], "dev": [4], "test": [4]})
-    second = train_phase(data256, vocab, str(tmp_path / "p256"), init_model=first["model_uri"], max_seq_length=256, max_steps=2, **FAST)
+    first = train_phase(data, vocab, str(tmp_path / "p64"), max_steps=4, **FAST)
+    data128 = make_data(str(tmp_path / "data128"), vocab, max_seq_length=128, shards={"train": [16], "dev": [4], "test": [4]})
+    second = train_phase(data128, vocab, str(tmp_path / "p128"), init_model=first["model_uri"], max_steps=2, **{**FAST, "max_seq_length": 128})
     assert second["history"][0]["learning_rate"] == pytest.approx(1e-3)  # after warmup step 2 of 2: the peak, not phase one's decayed value
     assert second["model_shape"] == first["model_shape"] and second["resumed_from"] is None
     before, after = weights(first["model_uri"]), weights(second["model_uri"])
@@ -67,15 +67,15 @@ def test_phase_two_starts_from_phase_one_weights_with_a_fresh_schedule(inputs, t
 
 def test_refuses_data_for_another_length_or_vocab(inputs, tmp_path):
     root, vocab, data = inputs
-    with pytest.raises(BertpipeError, match="made with max_seq_length 128, expected 512"):
+    with pytest.raises(BertpipeError, match="made with max_seq_length 64, expected 512"):
         train_phase(data, vocab, str(tmp_path / "o"), max_seq_length=512, max_steps=1)
     other_vocab = make_vocab(str(tmp_path / "vocab"), vocab_size=900)
     with pytest.raises(BertpipeError, match="made with another vocab"):
-        train_phase(data, other_vocab, str(tmp_path / "o"), max_steps=1)
+        train_phase(data, other_vocab, str(tmp_path / "o"), max_steps=1, max_seq_length=64)
     with pytest.raises(BertpipeError, match="max_steps must be at least 1"):
-        train_phase(data, vocab, str(tmp_path / "o"), max_steps=0)
+        train_phase(data, vocab, str(tmp_path / "o"), max_steps=0, max_seq_length=64)
     with pytest.raises(BertpipeError, match="unknown optimizer 'sgd'"):
-        train_phase(data, vocab, str(tmp_path / "o"), max_steps=1, optimizer="sgd")
+        train_phase(data, vocab, str(tmp_path / "o"), max_steps=1, max_seq_length=64, optimizer="sgd")
     assert not (tmp_path / "o" / "model").exists()
 
 
