@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BATCH = {128: 32, 512: 8}  # 4,096 token slots per batch at both lengths
+BATCH = {128: 16, 512: 4}  # 2,048 token slots per batch at both lengths
 TRAIN_INSTANCES = {128: 4096, 512: 1024}
 MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 OPTIMIZER = {"learning_rate": 1e-3, "warmup_steps": 10, "weight_decay": 0.01, "seed": 42}
@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["tiny", "mini"])
     parser.add_argument("--lengths", nargs="+", type=int, default=[128, 512])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=25, help="steps per throughput run (the first --skip are warm-up)")
+    parser.add_argument("--steps", type=int, default=15, help="steps per throughput run (the first --skip are warm-up)")
     parser.add_argument("--skip", type=int, default=5)
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())

@@ -69,14 +69,14 @@ class Settings:
     eval_steps: int = 0
     per_device_eval_batch_size: int = 64
     max_eval_batches: int = 20
-    resume: bool = True
+    save_total_limit: int = 2
 
     def check(self) -> None:
         positive = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "per_device_eval_batch_size", "max_eval_batches")
         for name in positive:
             if getattr(self, name) < 1:
                 raise BertpipeError(f"{name} must be at least 1 (got {getattr(self, name)})")
-        for name in ("warmup_steps", "save_steps", "eval_steps"):
+        for name in ("warmup_steps", "save_steps", "eval_steps", "save_total_limit"):
             if getattr(self, name) < 0:
                 raise BertpipeError(f"{name} must not be negative (got {getattr(self, name)})")
         if not self.learning_rate > 0:
@@ -110,12 +110,13 @@ def train_phase(
     eval_steps: int = 0,
     per_device_eval_batch_size: int = 64,
     max_eval_batches: int = 20,
-    resume: bool = True,
+    save_total_limit: int = 2,
     tracking: Tracking | None = None,
 ) -> dict:
     """Train one phase and publish {output_uri}/model; returns the training summary (incl. "model_uri").
 
-    save_steps=0 checkpoints only at the end; eval_steps=0 skips validation on the dev split.
+    save_steps=0 checkpoints only at the end; the newest save_total_limit checkpoints are kept
+    (0 keeps all). eval_steps=0 skips validation on the dev split.
     """
     settings = Settings(**{k: v for k, v in locals().items() if k != "tracking"})
     settings.check()
@@ -141,7 +142,7 @@ class PhaseRun:
             self.optimizer, warmup_steps=settings.warmup_steps, total_steps=settings.max_steps, schedule=settings.lr_scheduler_type, power=settings.lr_power
         )
         self.step, self.history, self.resumed_from, self.checkpoint_step = 0, [], None, None
-        position = self._resume() if settings.resume else 0
+        position = self._resume()
         self.stream = batching.TrainingStream(
             settings.data_uri,
             self.manifest,
@@ -341,6 +342,8 @@ class PhaseRun:
         if self.placement.is_main:
             state = {"run": self._fingerprint(), "positions": positions, "history": self.history}
             checkpoints.save(self.settings.output_uri, self.step, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, rng_states=rng_states, trainer_state=state)
+            if self.settings.save_total_limit:
+                checkpoints.prune(self.settings.output_uri, keep=self.settings.save_total_limit)
         self.checkpoint_step = self.step
         distributed.barrier(self.placement)
 

@@ -20,10 +20,7 @@ def make_vocab(uri: str, vocab_size: int = 2000) -> str:
     return uri
 
 
-def make_rows(tokenizer, count: int, max_seq_length: int, seed: int, max_documents: int = 200) -> dict[str, list]:
-    """Instances packed like Google's: segment A = a run of sentences, B = the next run (or, half the
-    time, a run from another document), filled up to max_seq_length; 15% of tokens masked."""
-    rng = random.Random(seed)
+def tokenized_documents(tokenizer, max_documents: int = 200) -> list[list[list[int]]]:
     documents = []
     for document in iter_documents("demo"):
         encoded = [ids for ids in tokenizer(document, add_special_tokens=False)["input_ids"] if ids]
@@ -31,6 +28,13 @@ def make_rows(tokenizer, count: int, max_seq_length: int, seed: int, max_documen
             documents.append(encoded)
         if len(documents) >= max_documents:
             break
+    return documents
+
+
+def make_rows(tokenizer, documents, count: int, max_seq_length: int, seed: int) -> dict[str, list]:
+    """Instances packed like Google's: segment A = a run of sentences, B = the next run (or, half the
+    time, a run from another document), filled up to max_seq_length; 15% of tokens masked."""
+    rng = random.Random(seed)
     cls, sep, mask = (tokenizer.convert_tokens_to_ids(t) for t in ("[CLS]", "[SEP]", "[MASK]"))
     rows = {name: [] for name in instances.SCHEMA.names}
     budget = max_seq_length - 3
@@ -74,11 +78,12 @@ def make_data(data_uri: str, vocab_uri: str, *, max_seq_length: int = 128, shard
     """A data folder with the given shard sizes per split (default: train 2 x 96, dev 32, test 48)."""
     shards = shards or {"train": [96, 96], "dev": [32], "test": [48]}
     tokenizer = load_tokenizer(vocab_uri)
+    documents = tokenized_documents(tokenizer)
     splits = {}
     for split_index, (split, sizes) in enumerate(shards.items()):
         entries, tokens = [], 0
         for index, size in enumerate(sizes):
-            rows = make_rows(tokenizer, size, max_seq_length, seed=seed * 1000 + split_index * 100 + index)
+            rows = make_rows(tokenizer, documents, size, max_seq_length, seed=seed * 1000 + split_index * 100 + index)
             path = instances.shard_path(split, index)
             entries.append({"path": path, **instances.write_shard(storage.join(data_uri, path), rows)})
             tokens += sum(map(len, rows["input_ids"]))

@@ -90,3 +90,10 @@ def test_corrupt_checkpoint_is_reported(inputs, tmp_path):
     optimizer_file.write_bytes(optimizer_file.read_bytes()[:-10])
     with pytest.raises(BertpipeError, match="does not match its checksum"):
         train_phase(data, vocab, str(tmp_path / "out"), **short)
+
+
+def test_only_the_newest_checkpoints_are_kept(inputs, tmp_path):
+    vocab, data = inputs
+    train_phase(data, vocab, str(tmp_path / "out"), **{**RUN, "max_steps": 6, "save_steps": 2, "save_total_limit": 2})
+    assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir()) == ["step-000004", "step-000006"]
+    assert checkpoints.latest(str(tmp_path / "out")).endswith("step-000006")

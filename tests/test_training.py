@@ -117,3 +117,4 @@ def test_nan_loss_stops_with_the_step_and_publishes_nothing(inputs, tmp_path):
     with pytest.raises(BertpipeError, match=r"training diverged at step 1: loss nan.*last good checkpoint: none; lower learning_rate"):
         train_phase(data, vocab, str(tmp_path / "out"), init_model=init, max_steps=3, **FAST)
     assert not (tmp_path / "out" / "model").exists()
+
