@@ -56,3 +56,4 @@ def test_logs_params_metrics_and_loss_curve_to_mlflow(inputs, tmp_path):
     assert {"mlm_loss", "nsp_loss", "learning_rate", "grad_norm", "tokens_per_second", "sequences_per_second", "dev_mlm_accuracy"} <= set(train.data.metrics)
     assert {a.path for a in client.list_artifacts(train.info.run_id)} >= {"loss_curve.png", "training_summary.json"}
     assert 0 <= runs["evaluate"].data.metrics["test_64_mlm_accuracy"] <= 1
+    assert "report.md" in {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id)}
