@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -52,18 +53,43 @@ def save(output_uri: str, step: int, *, model, optimizer, scheduler, rng_states:
     return uri
 
 
-def latest(output_uri: str) -> str | None:
-    """The newest complete checkpoint under output_uri, or None."""
+def complete(output_uri: str) -> list[str]:
+    """The complete checkpoints under output_uri, oldest first."""
     root = storage.join(output_uri, "checkpoints")
     if not storage.is_s3(root) and not Path(root).is_dir():
-        return None
+        return []
     steps = []
     for path in storage.list_files(root):
         parent, _, name = path.rstrip("/").rpartition("/")
         match = FOLDER_PATTERN.search(parent)
         if name == MARKER and match:
             steps.append((int(match.group(1)), parent))
-    return max(steps)[1] if steps else None
+    return [uri for _, uri in sorted(steps)]
+
+
+def latest(output_uri: str) -> str | None:
+    """The newest complete checkpoint under output_uri, or None."""
+    found = complete(output_uri)
+    return found[-1] if found else None
+
+
+def prune(output_uri: str, keep: int) -> None:
+    """Delete all but the newest `keep` complete checkpoints (marker first, so a half-deleted one never counts)."""
+    for uri in complete(output_uri)[:-keep]:
+        _delete(storage.join(uri, MARKER))
+        for path in storage.list_files(uri):
+            _delete(path)
+        if not storage.is_s3(uri):
+            shutil.rmtree(uri, ignore_errors=True)
+        log.info("removed old checkpoint %s", uri)
+
+
+def _delete(uri: str) -> None:
+    if storage.is_s3(uri):
+        bucket, key = storage.split_s3(uri)
+        storage.s3_client().delete_object(Bucket=bucket, Key=key)
+    else:
+        Path(uri).unlink(missing_ok=True)
 
 
 def read_trainer_state(uri: str) -> dict:

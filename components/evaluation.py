@@ -114,8 +114,11 @@ def evaluate(
         raise BertpipeError("evaluate needs at least one data folder (max_seq_length -> data URI)")
     if per_device_eval_batch_size < 1:
         raise BertpipeError("per_device_eval_batch_size must be at least 1")
+    data_uris = {int(length): uri for length, uri in data_uris.items()}  # KFP and JSON give string keys
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with model_folder(model_uri, tracking.tracking_uri if tracking else DEFAULT_TRACKING_URI) as folder:
+        if not (folder / "vocab_info.json").is_file():
+            raise BertpipeError(f"{model_uri} has no vocab_info.json; evaluate a model folder written by train-phase")
         model = models.load_model(str(folder))
         vocab_info = load_vocab_info(str(folder))
         tokens = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
@@ -128,7 +131,9 @@ def evaluate(
         results, examples = {}, {}
         for length, data_uri in sorted(data_uris.items()):
             manifest = instance_format.read_manifest(data_uri)
-            instance_format.check_compatible(manifest, data_uri, max_seq_length=int(length), vocab_sha256=vocab_info["sha256"])
+            instance_format.check_compatible(manifest, data_uri, max_seq_length=length, vocab_sha256=vocab_info["sha256"])
+            if not manifest["splits"].get(split, {}).get("num_instances"):
+                raise BertpipeError(f"{data_uri} has no {split!r} instances to evaluate on; create the data with held-out documents")
             if length > model.config.max_position_embeddings:
                 raise BertpipeError(f"{data_uri} has {length}-token sequences; the model takes at most {model.config.max_position_embeddings}")
             log.info("evaluating %s on the %s split of %s", model_uri, split, data_uri)
@@ -137,10 +142,14 @@ def evaluate(
             examples[length] = fill_mask_examples(forward, data_uri, manifest, split, tokens, device)
             log.info("length %d: %s", length, ", ".join(f"{k}={v:.4f}" for k, v in results[length].items()))
         flat = {f"{name}_{length}": value for length, metrics in results.items() for name, value in metrics.items()}
+        report = render_report(model_uri, split, results, examples)
+        storage.write_json(storage.join(output_uri, "metrics.json"), {"model_uri": model_uri, "split": split, "metrics": flat})
+        storage.write_text(storage.join(output_uri, "report.md"), report)
         if tracking:
+            import mlflow
+
             log_metrics({f"{split}_{length}_{name}": value for length, metrics in results.items() for name, value in metrics.items()})
-    storage.write_json(storage.join(output_uri, "metrics.json"), {"model_uri": model_uri, "split": split, "metrics": flat})
-    storage.write_text(storage.join(output_uri, "report.md"), render_report(model_uri, split, results, examples))
+            mlflow.log_text(report, "report.md")
     log.info("evaluation written to %s", output_uri)
     return flat
 

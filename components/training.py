@@ -32,6 +32,7 @@ from components.errors import BertpipeError
 from components.evaluation import autocast_for, pretraining_metrics
 from components.loss_curve import plot_loss_curve
 from components.optimization import make_optimizer, make_scheduler
+from components.throughput import batch_training_flops, peak_flops
 from components.tracking import Tracking, log_metrics, step_run
 from components.vocab import load_vocab_info
 
@@ -68,14 +69,14 @@ class Settings:
     eval_steps: int = 0
     per_device_eval_batch_size: int = 64
     max_eval_batches: int = 20
-    resume: bool = True
+    save_total_limit: int = 2
 
     def check(self) -> None:
         positive = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "per_device_eval_batch_size", "max_eval_batches")
         for name in positive:
             if getattr(self, name) < 1:
                 raise BertpipeError(f"{name} must be at least 1 (got {getattr(self, name)})")
-        for name in ("warmup_steps", "save_steps", "eval_steps"):
+        for name in ("warmup_steps", "save_steps", "eval_steps", "save_total_limit"):
             if getattr(self, name) < 0:
                 raise BertpipeError(f"{name} must not be negative (got {getattr(self, name)})")
         if not self.learning_rate > 0:
@@ -109,12 +110,13 @@ def train_phase(
     eval_steps: int = 0,
     per_device_eval_batch_size: int = 64,
     max_eval_batches: int = 20,
-    resume: bool = True,
+    save_total_limit: int = 2,
     tracking: Tracking | None = None,
 ) -> dict:
     """Train one phase and publish {output_uri}/model; returns the training summary (incl. "model_uri").
 
-    save_steps=0 checkpoints only at the end; eval_steps=0 skips validation on the dev split.
+    save_steps=0 checkpoints only at the end; the newest save_total_limit checkpoints are kept
+    (0 keeps all). eval_steps=0 skips validation on the dev split.
     """
     settings = Settings(**{k: v for k, v in locals().items() if k != "tracking"})
     settings.check()
@@ -128,6 +130,7 @@ class PhaseRun:
         self.settings, self.tracking = settings, tracking
         self.placement = distributed.start()
         self.device = self.placement.device
+        self.peak_flops = peak_flops(self.device)
         self.vocab_info = load_vocab_info(settings.vocab_uri)
         self.manifest = instance_format.read_manifest(settings.data_uri)
         instance_format.check_compatible(self.manifest, settings.data_uri, max_seq_length=settings.max_seq_length, vocab_sha256=self.vocab_info["sha256"])
@@ -139,7 +142,7 @@ class PhaseRun:
             self.optimizer, warmup_steps=settings.warmup_steps, total_steps=settings.max_steps, schedule=settings.lr_scheduler_type, power=settings.lr_power
         )
         self.step, self.history, self.resumed_from, self.checkpoint_step = 0, [], None, None
-        position = self._resume() if settings.resume else 0
+        position = self._resume()
         self.stream = batching.TrainingStream(
             settings.data_uri,
             self.manifest,
@@ -222,7 +225,7 @@ class PhaseRun:
     def _train(self) -> float:
         settings = self.settings
         started = time.perf_counter()
-        window = {"tokens": 0.0, "sequences": 0.0, "loss": 0.0, "mlm_loss": 0.0, "nsp_loss": 0.0, "grad_norm": 0.0, "steps": 0, "since": time.perf_counter()}
+        window = {"tokens": 0.0, "sequences": 0.0, "loss": 0.0, "mlm_loss": 0.0, "nsp_loss": 0.0, "grad_norm": 0.0, "flops": 0.0, "steps": 0, "since": time.perf_counter()}
         bar = None
         if self.placement.is_main and sys.stderr.isatty():
             from tqdm import tqdm
@@ -252,22 +255,28 @@ class PhaseRun:
 
     def _one_step(self) -> dict:
         settings = self.settings
-        totals = {"loss": 0.0, "mlm_loss": 0.0, "nsp_loss": 0.0, "tokens": 0.0, "sequences": 0.0}
+        totals = {"loss": 0.0, "mlm_loss": 0.0, "nsp_loss": 0.0, "tokens": 0.0, "sequences": 0.0, "flops": 0.0}
         accumulation = settings.gradient_accumulation_steps
+        micro_batches = [next(self.stream) for _ in range(accumulation)]
+        # Weigh each micro-batch's MLM loss by its share of the step's masked tokens, so that
+        # accumulating k batches of n equals one batch of k*n (the loss is a mean over masked tokens).
+        masked_total = sum(len(batch["mlm_labels"]) for batch in micro_batches)
         try:
-            for micro in range(accumulation):
-                batch = batching.batch_to(next(self.stream), self.device)
+            for micro, batch in enumerate(micro_batches):
+                masked = len(batch["mlm_labels"])
+                batch = batching.batch_to(batch, self.device)
                 sync = self.trained.no_sync() if self.placement.world_size > 1 and micro < accumulation - 1 else contextlib.nullcontext()
                 with sync:
                     with autocast_for(self.device):
                         mlm_logits, nsp_logits = self.trained(*(batch[name] for name in models.MODEL_INPUTS))
                     mlm_loss, nsp_loss = models.pretraining_losses(mlm_logits, nsp_logits, batch)
-                    loss = mlm_loss + nsp_loss
-                    (loss / accumulation).backward()
-                totals["mlm_loss"] += mlm_loss.item() / accumulation
+                    mlm_weight = masked / masked_total
+                    (mlm_loss * mlm_weight + nsp_loss / accumulation).backward()
+                totals["mlm_loss"] += mlm_loss.item() * mlm_weight
                 totals["nsp_loss"] += nsp_loss.item() / accumulation
                 totals["tokens"] += batch["attention_mask"].sum().item()
                 totals["sequences"] += batch["input_ids"].shape[0]
+                totals["flops"] += batch_training_flops(self.model.config, *batch["input_ids"].shape, masked)
         except torch.OutOfMemoryError as error:
             raise BertpipeError(
                 f"a batch of {settings.per_device_train_batch_size} x {settings.max_seq_length} tokens does not fit in GPU memory: "
@@ -289,7 +298,7 @@ class PhaseRun:
         return totals
 
     def _log_window(self, window: dict, bar) -> None:
-        keys = ("loss", "mlm_loss", "nsp_loss", "tokens", "sequences", "grad_norm")
+        keys = ("loss", "mlm_loss", "nsp_loss", "tokens", "sequences", "grad_norm", "flops")
         summed = dict(zip(keys, distributed.sum_across([window[k] for k in keys], self.placement, self.device)))
         steps, ranks = window["steps"], self.placement.world_size
         elapsed = max(time.perf_counter() - window["since"], 1e-9)
@@ -301,12 +310,14 @@ class PhaseRun:
             sequences_per_second=summed["sequences"] / elapsed,
             epoch=self.stream.epoch,
         )
+        if self.peak_flops:
+            row["mfu"] = summed["flops"] / elapsed / (self.peak_flops * ranks)
         self.history.append(row)
         if not self.placement.is_main:
             return
         if self.tracking:
             log_metrics({k: v for k, v in row.items() if k != "step"}, step=self.step)
-        text = ", ".join(f"{k}={row[k]:.4g}" for k in ("loss", "mlm_loss", "nsp_loss", "learning_rate", "tokens_per_second"))
+        text = ", ".join(f"{k}={row[k]:.4g}" for k in ("loss", "mlm_loss", "nsp_loss", "learning_rate", "tokens_per_second", "mfu") if k in row)
         if bar:
             bar.set_postfix_str(text)
         else:
@@ -331,6 +342,8 @@ class PhaseRun:
         if self.placement.is_main:
             state = {"run": self._fingerprint(), "positions": positions, "history": self.history}
             checkpoints.save(self.settings.output_uri, self.step, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, rng_states=rng_states, trainer_state=state)
+            if self.settings.save_total_limit:
+                checkpoints.prune(self.settings.output_uri, keep=self.settings.save_total_limit)
         self.checkpoint_step = self.step
         distributed.barrier(self.placement)
 
@@ -352,6 +365,7 @@ class PhaseRun:
             "final_nsp_loss": last.get("nsp_loss"),
             "tokens_per_second": median(row["tokens_per_second"] for row in train_rows) if train_rows else None,
             "sequences_per_second": median(row["sequences_per_second"] for row in train_rows) if train_rows else None,
+            "mfu": median(row["mfu"] for row in train_rows) if train_rows and "mfu" in last else None,
             "model_shape": models.model_shape(self.model),
             "num_parameters": self.model.num_parameters(),
             "settings": params,

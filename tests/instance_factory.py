@@ -1,12 +1,13 @@
 """Small instance shards for training/evaluation tests, built straight from the demo corpus.
 
-Not Google's algorithm (that is components.pretraining_data): sentence pairs, 15% of
-positions masked, half of the B segments random. Enough for a model to learn from,
-deterministic given a seed.
+Not Google's algorithm (that is components.pretraining_data): runs of sentences packed to
+about max_seq_length, 15% of positions masked (no whole-word masking, no 80/10/10), half of
+the B segments random. Enough for a model to learn from, deterministic given a seed.
 """
 
 from __future__ import annotations
 
+import math
 import random
 
 from components import instances, storage
@@ -19,8 +20,7 @@ def make_vocab(uri: str, vocab_size: int = 2000) -> str:
     return uri
 
 
-def make_rows(tokenizer, count: int, max_seq_length: int, seed: int, max_documents: int = 200) -> dict[str, list]:
-    rng = random.Random(seed)
+def tokenized_documents(tokenizer, max_documents: int = 200) -> list[list[list[int]]]:
     documents = []
     for document in iter_documents("demo"):
         encoded = [ids for ids in tokenizer(document, add_special_tokens=False)["input_ids"] if ids]
@@ -28,20 +28,41 @@ def make_rows(tokenizer, count: int, max_seq_length: int, seed: int, max_documen
             documents.append(encoded)
         if len(documents) >= max_documents:
             break
+    return documents
+
+
+def make_rows(tokenizer, documents, count: int, max_seq_length: int, seed: int) -> dict[str, list]:
+    """Instances packed like Google's: segment A = a run of sentences, B = the next run (or, half the
+    time, a run from another document), filled up to max_seq_length; 15% of tokens masked."""
+    rng = random.Random(seed)
     cls, sep, mask = (tokenizer.convert_tokens_to_ids(t) for t in ("[CLS]", "[SEP]", "[MASK]"))
     rows = {name: [] for name in instances.SCHEMA.names}
     budget = max_seq_length - 3
+    max_predictions = math.ceil(0.15 * max_seq_length)
+
+    def run_of_sentences(document, start, length):
+        tokens = []
+        for sentence in document[start:]:
+            if len(tokens) >= length:
+                break
+            tokens += sentence
+        return tokens
+
     while len(rows["input_ids"]) < count:
         document = rng.choice(documents)
-        start = rng.randrange(len(document) - 1)
-        first = list(document[start])
+        split = rng.randrange(1, len(document))
+        first = run_of_sentences(document, max(0, split - 1 - rng.randrange(4)), rng.randint(budget // 4, budget // 2))
+        first = first[: budget // 2] if len(first) > budget else first
         is_random = rng.random() < 0.5
-        second = list(rng.choice(rng.choice(documents)) if is_random else document[start + 1])
+        other = rng.choice(documents)
+        second = run_of_sentences(other, rng.randrange(len(other)), budget) if is_random else run_of_sentences(document, split, budget)
+        if not second:
+            continue
         while len(first) + len(second) > budget:
             (first if len(first) > len(second) else second).pop()
         ids = [cls, *first, sep, *second, sep]
         candidates = [i for i, token in enumerate(ids) if token not in (cls, sep)]
-        positions = sorted(rng.sample(candidates, max(1, round(0.15 * len(candidates)))))
+        positions = sorted(rng.sample(candidates, min(max_predictions, max(1, round(0.15 * len(candidates))))))
         labels = [ids[p] for p in positions]
         for p in positions:
             ids[p] = mask
@@ -57,11 +78,12 @@ def make_data(data_uri: str, vocab_uri: str, *, max_seq_length: int = 128, shard
     """A data folder with the given shard sizes per split (default: train 2 x 96, dev 32, test 48)."""
     shards = shards or {"train": [96, 96], "dev": [32], "test": [48]}
     tokenizer = load_tokenizer(vocab_uri)
+    documents = tokenized_documents(tokenizer)
     splits = {}
     for split_index, (split, sizes) in enumerate(shards.items()):
         entries, tokens = [], 0
         for index, size in enumerate(sizes):
-            rows = make_rows(tokenizer, size, max_seq_length, seed=seed * 1000 + split_index * 100 + index)
+            rows = make_rows(tokenizer, documents, size, max_seq_length, seed=seed * 1000 + split_index * 100 + index)
             path = instances.shard_path(split, index)
             entries.append({"path": path, **instances.write_shard(storage.join(data_uri, path), rows)})
             tokens += sum(map(len, rows["input_ids"]))

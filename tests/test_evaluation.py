@@ -86,5 +86,9 @@ def test_refuses_mismatched_data_and_registry_uris(setup, tmp_path):
     other = make_data(str(tmp_path / "other"), other_vocab, max_seq_length=64, shards={"test": [4]})
     with pytest.raises(BertpipeError, match="made with another vocab"):
         evaluate(model_dir, {64: other}, str(tmp_path / "e"))
+    with pytest.raises(BertpipeError, match="has no vocab_info.json"):
+        evaluate(str(tmp_path), {64: data[64]}, str(tmp_path / "e"))
+    with pytest.raises(BertpipeError, match="has no 'dev' instances"):
+        evaluate(model_dir, {"64": data[64]}, str(tmp_path / "e"), split="dev")
     with pytest.raises(BertpipeError, match="bert"):
         evaluate("models:/bert@champion", {64: data[64]}, str(tmp_path / "e"), tracking=Tracking(f"sqlite:///{tmp_path}/mlflow.db"))

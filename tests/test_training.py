@@ -11,15 +11,15 @@ from components.errors import BertpipeError
 from components.training import train_phase
 from tests.instance_factory import make_data, make_vocab
 
-FAST = {"per_device_train_batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 2, "logging_steps": 2}
+FAST = {"max_seq_length": 64, "per_device_train_batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 2, "logging_steps": 2}
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("training")
     vocab = make_vocab(str(root / "vocab"), vocab_size=1000)
-    data128 = make_data(str(root / "data128"), vocab, max_seq_length=128, shards={"train": [64, 64], "dev": [16], "test": [16]})
-    return root, vocab, data128
+    data64 = make_data(str(root / "data64"), vocab, max_seq_length=64, shards={"train": [64, 64], "dev": [16], "test": [16]})
+    return root, vocab, data64
 
 
 def weights(model_uri: str) -> dict:
@@ -55,9 +55,9 @@ def test_same_seed_gives_identical_weights(inputs, tmp_path):
 
 def test_phase_two_starts_from_phase_one_weights_with_a_fresh_schedule(inputs, tmp_path):
     root, vocab, data = inputs
-    first = train_phase(data, vocab, str(tmp_path / "p128"), max_steps=4, **FAST)
-    data256 = make_data(str(tmp_path / "data256"), vocab, max_seq_length=256, shards={"train": [16], "dev": [4], "test": [4]})
-    second = train_phase(data256, vocab, str(tmp_path / "p256"), init_model=first["model_uri"], max_seq_length=256, max_steps=2, **FAST)
+    first = train_phase(data, vocab, str(tmp_path / "p64"), max_steps=4, **FAST)
+    data128 = make_data(str(tmp_path / "data128"), vocab, max_seq_length=128, shards={"train": [16], "dev": [4], "test": [4]})
+    second = train_phase(data128, vocab, str(tmp_path / "p128"), init_model=first["model_uri"], max_steps=2, **{**FAST, "max_seq_length": 128})
     assert second["history"][0]["learning_rate"] == pytest.approx(1e-3)  # after warmup step 2 of 2: the peak, not phase one's decayed value
     assert second["model_shape"] == first["model_shape"] and second["resumed_from"] is None
     before, after = weights(first["model_uri"]), weights(second["model_uri"])
@@ -67,13 +67,54 @@ def test_phase_two_starts_from_phase_one_weights_with_a_fresh_schedule(inputs, t
 
 def test_refuses_data_for_another_length_or_vocab(inputs, tmp_path):
     root, vocab, data = inputs
-    with pytest.raises(BertpipeError, match="made with max_seq_length 128, expected 512"):
+    with pytest.raises(BertpipeError, match="made with max_seq_length 64, expected 512"):
         train_phase(data, vocab, str(tmp_path / "o"), max_seq_length=512, max_steps=1)
     other_vocab = make_vocab(str(tmp_path / "vocab"), vocab_size=900)
     with pytest.raises(BertpipeError, match="made with another vocab"):
-        train_phase(data, other_vocab, str(tmp_path / "o"), max_steps=1)
+        train_phase(data, other_vocab, str(tmp_path / "o"), max_steps=1, max_seq_length=64)
     with pytest.raises(BertpipeError, match="max_steps must be at least 1"):
-        train_phase(data, vocab, str(tmp_path / "o"), max_steps=0)
+        train_phase(data, vocab, str(tmp_path / "o"), max_steps=0, max_seq_length=64)
     with pytest.raises(BertpipeError, match="unknown optimizer 'sgd'"):
-        train_phase(data, vocab, str(tmp_path / "o"), max_steps=1, optimizer="sgd")
+        train_phase(data, vocab, str(tmp_path / "o"), max_steps=1, max_seq_length=64, optimizer="sgd")
     assert not (tmp_path / "o" / "model").exists()
+
+
+def save_tiny_model(folder, *, dropout: float = 0.1, poison: bool = False) -> str:
+    torch.manual_seed(11)
+    model = models.build_model("tiny", 1000)
+    model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = dropout
+    if poison:
+        with torch.no_grad():
+            model.bert.encoder.layer[0].output.dense.weight[0, 0] = float("nan")
+    model.save_pretrained(str(folder))
+    return str(folder)
+
+
+def test_gradient_accumulation_equals_one_large_batch(inputs, tmp_path):
+    root, vocab, data = inputs
+    init = save_tiny_model(tmp_path / "init", dropout=0.0)
+    common = {**FAST, "init_model": init, "max_steps": 3, "logging_steps": 1}
+    large = train_phase(data, vocab, str(tmp_path / "large"), **{**common, "per_device_train_batch_size": 8})
+    accumulated = train_phase(data, vocab, str(tmp_path / "acc"), **{**common, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2})
+    assert accumulated["global_batch_size"] == 8
+    assert [r["loss"] for r in accumulated["history"]] == pytest.approx([r["loss"] for r in large["history"]], rel=1e-5)
+    a, b = weights(large["model_uri"]), weights(accumulated["model_uri"])
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_lamb_with_polynomial_decay_trains(inputs, tmp_path):
+    root, vocab, data = inputs
+    summary = train_phase(data, vocab, str(tmp_path / "lamb"), max_steps=12, optimizer="lamb", lr_scheduler_type="polynomial", lr_power=2.0,
+                          **{**FAST, "learning_rate": 0.1})
+    losses = [row["loss"] for row in summary["history"]]
+    assert min(losses[2:]) < losses[0] - 0.4
+    assert summary["history"][1]["learning_rate"] == pytest.approx(0.1 * (1 - 2 / 10) ** 2)
+
+
+def test_nan_loss_stops_with_the_step_and_publishes_nothing(inputs, tmp_path):
+    root, vocab, data = inputs
+    init = save_tiny_model(tmp_path / "init", poison=True)
+    with pytest.raises(BertpipeError, match=r"training diverged at step 1: loss nan.*last good checkpoint: none; lower learning_rate"):
+        train_phase(data, vocab, str(tmp_path / "out"), init_model=init, max_steps=3, **FAST)
+    assert not (tmp_path / "out" / "model").exists()
+
