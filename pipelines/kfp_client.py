@@ -8,6 +8,7 @@ addressed by name or id, and one-line BertpipeErrors for unreachable or refusing
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -266,21 +267,22 @@ def find_schedule(client: kfp.Client, name_or_id: str, namespace: str | None = N
     return matches[0]
 
 
-def _change_schedule(client: kfp.Client, name_or_id: str, namespace: str | None, verb: str, call) -> Schedule:
+def _change_schedule(client: kfp.Client, name_or_id: str, namespace: str | None, verb: str, call, enabled: bool | None = None) -> Schedule:
+    """Apply `call` to the schedule; returns it as it is afterwards (`enabled`: its new state, None: unchanged)."""
     schedule = find_schedule(client, name_or_id, namespace)
     with api_errors(f"{verb} schedule {name_or_id!r}", client._existing_config.host):
         call(schedule.recurring_run_id)
     logger.info("%s schedule %s (%s)", verb, schedule.name, schedule.recurring_run_id)
-    return schedule
+    return schedule if enabled is None else dataclasses.replace(schedule, enabled=enabled)
 
 
 def pause_schedule(client: kfp.Client, name_or_id: str, namespace: str | None = None) -> Schedule:
     """Stop a schedule from starting runs (KFP: disable the recurring run)."""
-    return _change_schedule(client, name_or_id, namespace, "pausing", client.disable_recurring_run)
+    return _change_schedule(client, name_or_id, namespace, "pausing", client.disable_recurring_run, enabled=False)
 
 
 def resume_schedule(client: kfp.Client, name_or_id: str, namespace: str | None = None) -> Schedule:
-    return _change_schedule(client, name_or_id, namespace, "resuming", client.enable_recurring_run)
+    return _change_schedule(client, name_or_id, namespace, "resuming", client.enable_recurring_run, enabled=True)
 
 
 def delete_schedule(client: kfp.Client, name_or_id: str, namespace: str | None = None) -> Schedule:

@@ -47,6 +47,7 @@ HELP = {
     "max_grad_norm": "gradient clipping norm (0 disables)",
     "logging_steps": "log metrics every N steps",
     "save_steps": "checkpoint every N steps (0: only at the end); a retried or killed phase resumes from the newest",
+    "save_total_limit": "checkpoints to keep (the newest); older ones are deleted",
     "eval_steps": "validate on the dev split every N steps (0: never)",
     "max_eval_batches": "cap on evaluation batches (for quick checks; default: the whole split)",
     "resume": "resume from the newest complete checkpoint in the output folder",

@@ -330,3 +330,58 @@ def test_token_never_appears_in_requests_bodies_or_package(fake_kfp, client, pac
     kfp_client.submit(client, package, {"text": "x"}, run_name="r")
     assert "tok-123-secret" not in json.dumps([body for _, _, body, _ in fake_kfp.requests])
     assert "tok-123-secret" not in package.read_text()
+
+
+# --- the CLI on the real pipeline ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bert_package(tmp_path_factory):
+    from pipelines.cli import main
+
+    path = tmp_path_factory.mktemp("compiled") / "bert-pretraining.yaml"
+    assert main(["compile", "--output", str(path)]) == 0
+    return path
+
+
+def test_cli_submit_types_the_parameters_by_the_pipeline_signature(fake_kfp, bert_package, monkeypatch, capsys):
+    from pipelines.cli import main
+
+    monkeypatch.setenv(kfp_client.TOKEN_ENV, "tok-123-secret")
+    code = main(["submit", "--host", fake_kfp.url, "--package", str(bert_package), "--run-name", "nightly",
+                 "--param", "artifact_root=s3://bucket/bert", "--param", "phase1_steps=50",
+                 "--param", "phase1_learning_rate=2e-4", "--param", "do_whole_word_mask=false"])
+    assert code == 0
+    body = fake_kfp.requests[-1][2]
+    assert body["runtime_config"]["parameters"] == {
+        "artifact_root": "s3://bucket/bert", "phase1_steps": 50, "phase1_learning_rate": 2e-4, "do_whole_word_mask": False,
+    }
+    run_id = next(iter(fake_kfp.runs))
+    assert f"run {run_id}: {fake_kfp.url}/#/runs/details/{run_id}" in capsys.readouterr().out
+
+
+def test_cli_schedule_create_list_pause(fake_kfp, bert_package, capsys):
+    from pipelines.cli import main
+
+    common = ["--host", fake_kfp.url]
+    assert main(["schedule", *common, "--package", str(bert_package), "--name", "weekly", "--cron", "0 0 3 * * 0",
+                 "--param", "artifact_root=s3://bucket/bert"]) == 0
+    assert main(["schedule", "list", *common]) == 0
+    assert main(["schedule", "pause", "weekly", *common]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "weekly" in line]
+    assert lines[0].endswith("weekly  '0 0 3 * * 0'  enabled")
+    assert lines[-1].endswith("weekly  '0 0 3 * * 0'  paused")
+    assert len(lines) == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cron", "0 3 * * 0"], "has 5 fields; KFP wants 6"),
+    (["--cron", "0 0 3 * * 0", "--param", "no_such_parameter=1"], "no_such_parameter"),
+])
+def test_cli_schedule_refuses_bad_input_before_sending(fake_kfp, bert_package, capsys, args, message):
+    from pipelines.cli import main
+
+    before = len(fake_kfp.requests)
+    assert main(["schedule", "--host", fake_kfp.url, "--package", str(bert_package), "--name", "bad", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not [r for r in fake_kfp.requests[before:] if r[0] == "POST"]
