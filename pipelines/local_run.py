@@ -74,9 +74,7 @@ def run_pipeline_locally(arguments: dict, kfp_root: str) -> dict:
     if task.outputs is None or not task.outputs.get("model_version"):
         raise BertpipeError("the pipeline failed: see the failing step's log above")
     outputs = dict(task.outputs)
-    evaluation = json.loads(outputs.pop("evaluation_json"))
-    outputs["metrics"] = evaluation["challenger"]
-    outputs["champion_version"] = evaluation["champion_version"]
+    outputs["metrics"] = json.loads(outputs.pop("evaluation_json"))["challenger"]
     return outputs
 
 
@@ -87,9 +85,11 @@ def summary_lines(outputs: dict, arguments: dict) -> list[str]:
         picked = {k: v for k, v in sorted(outputs["metrics"].items()) if k.endswith(f"_{length}")}
         lines.append(f"  {length}: " + ", ".join(f"{k.removesuffix(f'_{length}')}={v:.4g}" for k, v in picked.items()))
     name, version = outputs["model_version"].rsplit("/", 1)
+    run_folder = outputs["model_uri"].rsplit("/phase-512/", 1)[0]
     lines += [
         "",
         f"model folder:      {outputs['model_uri']}",
+        f"run report:        {run_folder}/report.md",
         f"artifacts:         {arguments['artifact_root']}",
         f"MLflow:            {arguments['tracking_uri']} (experiment {arguments['experiment']})",
         f"registered model:  {name} version {version} (models:/{name}/{version})",
