@@ -28,13 +28,12 @@ import json
 import logging
 import multiprocessing
 import os
-from array import array
 from dataclasses import asdict, dataclass
 
 from components import data_statistics, instances, storage
 from components.corpus import iter_documents
 from components.errors import BertpipeError
-from components.instance_creation import InstanceSettings, create_instances
+from components.instance_creation import InstanceSettings, TokenizedDocuments, create_instances
 from components.masking import MaskingConfig, continuation_flags
 from components.tokenization import CorpusTokenizer
 from components.tracking import Tracking, log_metrics, step_run
@@ -193,16 +192,15 @@ def _read_documents(uri: str) -> list[list[str]]:
     return [block.split("\n") for block in text.split("\n\n") if block]
 
 
-def _tokenize_documents(raw: list[list[str]], tokenizer: CorpusTokenizer) -> list[list[array]]:
+def _tokenize_documents(raw: list[list[str]], tokenizer: CorpusTokenizer) -> TokenizedDocuments:
     """Token ids per sentence, without sentences that tokenize to nothing and documents left empty (as Google does)."""
-    documents: list[list[array]] = []
+    documents: list[list[list[int]]] = []
     batch: list[str] = []
     owners: list[int] = []
 
     def run_batch() -> None:
         for owner, ids in zip(owners, tokenizer.tokenize_lines(batch)):
-            if ids:
-                documents[owner].append(array("i", ids))
+            documents[owner].append(ids)
         batch.clear()
         owners.clear()
 
@@ -214,7 +212,7 @@ def _tokenize_documents(raw: list[list[str]], tokenizer: CorpusTokenizer) -> lis
         if len(batch) >= _TOKENIZE_BATCH_LINES:
             run_batch()
     run_batch()
-    return [document for document in documents if document]
+    return TokenizedDocuments.from_lists(documents)
 
 
 @dataclass(frozen=True)
@@ -263,7 +261,7 @@ def process_shard(descriptor: dict, vocab_uri: str, output_uri: str, settings: D
             return record
     tokenizer = CorpusTokenizer(vocab.tokens, bool(vocab.info["lowercase"]))
     documents = _tokenize_documents(_read_documents(descriptor["documents_uri"]), tokenizer)
-    long_sentences = sum(len(s) > settings.max_seq_length - 3 for document in documents for s in document)
+    long_sentences = int((documents.sentence_lengths() > settings.max_seq_length - 3).sum())
     table, stats = create_instances(documents, descriptor["seed"], _instance_settings(settings, vocab))
     path = instances.shard_path(descriptor["split"], descriptor["index"])
     written = instances.write_shard(storage.join(output_uri, path), {name: table.column(name) for name in table.column_names})
