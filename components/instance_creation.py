@@ -51,17 +51,6 @@ class TokenizedDocuments:
     sentence_offsets: np.ndarray  # int64, one more than sentences
     document_offsets: np.ndarray  # int64, one more than documents
 
-    @classmethod
-    def from_lists(cls, documents: list[list[list[int]]]) -> "TokenizedDocuments":
-        """From documents as lists of sentences of ids (empty sentences and documents dropped, as Google does)."""
-        sentences = [s for document in documents for s in document if s]
-        per_document = [sum(1 for s in document if s) for document in documents]
-        return cls(
-            np.array([t for s in sentences for t in s], dtype=np.int32),
-            np.concatenate([[0], np.cumsum([len(s) for s in sentences], dtype=np.int64)]).astype(np.int64),
-            np.concatenate([[0], np.cumsum([n for n in per_document if n], dtype=np.int64)]).astype(np.int64),
-        )
-
     @property
     def num_documents(self) -> int:
         return len(self.document_offsets) - 1

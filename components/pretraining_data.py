@@ -29,6 +29,9 @@ import logging
 import multiprocessing
 import os
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import numpy as np
 
 from components import data_statistics, instances, storage
 from components.corpus import iter_documents
@@ -43,7 +46,7 @@ log = logging.getLogger(__name__)
 
 WORK_DIR = ".work"
 STEP_NAME = "create-pretraining-data"
-_TOKENIZE_BATCH_LINES = 4096
+_TOKENIZE_BATCH_LINES = 16384
 
 
 @dataclass(frozen=True)
@@ -194,25 +197,27 @@ def _read_documents(uri: str) -> list[list[str]]:
 
 def _tokenize_documents(raw: list[list[str]], tokenizer: CorpusTokenizer) -> TokenizedDocuments:
     """Token ids per sentence, without sentences that tokenize to nothing and documents left empty (as Google does)."""
-    documents: list[list[list[int]]] = []
-    batch: list[str] = []
-    owners: list[int] = []
+    lines = [line for lines in raw for line in lines]
+    owners = np.repeat(np.arange(len(raw)), [len(lines) for lines in raw])
+    ids, lengths = [], []
+    for start in range(0, len(lines), _TOKENIZE_BATCH_LINES):
+        batch_ids, batch_lengths = tokenizer.encode_lines(lines[start:start + _TOKENIZE_BATCH_LINES])
+        ids.append(batch_ids)
+        lengths.append(batch_lengths)
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    kept = lengths > 0
+    sentences_per_document = np.bincount(owners[kept], minlength=len(raw))
+    return TokenizedDocuments(
+        np.concatenate(ids) if ids else np.zeros(0, np.int32),
+        np.concatenate([[0], np.cumsum(lengths[kept])]).astype(np.int64),
+        np.concatenate([[0], np.cumsum(sentences_per_document[sentences_per_document > 0])]).astype(np.int64),
+    )
 
-    def run_batch() -> None:
-        for owner, ids in zip(owners, tokenizer.tokenize_lines(batch)):
-            documents[owner].append(ids)
-        batch.clear()
-        owners.clear()
 
-    for lines in raw:
-        documents.append([])
-        for line in lines:
-            batch.append(line)
-            owners.append(len(documents) - 1)
-        if len(batch) >= _TOKENIZE_BATCH_LINES:
-            run_batch()
-    run_batch()
-    return TokenizedDocuments.from_lists(documents)
+@lru_cache(maxsize=2)
+def _tokenizer(vocab_sha256: str, vocab_tokens: tuple[str, ...], lowercase: bool) -> CorpusTokenizer:
+    """One tokenizer per process and vocab: its memory of tokenized chunks serves every shard the process makes."""
+    return CorpusTokenizer(list(vocab_tokens), lowercase)
 
 
 @dataclass(frozen=True)
@@ -259,7 +264,7 @@ def process_shard(descriptor: dict, vocab_uri: str, output_uri: str, settings: D
         if record.get("fingerprint") == fingerprint and record.get("text_sha256") == descriptor["text_sha256"]:
             log.info("shard %s already done, skipped", name)
             return record
-    tokenizer = CorpusTokenizer(vocab.tokens, bool(vocab.info["lowercase"]))
+    tokenizer = _tokenizer(vocab.info["sha256"], tuple(vocab.tokens), bool(vocab.info["lowercase"]))
     documents = _tokenize_documents(_read_documents(descriptor["documents_uri"]), tokenizer)
     long_sentences = int((documents.sentence_lengths() > settings.max_seq_length - 3).sum())
     table, stats = create_instances(documents, descriptor["seed"], _instance_settings(settings, vocab))
