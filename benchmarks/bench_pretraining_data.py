@@ -28,32 +28,40 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "pd-corpus.txt.gz"
 
 
-def _tree_rss(pid: int) -> int:
-    """Summed resident memory (bytes) of a process and its descendants, from /proc."""
-    total, stack = 0, [pid]
+def _tree_memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in bytes summed over a process and its descendants, from /proc.
+
+    RSS counts a shared page (libLLVM, libarrow, pages a worker shares with its parent)
+    once per process that maps it; PSS splits it between them, so its sum is the tree's
+    real footprint. Both are printed.
+    """
+    rss, pss, stack = 0, 0, [pid]
     while stack:
         current = stack.pop()
         try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+            for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1]) * 1024
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1]) * 1024
             for task in Path(f"/proc/{current}/task").iterdir():
                 stack += [int(c) for c in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return total
+    return rss, pss
 
 
 def _measure(code: str, env: dict) -> dict:
     """Run `code` in a fresh interpreter; returns its JSON result plus wall time and peak tree RSS."""
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env, cwd=ROOT)
-    peak = 0
+    peak_rss = peak_pss = 0
     stop = threading.Event()
 
     def sample():
-        nonlocal peak
+        nonlocal peak_rss, peak_pss
         while not stop.is_set():
-            peak = max(peak, _tree_rss(process.pid))
+            rss, pss = _tree_memory(process.pid)
+            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
             time.sleep(0.05)
 
     start = time.perf_counter()
@@ -65,7 +73,7 @@ def _measure(code: str, env: dict) -> dict:
     sampler.join()
     if process.returncode:
         raise SystemExit(f"contender failed with exit code {process.returncode}")
-    return {**json.loads(out.decode().strip().splitlines()[-1]), "seconds": seconds, "peak_mb": peak / 2**20}
+    return {**json.loads(out.decode().strip().splitlines()[-1]), "seconds": seconds, "peak_mb": peak_rss / 2**20, "peak_pss_mb": peak_pss / 2**20}
 
 
 # Formatted with str.format like the code it is prepended to: braces are doubled.
@@ -107,8 +115,13 @@ def _median_run(label: str, code: str, env: dict, repeats: int) -> dict:
     result = dict(runs[-1])
     result["seconds"] = statistics.median(r["seconds"] for r in runs)
     result["peak_mb"] = statistics.median(r["peak_mb"] for r in runs)
+    result["peak_pss_mb"] = statistics.median(r["peak_pss_mb"] for r in runs)
     result["per_second"] = result["instances"] / result["seconds"]
-    print(f"{label:<44} {result['instances']:>9,} instances {result['seconds']:7.1f} s {result['per_second']:9,.0f}/s {result['peak_mb']:7.0f} MB", flush=True)
+    print(
+        f"{label:<44} {result['instances']:>9,} instances {result['seconds']:7.1f} s {result['per_second']:9,.0f}/s "
+        f"peak RSS {result['peak_mb']:5.0f} MB, PSS {result['peak_pss_mb']:5.0f} MB",
+        flush=True,
+    )
     return result
 
 
@@ -149,7 +162,7 @@ def main() -> None:
         two = ours(f"bertpipe, 2 workers, {args.shard_size_mb:g} MB shards", plain, 2, args.shard_size_mb)
         small = ours(f"bertpipe, 1 worker, {args.shard_size_mb:g} MB shards", plain, 1, args.shard_size_mb)
         big = ours(f"bertpipe, 1 worker, {args.shard_size_mb:g} MB shards, corpus x4", times4, 1, args.shard_size_mb)
-        print(f"peak memory, corpus x4 / x1 with {args.shard_size_mb:g} MB shards: {big['peak_mb'] / small['peak_mb']:.2f}")
+        print(f"peak memory, corpus x4 / x1 with {args.shard_size_mb:g} MB shards: RSS {big['peak_mb'] / small['peak_mb']:.2f}, PSS {big['peak_pss_mb'] / small['peak_pss_mb']:.2f}")
         if args.skip_reference:
             return
         ref = _median_run("Google create_pretraining_data.py (1 core)", REFERENCE.format(corpus=str(plain), vocab=f"{vocab_dir}/vocab.txt", dupe=args.dupe_factor), env, args.repeats)

@@ -40,7 +40,6 @@ from components.instance_creation import InstanceSettings, TokenizedDocuments, c
 from components.masking import MaskingConfig, continuation_flags
 from components.tokenization import CorpusTokenizer
 from components.tracking import Tracking, log_metrics, step_run
-from components.vocab import load_vocab_info, load_vocab_tokens
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +226,9 @@ class _Vocab:
 
 
 def _load_vocab(vocab_uri: str) -> _Vocab:
+    # Imported here: components.vocab imports mlflow (1.5 s), which shard workers never need.
+    from components.vocab import load_vocab_info, load_vocab_tokens
+
     return _Vocab(tokens=load_vocab_tokens(vocab_uri), info=load_vocab_info(vocab_uri))
 
 
@@ -255,7 +257,10 @@ def process_shard(descriptor: dict, vocab_uri: str, output_uri: str, settings: D
 
     A shard already finished with the same settings, vocab and text is not redone.
     """
-    vocab = _load_vocab(vocab_uri)
+    return _process_shard(descriptor, _load_vocab(vocab_uri), output_uri, settings)
+
+
+def _process_shard(descriptor: dict, vocab: _Vocab, output_uri: str, settings: DataSettings) -> dict:
     fingerprint = _fingerprint(settings, vocab.info["sha256"])
     name = _shard_name(descriptor["split"], descriptor["index"])
     done_uri = _work(output_uri, "done", f"{name}.json")
@@ -329,7 +334,7 @@ def merge_manifests(
 
     With `tracking`, the settings and per-split statistics go to the step's MLflow run.
     """
-    vocab_info = load_vocab_info(vocab_uri)
+    vocab_info = _load_vocab(vocab_uri).info
     manifest = _manifest_header(corpus, settings, vocab_info, corpus_sha256)
     manifest["splits"], manifest["statistics"] = {}, {}
     for split in instances.SPLITS:
@@ -378,10 +383,12 @@ def _existing_manifest(output_uri: str) -> dict | None:
 def _process_all(descriptors: list[dict], vocab_uri: str, output_uri: str, settings: DataSettings, num_workers: int) -> list[dict]:
     from tqdm import tqdm
 
-    jobs = [(d, vocab_uri, output_uri, settings) for d in descriptors]
+    # Workers get the vocab itself: loading it would import components.vocab and with it mlflow.
+    vocab = _load_vocab(vocab_uri)
+    jobs = [(d, vocab, output_uri, settings) for d in descriptors]
     progress = dict(total=len(jobs), desc="shards", unit="shard", disable=len(jobs) < 2)
     if num_workers <= 1 or len(jobs) <= 1:
-        return [process_shard(*job) for job in tqdm(jobs, **progress)]
+        return [_process_shard(*job) for job in tqdm(jobs, **progress)]
     context = multiprocessing.get_context("spawn")
     with context.Pool(min(num_workers, len(jobs)), initializer=_quiet_worker) as pool:
         return list(tqdm(pool.imap(_process_job, jobs), **progress))
@@ -393,7 +400,7 @@ def _quiet_worker() -> None:
 
 
 def _process_job(job: tuple) -> dict:
-    return process_shard(*job)
+    return _process_shard(*job)
 
 
 def create_pretraining_data(
