@@ -342,6 +342,14 @@ def create_instances(documents: TokenizedDocuments, seed: int, settings: Instanc
     return table, stats
 
 
+def load_compiled() -> None:
+    """Load the compiled loop now (half a second from numba's cache, longer to compile on first use), e.g. in a
+    worker process while its parent is still planning shards."""
+    config = MaskingConfig(0.15, 1, 5, cls_id=2, sep_id=3, mask_id=4, is_continuation=bytes(5))
+    documents = TokenizedDocuments(np.arange(4, dtype=np.int32), np.arange(5, dtype=np.int64), np.array([0, 2, 4], dtype=np.int64))
+    create_instances(documents, 0, InstanceSettings(max_seq_length=8, short_seq_prob=0.1, dupe_factor=1, masking=config))
+
+
 def _histogram(values: np.ndarray) -> dict[int, int]:
     counts = np.bincount(values) if len(values) else np.zeros(0, np.int64)
     return {int(k): int(counts[k]) for k in np.flatnonzero(counts)}

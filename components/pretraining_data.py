@@ -22,12 +22,14 @@ skipping shards already finished by an interrupted run with the same settings.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -36,7 +38,7 @@ import numpy as np
 from components import data_statistics, instances, storage
 from components.corpus import iter_documents
 from components.errors import BertpipeError
-from components.instance_creation import InstanceSettings, TokenizedDocuments, create_instances
+from components.instance_creation import InstanceSettings, TokenizedDocuments, create_instances, load_compiled
 from components.masking import MaskingConfig, continuation_flags
 from components.tokenization import CorpusTokenizer
 from components.tracking import Tracking, log_metrics, step_run
@@ -269,10 +271,13 @@ def _process_shard(descriptor: dict, vocab: _Vocab, output_uri: str, settings: D
         if record.get("fingerprint") == fingerprint and record.get("text_sha256") == descriptor["text_sha256"]:
             log.info("shard %s already done, skipped", name)
             return record
+    started = time.perf_counter()
     tokenizer = _tokenizer(vocab.info["sha256"], tuple(vocab.tokens), bool(vocab.info["lowercase"]))
     documents = _tokenize_documents(_read_documents(descriptor["documents_uri"]), tokenizer)
     long_sentences = int((documents.sentence_lengths() > settings.max_seq_length - 3).sum())
+    tokenized = time.perf_counter()
     table, stats = create_instances(documents, descriptor["seed"], _instance_settings(settings, vocab))
+    created = time.perf_counter()
     path = instances.shard_path(descriptor["split"], descriptor["index"])
     written = instances.write_shard(storage.join(output_uri, path), {name: table.column(name) for name in table.column_names})
     record = {
@@ -285,7 +290,10 @@ def _process_shard(descriptor: dict, vocab: _Vocab, output_uri: str, settings: D
         "counts": data_statistics.counts_to_json(stats, long_sentences),
     }
     storage.write_json(done_uri, record)
-    log.info("shard %s: %d documents -> %d instances", name, stats.documents, stats.instances)
+    log.info(
+        "shard %s: %d documents -> %d instances (tokenize %.1f s, instances %.1f s, write %.1f s)", name, stats.documents,
+        stats.instances, tokenized - started, created - tokenized, time.perf_counter() - created,
+    )
     return record
 
 
@@ -380,23 +388,34 @@ def _existing_manifest(output_uri: str) -> dict | None:
     return storage.read_json(uri) if storage.exists(uri) else None
 
 
-def _process_all(descriptors: list[dict], vocab_uri: str, output_uri: str, settings: DataSettings, num_workers: int) -> list[dict]:
+def _process_all(descriptors: list[dict], vocab: _Vocab, output_uri: str, settings: DataSettings, pool) -> list[dict]:
     from tqdm import tqdm
 
     # Workers get the vocab itself: loading it would import components.vocab and with it mlflow.
-    vocab = _load_vocab(vocab_uri)
     jobs = [(d, vocab, output_uri, settings) for d in descriptors]
     progress = dict(total=len(jobs), desc="shards", unit="shard", disable=len(jobs) < 2)
-    if num_workers <= 1 or len(jobs) <= 1:
+    if pool is None:
         return [_process_shard(*job) for job in tqdm(jobs, **progress)]
+    return list(tqdm(pool.imap(_process_job, jobs), **progress))
+
+
+@contextlib.contextmanager
+def _worker_pool(num_workers: int):
+    """`num_workers` processes (None for one: the work stays in this process), started before the corpus is planned
+    so that their start (imports, loading the compiled loop) overlaps the planning."""
+    if num_workers <= 1:
+        yield None
+        return
     context = multiprocessing.get_context("spawn")
-    with context.Pool(min(num_workers, len(jobs)), initializer=_quiet_worker) as pool:
-        return list(tqdm(pool.imap(_process_job, jobs), **progress))
+    with context.Pool(num_workers, initializer=_start_worker, initargs=(logging.getLogger().getEffectiveLevel(),)) as pool:
+        yield pool
 
 
-def _quiet_worker() -> None:
+def _start_worker(log_level: int) -> None:
     # One core per worker: the Rust tokenizer's own thread pool would oversubscribe the machine.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(name)s %(message)s")
+    load_compiled()
 
 
 def _process_job(job: tuple) -> dict:
@@ -436,25 +455,26 @@ def create_pretraining_data(
         shard_size_mb=shard_size_mb,
     )
     settings.validate()
-    vocab = _load_vocab(vocab_uri)
-    folder_existed = storage.is_s3(output_uri) or os.path.exists(output_uri)
-    resumable = folder_existed and bool(storage.list_files(_work(output_uri, "done")))
-    try:
-        descriptors = plan_shards(corpus, output_uri, settings)
-    except BaseException:
-        # Bad input: leave nothing behind (but keep an interrupted run's finished shards).
-        if not resumable:
+    with _worker_pool(num_workers) as pool:
+        vocab = _load_vocab(vocab_uri)
+        folder_existed = storage.is_s3(output_uri) or os.path.exists(output_uri)
+        resumable = folder_existed and bool(storage.list_files(_work(output_uri, "done")))
+        try:
+            descriptors = plan_shards(corpus, output_uri, settings)
+        except BaseException:
+            # Bad input: leave nothing behind (but keep an interrupted run's finished shards).
+            if not resumable:
+                _remove_tree(_work(output_uri))
+            if not folder_existed and os.path.isdir(output_uri) and not os.listdir(output_uri):
+                os.rmdir(output_uri)
+            raise
+        corpus_sha256 = corpus_fingerprint(descriptors)
+        previous = _existing_manifest(output_uri)
+        if previous and previous.get("settings") == asdict(settings) and previous.get("vocab_sha256") == vocab.info["sha256"] and previous.get("corpus_sha256") == corpus_sha256:
+            log.info("%s already holds this data (same corpus, vocab and settings); reused", output_uri)
             _remove_tree(_work(output_uri))
-        if not folder_existed and os.path.isdir(output_uri) and not os.listdir(output_uri):
-            os.rmdir(output_uri)
-        raise
-    corpus_sha256 = corpus_fingerprint(descriptors)
-    previous = _existing_manifest(output_uri)
-    if previous and previous.get("settings") == asdict(settings) and previous.get("vocab_sha256") == vocab.info["sha256"] and previous.get("corpus_sha256") == corpus_sha256:
-        log.info("%s already holds this data (same corpus, vocab and settings); reused", output_uri)
-        _remove_tree(_work(output_uri))
-        return previous
-    if previous:
-        _remove_file(storage.join(output_uri, instances.MANIFEST_FILE))
-    records = _process_all(descriptors, vocab_uri, output_uri, settings, num_workers)
+            return previous
+        if previous:
+            _remove_file(storage.join(output_uri, instances.MANIFEST_FILE))
+        records = _process_all(descriptors, vocab, output_uri, settings, pool)
     return merge_manifests(output_uri, records, corpus, vocab_uri, settings, corpus_sha256, tracking)
