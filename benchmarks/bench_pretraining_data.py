@@ -7,6 +7,10 @@ process tree every 50 ms (peak memory) and times it. Prints instances per second
 peak memory, the ratios, and whether the one-worker output is identical to Google's.
 The memory check runs the sharded step on the corpus and on the corpus repeated 4x.
 Both sides tokenize on one thread (TOKENIZERS_PARALLELISM=false); same interpreter.
+CPU seconds (user + system of the whole process tree) are printed beside wall time: on a
+shared, loaded machine they say more about the work done than the wall clock does.
+Run it once before timing on a fresh checkout: the first run compiles the numba loop
+(cached under components/__pycache__ afterwards).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import gzip
 import hashlib
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -65,15 +70,18 @@ def _measure(code: str, env: dict) -> dict:
             time.sleep(0.05)
 
     start = time.perf_counter()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     sampler = threading.Thread(target=sample)
     sampler.start()
     out, _ = process.communicate()
     seconds = time.perf_counter() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     stop.set()
     sampler.join()
     if process.returncode:
         raise SystemExit(f"contender failed with exit code {process.returncode}")
-    return {**json.loads(out.decode().strip().splitlines()[-1]), "seconds": seconds, "peak_mb": peak_rss / 2**20, "peak_pss_mb": peak_pss / 2**20}
+    return {**json.loads(out.decode().strip().splitlines()[-1]), "seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak_rss / 2**20, "peak_pss_mb": peak_pss / 2**20}
 
 
 # Formatted with str.format like the code it is prepended to: braces are doubled.
@@ -114,11 +122,12 @@ def _median_run(label: str, code: str, env: dict, repeats: int) -> dict:
     runs = [_measure(code, env) for _ in range(repeats)]
     result = dict(runs[-1])
     result["seconds"] = statistics.median(r["seconds"] for r in runs)
+    result["cpu_seconds"] = statistics.median(r["cpu_seconds"] for r in runs)
     result["peak_mb"] = statistics.median(r["peak_mb"] for r in runs)
     result["peak_pss_mb"] = statistics.median(r["peak_pss_mb"] for r in runs)
     result["per_second"] = result["instances"] / result["seconds"]
     print(
-        f"{label:<44} {result['instances']:>9,} instances {result['seconds']:7.1f} s {result['per_second']:9,.0f}/s "
+        f"{label:<44} {result['instances']:>9,} instances {result['seconds']:6.1f} s (CPU {result['cpu_seconds']:5.1f} s) {result['per_second']:8,.0f}/s "
         f"peak RSS {result['peak_mb']:5.0f} MB, PSS {result['peak_pss_mb']:5.0f} MB",
         flush=True,
     )
@@ -148,7 +157,7 @@ def main() -> None:
 
             vocab_dir = str(Path(tmp, "vocab"))
             export_vocab(vocab_dir, corpus=str(plain), vocab_size=30000)
-        print(f"corpus {args.corpus}: {len(text.encode()) / 1e6:.1f} MB; max_seq_length 128, dupe_factor {args.dupe_factor}, whole-word masking; {os.cpu_count()} CPUs")
+        print(f"corpus {args.corpus}: {len(text.encode()) / 1e6:.1f} MB; max_seq_length 128, dupe_factor {args.dupe_factor}, whole-word masking; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
 
         def ours(label, corpus, workers, shard_mb, check=False):
             out = tempfile.mkdtemp(dir=tmp)
@@ -164,10 +173,14 @@ def main() -> None:
         big = ours(f"bertpipe, 1 worker, {args.shard_size_mb:g} MB shards, corpus x4", times4, 1, args.shard_size_mb)
         print(f"peak memory, corpus x4 / x1 with {args.shard_size_mb:g} MB shards: RSS {big['peak_mb'] / small['peak_mb']:.2f}, PSS {big['peak_pss_mb'] / small['peak_pss_mb']:.2f}")
         if args.skip_reference:
+            print(f"load average {os.getloadavg()[0]:.1f} at the end")
             return
         ref = _median_run("Google create_pretraining_data.py (1 core)", REFERENCE.format(corpus=str(plain), vocab=f"{vocab_dir}/vocab.txt", dupe=args.dupe_factor), env, args.repeats)
         print(f"identical to Google's output (1 worker, one shard): {one['digest'] == ref['digest']}")
         print(f"throughput vs Google: 1 worker {one['per_second'] / ref['per_second']:.1f}x, 2 workers {two['per_second'] / ref['per_second']:.1f}x")
+        cpu_ratio = (ref["cpu_seconds"] / ref["instances"]) / (one["cpu_seconds"] / one["instances"])
+        print(f"CPU time per instance vs Google (1 worker; less sensitive to a loaded machine): {cpu_ratio:.1f}x less")
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
         print(f"peak memory vs Google: one shard {one['peak_mb'] / ref['peak_mb']:.2f}, {args.shard_size_mb:g} MB shards {small['peak_mb'] / ref['peak_mb']:.2f}")
 
 
