@@ -22,6 +22,7 @@ skipping shards already finished by an interrupted run with the same settings.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gzip
 import hashlib
@@ -388,26 +389,54 @@ def _existing_manifest(output_uri: str) -> dict | None:
     return storage.read_json(uri) if storage.exists(uri) else None
 
 
-def _process_all(descriptors: list[dict], vocab: _Vocab, output_uri: str, settings: DataSettings, pool) -> list[dict]:
+def _process_all(descriptors: list[dict], vocab: _Vocab, output_uri: str, settings: DataSettings, pool, pool_size: int) -> list[dict]:
+    """Every shard's record, in order; with a pool its workers and this process take shards from one queue."""
     from tqdm import tqdm
 
     # Workers get the vocab itself: loading it would import components.vocab and with it mlflow.
-    jobs = [(d, vocab, output_uri, settings) for d in descriptors]
-    progress = dict(total=len(jobs), desc="shards", unit="shard", disable=len(jobs) < 2)
-    if pool is None:
-        return [_process_shard(*job) for job in tqdm(jobs, **progress)]
-    return list(tqdm(pool.imap(_process_job, jobs), **progress))
+    queue = collections.deque(enumerate((d, vocab, output_uri, settings) for d in descriptors))
+    records: list[dict | None] = [None] * len(queue)
+    failures: list[BaseException] = []
+    progress = tqdm(total=len(queue), desc="shards", unit="shard", disable=len(queue) < 2)
+
+    def done(index: int, record: dict) -> None:
+        records[index] = record
+        progress.update()
+
+    def feed() -> None:  # give a worker the next shard when it is free (runs in the pool's result thread)
+        try:
+            index, job = queue.popleft()
+        except IndexError:
+            return
+        pool.apply_async(_process_job, (job,), callback=lambda record: (done(index, record), feed()), error_callback=failures.append)
+
+    if pool is not None:
+        for _ in range(pool_size):
+            feed()
+    while not failures:
+        try:
+            index, job = queue.popleft()
+        except IndexError:
+            break
+        done(index, _process_shard(*job))
+    if pool is not None:
+        pool.close()
+        pool.join()
+    progress.close()
+    if failures:
+        raise failures[0]
+    return records  # type: ignore[return-value]
 
 
 @contextlib.contextmanager
 def _worker_pool(num_workers: int):
-    """`num_workers` processes (None for one: the work stays in this process), started before the corpus is planned
+    """`num_workers - 1` processes besides this one (None for one worker), started before the corpus is planned
     so that their start (imports, loading the compiled loop) overlaps the planning."""
     if num_workers <= 1:
         yield None
         return
     context = multiprocessing.get_context("spawn")
-    with context.Pool(num_workers, initializer=_start_worker, initargs=(logging.getLogger().getEffectiveLevel(),)) as pool:
+    with context.Pool(num_workers - 1, initializer=_start_worker, initargs=(logging.getLogger().getEffectiveLevel(),)) as pool:
         yield pool
 
 
@@ -476,5 +505,5 @@ def create_pretraining_data(
             return previous
         if previous:
             _remove_file(storage.join(output_uri, instances.MANIFEST_FILE))
-        records = _process_all(descriptors, vocab, output_uri, settings, pool)
+        records = _process_all(descriptors, vocab, output_uri, settings, pool, num_workers - 1)
     return merge_manifests(output_uri, records, corpus, vocab_uri, settings, corpus_sha256, tracking)
