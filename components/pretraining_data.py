@@ -13,7 +13,8 @@ Three stages, callable separately so a pipeline can fan out over shards:
 3. `merge_manifests`: sum the shard records into statistics, write data_card.md and,
    last, manifest.json; then drop `.work/`.
 
-`create_pretraining_data` runs the three with `num_workers` local processes. Memory
+`create_pretraining_data` runs the three with `num_workers` local processes (this one and
+`num_workers - 1` spawned ones, taking shards from one queue). Memory
 grows with the shard size, not the corpus. Re-running over a folder whose manifest has
 the same settings, vocab and corpus returns it as is; otherwise the old manifest is
 removed first (a reader never sees old and new data mixed) and the data is rewritten,
