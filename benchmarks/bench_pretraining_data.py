@@ -110,11 +110,12 @@ print(json.dumps(digest(row for batch in table.to_batches(10000) for row in batc
 """
 
 OURS = """
-import json
+import json, tempfile
 from components.pretraining_data import create_pretraining_data
-manifest = create_pretraining_data({corpus!r}, {vocab_dir!r}, {out!r}, max_seq_length=128, dupe_factor={dupe}, dev_fraction=0,
+out = tempfile.mkdtemp(dir={tmp!r})  # a fresh folder each run: an existing one with the same data is reused, not rebuilt
+manifest = create_pretraining_data({corpus!r}, {vocab_dir!r}, out, max_seq_length=128, dupe_factor={dupe}, dev_fraction=0,
     test_fraction=0, shard_size_mb={shard_mb}, num_workers={workers})
-print(json.dumps({{"instances": manifest["splits"]["train"]["num_instances"]}}))
+print(json.dumps({{"instances": manifest["splits"]["train"]["num_instances"], "out": out}}))
 """
 
 
@@ -160,11 +161,10 @@ def main() -> None:
         print(f"corpus {args.corpus}: {len(text.encode()) / 1e6:.1f} MB; max_seq_length 128, dupe_factor {args.dupe_factor}, whole-word masking; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
 
         def ours(label, corpus, workers, shard_mb, check=False):
-            out = tempfile.mkdtemp(dir=tmp)
-            code = OURS.format(corpus=str(corpus), vocab_dir=vocab_dir, out=out, dupe=args.dupe_factor, shard_mb=shard_mb, workers=workers)
+            code = OURS.format(corpus=str(corpus), vocab_dir=vocab_dir, tmp=tmp, dupe=args.dupe_factor, shard_mb=shard_mb, workers=workers)
             result = _median_run(label, code, env, args.repeats)
             if check:  # outside the timed, memory-sampled run
-                result["digest"] = json.loads(subprocess.run([sys.executable, "-c", OUR_DIGEST.format(out=out)], env=env, cwd=ROOT, capture_output=True, check=True).stdout.decode().splitlines()[-1])["digest"]
+                result["digest"] = json.loads(subprocess.run([sys.executable, "-c", OUR_DIGEST.format(out=result["out"])], env=env, cwd=ROOT, capture_output=True, check=True).stdout.decode().splitlines()[-1])["digest"]
             return result
 
         one = ours("bertpipe, 1 worker, one shard", plain, 1, 1e6, check=True)
