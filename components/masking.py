@@ -1,9 +1,10 @@
 """Google's masked-LM procedure on token ids: (whole-word) candidate selection and 80/10/10 replacement.
 
-Used twice: by create-pretraining-data for the static masks stored in the shards
-(same `random.Random` call order as Google's create_masked_lm_predictions), and by
-the training collator for dynamic masking (a new mask each
-time an instance is seen, RoBERTa-style: call `mask_tokens` on the unmasked row).
+The training collator uses it for dynamic masking (a new mask each time an instance is
+seen, RoBERTa-style: call `mask_tokens` on the unmasked row). create-pretraining-data
+makes its static masks with the same draws in compiled form (components.instance_creation;
+tests/test_instance_creation.py checks that the two agree in every mode), in the
+`random.Random` call order of Google's create_masked_lm_predictions.
 
 Google's whole-word masking picks whole words but then draws the 80/10/10 choice
 separately for every word piece, so one word can come out as "[MASK] ##ing". That flaw

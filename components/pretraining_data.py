@@ -13,7 +13,8 @@ Three stages, callable separately so a pipeline can fan out over shards:
 3. `merge_manifests`: sum the shard records into statistics, write data_card.md and,
    last, manifest.json; then drop `.work/`.
 
-`create_pretraining_data` runs the three with `num_workers` local processes. Memory
+`create_pretraining_data` runs the three with `num_workers` local processes (this one and
+`num_workers - 1` spawned ones, taking shards from one queue). Memory
 grows with the shard size, not the corpus. Re-running over a folder whose manifest has
 the same settings, vocab and corpus returns it as is; otherwise the old manifest is
 removed first (a reader never sees old and new data mixed) and the data is rewritten,
@@ -22,29 +23,33 @@ skipping shards already finished by an interrupted run with the same settings.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import gzip
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
-from array import array
+import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import numpy as np
 
 from components import data_statistics, instances, storage
 from components.corpus import iter_documents
 from components.errors import BertpipeError
-from components.instance_creation import InstanceSettings, create_instances
+from components.instance_creation import InstanceSettings, TokenizedDocuments, create_instances, load_compiled
 from components.masking import MaskingConfig, continuation_flags
 from components.tokenization import CorpusTokenizer
 from components.tracking import Tracking, log_metrics, step_run
-from components.vocab import load_vocab_info, load_vocab_tokens
 
 log = logging.getLogger(__name__)
 
 WORK_DIR = ".work"
 STEP_NAME = "create-pretraining-data"
-_TOKENIZE_BATCH_LINES = 4096
+_TOKENIZE_BATCH_LINES = 16384
 
 
 @dataclass(frozen=True)
@@ -193,28 +198,29 @@ def _read_documents(uri: str) -> list[list[str]]:
     return [block.split("\n") for block in text.split("\n\n") if block]
 
 
-def _tokenize_documents(raw: list[list[str]], tokenizer: CorpusTokenizer) -> list[list[array]]:
+def _tokenize_documents(raw: list[list[str]], tokenizer: CorpusTokenizer) -> TokenizedDocuments:
     """Token ids per sentence, without sentences that tokenize to nothing and documents left empty (as Google does)."""
-    documents: list[list[array]] = []
-    batch: list[str] = []
-    owners: list[int] = []
+    lines = [line for lines in raw for line in lines]
+    owners = np.repeat(np.arange(len(raw)), [len(lines) for lines in raw])
+    ids, lengths = [], []
+    for start in range(0, len(lines), _TOKENIZE_BATCH_LINES):
+        batch_ids, batch_lengths = tokenizer.encode_lines(lines[start:start + _TOKENIZE_BATCH_LINES])
+        ids.append(batch_ids)
+        lengths.append(batch_lengths)
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    kept = lengths > 0
+    sentences_per_document = np.bincount(owners[kept], minlength=len(raw))
+    return TokenizedDocuments(
+        np.concatenate(ids) if ids else np.zeros(0, np.int32),
+        np.concatenate([[0], np.cumsum(lengths[kept])]).astype(np.int64),
+        np.concatenate([[0], np.cumsum(sentences_per_document[sentences_per_document > 0])]).astype(np.int64),
+    )
 
-    def run_batch() -> None:
-        for owner, ids in zip(owners, tokenizer.tokenize_lines(batch)):
-            if ids:
-                documents[owner].append(array("i", ids))
-        batch.clear()
-        owners.clear()
 
-    for lines in raw:
-        documents.append([])
-        for line in lines:
-            batch.append(line)
-            owners.append(len(documents) - 1)
-        if len(batch) >= _TOKENIZE_BATCH_LINES:
-            run_batch()
-    run_batch()
-    return [document for document in documents if document]
+@lru_cache(maxsize=2)
+def _tokenizer(vocab_sha256: str, vocab_tokens: tuple[str, ...], lowercase: bool) -> CorpusTokenizer:
+    """One tokenizer per process and vocab: its memory of tokenized chunks serves every shard the process makes."""
+    return CorpusTokenizer(list(vocab_tokens), lowercase)
 
 
 @dataclass(frozen=True)
@@ -224,6 +230,9 @@ class _Vocab:
 
 
 def _load_vocab(vocab_uri: str) -> _Vocab:
+    # Imported here: components.vocab imports mlflow (1.5 s), which shard workers never need.
+    from components.vocab import load_vocab_info, load_vocab_tokens
+
     return _Vocab(tokens=load_vocab_tokens(vocab_uri), info=load_vocab_info(vocab_uri))
 
 
@@ -252,7 +261,10 @@ def process_shard(descriptor: dict, vocab_uri: str, output_uri: str, settings: D
 
     A shard already finished with the same settings, vocab and text is not redone.
     """
-    vocab = _load_vocab(vocab_uri)
+    return _process_shard(descriptor, _load_vocab(vocab_uri), output_uri, settings)
+
+
+def _process_shard(descriptor: dict, vocab: _Vocab, output_uri: str, settings: DataSettings) -> dict:
     fingerprint = _fingerprint(settings, vocab.info["sha256"])
     name = _shard_name(descriptor["split"], descriptor["index"])
     done_uri = _work(output_uri, "done", f"{name}.json")
@@ -261,10 +273,13 @@ def process_shard(descriptor: dict, vocab_uri: str, output_uri: str, settings: D
         if record.get("fingerprint") == fingerprint and record.get("text_sha256") == descriptor["text_sha256"]:
             log.info("shard %s already done, skipped", name)
             return record
-    tokenizer = CorpusTokenizer(vocab.tokens, bool(vocab.info["lowercase"]))
+    started = time.perf_counter()
+    tokenizer = _tokenizer(vocab.info["sha256"], tuple(vocab.tokens), bool(vocab.info["lowercase"]))
     documents = _tokenize_documents(_read_documents(descriptor["documents_uri"]), tokenizer)
-    long_sentences = sum(len(s) > settings.max_seq_length - 3 for document in documents for s in document)
+    long_sentences = int((documents.sentence_lengths() > settings.max_seq_length - 3).sum())
+    tokenized = time.perf_counter()
     table, stats = create_instances(documents, descriptor["seed"], _instance_settings(settings, vocab))
+    created = time.perf_counter()
     path = instances.shard_path(descriptor["split"], descriptor["index"])
     written = instances.write_shard(storage.join(output_uri, path), {name: table.column(name) for name in table.column_names})
     record = {
@@ -277,7 +292,10 @@ def process_shard(descriptor: dict, vocab_uri: str, output_uri: str, settings: D
         "counts": data_statistics.counts_to_json(stats, long_sentences),
     }
     storage.write_json(done_uri, record)
-    log.info("shard %s: %d documents -> %d instances", name, stats.documents, stats.instances)
+    log.info(
+        "shard %s: %d documents -> %d instances (tokenize %.1f s, instances %.1f s, write %.1f s)", name, stats.documents,
+        stats.instances, tokenized - started, created - tokenized, time.perf_counter() - created,
+    )
     return record
 
 
@@ -326,7 +344,7 @@ def merge_manifests(
 
     With `tracking`, the settings and per-split statistics go to the step's MLflow run.
     """
-    vocab_info = load_vocab_info(vocab_uri)
+    vocab_info = _load_vocab(vocab_uri).info
     manifest = _manifest_header(corpus, settings, vocab_info, corpus_sha256)
     manifest["splits"], manifest["statistics"] = {}, {}
     for split in instances.SPLITS:
@@ -372,25 +390,66 @@ def _existing_manifest(output_uri: str) -> dict | None:
     return storage.read_json(uri) if storage.exists(uri) else None
 
 
-def _process_all(descriptors: list[dict], vocab_uri: str, output_uri: str, settings: DataSettings, num_workers: int) -> list[dict]:
+def _process_all(descriptors: list[dict], vocab: _Vocab, output_uri: str, settings: DataSettings, pool, pool_size: int) -> list[dict]:
+    """Every shard's record, in order; with a pool its workers and this process take shards from one queue."""
     from tqdm import tqdm
 
-    jobs = [(d, vocab_uri, output_uri, settings) for d in descriptors]
-    progress = dict(total=len(jobs), desc="shards", unit="shard", disable=len(jobs) < 2)
-    if num_workers <= 1 or len(jobs) <= 1:
-        return [process_shard(*job) for job in tqdm(jobs, **progress)]
+    # Workers get the vocab itself: loading it would import components.vocab and with it mlflow.
+    queue = collections.deque(enumerate((d, vocab, output_uri, settings) for d in descriptors))
+    records: list[dict | None] = [None] * len(queue)
+    failures: list[BaseException] = []
+    progress = tqdm(total=len(queue), desc="shards", unit="shard", disable=len(queue) < 2)
+
+    def done(index: int, record: dict) -> None:
+        records[index] = record
+        progress.update()
+
+    def feed() -> None:  # give a worker the next shard when it is free (runs in the pool's result thread)
+        try:
+            index, job = queue.popleft()
+        except IndexError:
+            return
+        pool.apply_async(_process_job, (job,), callback=lambda record: (done(index, record), feed()), error_callback=failures.append)
+
+    if pool is not None:
+        for _ in range(pool_size):
+            feed()
+    while not failures:
+        try:
+            index, job = queue.popleft()
+        except IndexError:
+            break
+        done(index, _process_shard(*job))
+    if pool is not None:
+        pool.close()
+        pool.join()
+    progress.close()
+    if failures:
+        raise failures[0]
+    return records  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _worker_pool(num_workers: int):
+    """`num_workers - 1` processes besides this one (None for one worker), started before the corpus is planned
+    so that their start (imports, loading the compiled loop) overlaps the planning."""
+    if num_workers <= 1:
+        yield None
+        return
     context = multiprocessing.get_context("spawn")
-    with context.Pool(min(num_workers, len(jobs)), initializer=_quiet_worker) as pool:
-        return list(tqdm(pool.imap(_process_job, jobs), **progress))
+    with context.Pool(num_workers - 1, initializer=_start_worker, initargs=(logging.getLogger().getEffectiveLevel(),)) as pool:
+        yield pool
 
 
-def _quiet_worker() -> None:
+def _start_worker(log_level: int) -> None:
     # One core per worker: the Rust tokenizer's own thread pool would oversubscribe the machine.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(name)s %(message)s")
+    load_compiled()
 
 
 def _process_job(job: tuple) -> dict:
-    return process_shard(*job)
+    return _process_shard(*job)
 
 
 def create_pretraining_data(
@@ -426,25 +485,26 @@ def create_pretraining_data(
         shard_size_mb=shard_size_mb,
     )
     settings.validate()
-    vocab = _load_vocab(vocab_uri)
-    folder_existed = storage.is_s3(output_uri) or os.path.exists(output_uri)
-    resumable = folder_existed and bool(storage.list_files(_work(output_uri, "done")))
-    try:
-        descriptors = plan_shards(corpus, output_uri, settings)
-    except BaseException:
-        # Bad input: leave nothing behind (but keep an interrupted run's finished shards).
-        if not resumable:
+    with _worker_pool(num_workers) as pool:
+        vocab = _load_vocab(vocab_uri)
+        folder_existed = storage.is_s3(output_uri) or os.path.exists(output_uri)
+        resumable = folder_existed and bool(storage.list_files(_work(output_uri, "done")))
+        try:
+            descriptors = plan_shards(corpus, output_uri, settings)
+        except BaseException:
+            # Bad input: leave nothing behind (but keep an interrupted run's finished shards).
+            if not resumable:
+                _remove_tree(_work(output_uri))
+            if not folder_existed and os.path.isdir(output_uri) and not os.listdir(output_uri):
+                os.rmdir(output_uri)
+            raise
+        corpus_sha256 = corpus_fingerprint(descriptors)
+        previous = _existing_manifest(output_uri)
+        if previous and previous.get("settings") == asdict(settings) and previous.get("vocab_sha256") == vocab.info["sha256"] and previous.get("corpus_sha256") == corpus_sha256:
+            log.info("%s already holds this data (same corpus, vocab and settings); reused", output_uri)
             _remove_tree(_work(output_uri))
-        if not folder_existed and os.path.isdir(output_uri) and not os.listdir(output_uri):
-            os.rmdir(output_uri)
-        raise
-    corpus_sha256 = corpus_fingerprint(descriptors)
-    previous = _existing_manifest(output_uri)
-    if previous and previous.get("settings") == asdict(settings) and previous.get("vocab_sha256") == vocab.info["sha256"] and previous.get("corpus_sha256") == corpus_sha256:
-        log.info("%s already holds this data (same corpus, vocab and settings); reused", output_uri)
-        _remove_tree(_work(output_uri))
-        return previous
-    if previous:
-        _remove_file(storage.join(output_uri, instances.MANIFEST_FILE))
-    records = _process_all(descriptors, vocab_uri, output_uri, settings, num_workers)
+            return previous
+        if previous:
+            _remove_file(storage.join(output_uri, instances.MANIFEST_FILE))
+        records = _process_all(descriptors, vocab, output_uri, settings, pool, num_workers - 1)
     return merge_manifests(output_uri, records, corpus, vocab_uri, settings, corpus_sha256, tracking)
