@@ -13,8 +13,6 @@ import hashlib
 import logging
 from pathlib import Path
 
-import mlflow
-
 from components import storage
 from components.errors import BertpipeError
 from components.tracking import Tracking, log_metrics, step_run
@@ -85,6 +83,8 @@ def export_vocab(
     """
     if tracking is None:
         return _export_vocab(output_uri, source, corpus, vocab_size, lowercase)
+    import mlflow
+
     params = {"source": source, "corpus": corpus, "vocab_size": vocab_size, "lowercase": lowercase}
     with step_run(tracking, "export-vocab", params):
         info = _export_vocab(output_uri, source, corpus, vocab_size, lowercase)
