@@ -10,6 +10,7 @@ and resuming from a checkpoint needs nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,9 @@ import torch
 from components import instances as instance_format
 from components import storage
 from components.errors import BertpipeError
+
+if TYPE_CHECKING:
+    from components.dynamic_masking import DynamicMasking
 
 PAD_MULTIPLE = 8
 
@@ -97,14 +101,15 @@ class TrainingStream:
     `position` counts the instances consumed so far; pass it back in to resume exactly.
     """
 
-    def __init__(self, data_uri: str, manifest: dict, *, batch_size: int, seed: int, split: str = "train", rank: int = 0, world_size: int = 1, position: int = 0):
+    def __init__(self, data_uri: str, manifest: dict, *, batch_size: int, seed: int, split: str = "train", rank: int = 0, world_size: int = 1, position: int = 0,
+                 masking: DynamicMasking | None = None):
         shards = manifest["splits"].get(split, {}).get("shards", [])
         self.shards = [s for s in shards[rank::world_size] if s["num_instances"] > 0]
         if not self.shards:
             if len(shards) < world_size:
                 raise BertpipeError(f"{data_uri} has {len(shards)} {split} shards for {world_size} processes; every process needs at least one shard")
             raise BertpipeError(f"{data_uri} has no {split} instances; create the data with more documents")
-        self.data_uri, self.batch_size, self.seed, self.position = data_uri, batch_size, seed, position
+        self.data_uri, self.batch_size, self.seed, self.position, self.masking = data_uri, batch_size, seed, position, masking
         self.epoch_size = sum(s["num_instances"] for s in self.shards)
         self._cache: tuple[int, InstanceArrays] | None = None
         self._order_epoch = -1
@@ -129,8 +134,8 @@ class TrainingStream:
             self._row_order_cache = (key, np.random.default_rng([self.seed, epoch, shard_index]).permutation(size))
         return self._row_order_cache[1]
 
-    def _rows_at(self, position: int, count: int) -> list[tuple[int, np.ndarray]]:
-        """(shard, rows) runs covering `count` instances from `position`, within one epoch."""
+    def _rows_at(self, position: int, count: int) -> list[tuple[int, int, np.ndarray]]:
+        """(epoch, shard, rows) runs covering `count` instances from `position`."""
         epoch, offset = divmod(position, self.epoch_size)
         order, ends = self._epoch_order(epoch)
         runs = []
@@ -142,7 +147,7 @@ class TrainingStream:
             permutation = self._row_order(epoch, shard_index, size)
             first = offset - start_of_shard
             n = min(count, size - first)
-            runs.append((shard_index, permutation[first : first + n]))
+            runs.append((epoch, shard_index, permutation[first : first + n]))
             count -= n
             offset += n
             if offset == self.epoch_size:
@@ -154,9 +159,14 @@ class TrainingStream:
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:
-        parts = [collate(self._arrays(shard), rows) for shard, rows in self._rows_at(self.position, self.batch_size)]
+        parts = [self._collate(epoch, shard, rows) for epoch, shard, rows in self._rows_at(self.position, self.batch_size)]
         self.position += self.batch_size
         return parts[0] if len(parts) == 1 else concat_batches(parts)
+
+    def _collate(self, epoch: int, shard: int, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        if self.masking is None:
+            return collate(self._arrays(shard), rows)
+        return collate(self.masking.apply(self._arrays(shard), rows, epoch, shard), np.arange(len(rows)))
 
     @property
     def epoch(self) -> float:

@@ -14,6 +14,7 @@ stays the default here (exactness); `per_word_replacement=True` draws it once pe
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -31,6 +32,17 @@ class MaskingConfig:
     is_continuation: bytes = b""
     whole_word: bool = True
     per_word_replacement: bool = False
+
+    @classmethod
+    def for_vocab(cls, vocab_tokens: list[str], data_settings: Mapping) -> "MaskingConfig":
+        """The masking that data settings (create-pretraining-data's, or a manifest's "settings") ask for over a vocab."""
+        ids = {token: index for index, token in enumerate(vocab_tokens)}
+        return cls(
+            masked_lm_prob=data_settings["masked_lm_prob"], max_predictions_per_seq=data_settings["max_predictions_per_seq"],
+            vocab_size=len(vocab_tokens), cls_id=ids["[CLS]"], sep_id=ids["[SEP]"], mask_id=ids["[MASK]"],
+            is_continuation=continuation_flags(vocab_tokens), whole_word=data_settings["do_whole_word_mask"],
+            per_word_replacement=data_settings["per_word_replacement"],
+        )
 
 
 @dataclass

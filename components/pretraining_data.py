@@ -41,7 +41,7 @@ from components import data_statistics, instances, storage
 from components.corpus import iter_documents
 from components.errors import BertpipeError
 from components.instance_creation import InstanceSettings, TokenizedDocuments, create_instances, load_compiled
-from components.masking import MaskingConfig, continuation_flags
+from components.masking import MaskingConfig
 from components.tokenization import CorpusTokenizer
 from components.tracking import Tracking, log_metrics, step_run
 
@@ -236,20 +236,10 @@ def _load_vocab(vocab_uri: str) -> _Vocab:
     return _Vocab(tokens=load_vocab_tokens(vocab_uri), info=load_vocab_info(vocab_uri))
 
 
-def _instance_settings(settings: DataSettings, vocab: _Vocab) -> InstanceSettings:
-    ids = {token: index for index, token in enumerate(vocab.tokens)}
-    masking = MaskingConfig(
-        masked_lm_prob=settings.masked_lm_prob,
-        max_predictions_per_seq=settings.max_predictions_per_seq,
-        vocab_size=len(vocab.tokens),
-        cls_id=ids["[CLS]"],
-        sep_id=ids["[SEP]"],
-        mask_id=ids["[MASK]"],
-        is_continuation=continuation_flags(vocab.tokens),
-        whole_word=settings.do_whole_word_mask,
-        per_word_replacement=settings.per_word_replacement,
-    )
-    return InstanceSettings(settings.max_seq_length, settings.short_seq_prob, settings.dupe_factor, masking, settings.dynamic_masking)
+def _instance_settings(settings: DataSettings, vocab: _Vocab, split: str) -> InstanceSettings:
+    # Dynamic masking is for training only: dev and test keep fixed masks, so evaluations compare.
+    dynamic = settings.dynamic_masking and split == "train"
+    return InstanceSettings(settings.max_seq_length, settings.short_seq_prob, settings.dupe_factor, MaskingConfig.for_vocab(vocab.tokens, asdict(settings)), dynamic)
 
 
 def _fingerprint(settings: DataSettings, vocab_sha256: str) -> str:
@@ -278,7 +268,7 @@ def _process_shard(descriptor: dict, vocab: _Vocab, output_uri: str, settings: D
     documents = _tokenize_documents(_read_documents(descriptor["documents_uri"]), tokenizer)
     long_sentences = int((documents.sentence_lengths() > settings.max_seq_length - 3).sum())
     tokenized = time.perf_counter()
-    table, stats = create_instances(documents, descriptor["seed"], _instance_settings(settings, vocab))
+    table, stats = create_instances(documents, descriptor["seed"], _instance_settings(settings, vocab, descriptor["split"]))
     created = time.perf_counter()
     path = instances.shard_path(descriptor["split"], descriptor["index"])
     written = instances.write_shard(storage.join(output_uri, path), {name: table.column(name) for name in table.column_names})

@@ -28,13 +28,15 @@ import torch
 from components import batches as batching
 from components import checkpoints, distributed, models, storage
 from components import instances as instance_format
+from components.dynamic_masking import DynamicMasking
 from components.errors import BertpipeError
 from components.evaluation import autocast_for, pretraining_metrics
 from components.loss_curve import plot_loss_curve
+from components.masking import MaskingConfig
 from components.optimization import make_optimizer, make_scheduler
 from components.throughput import batch_training_flops, peak_flops
 from components.tracking import Tracking, log_metrics, step_run
-from components.vocab import load_vocab_info
+from components.vocab import load_vocab_info, load_vocab_tokens
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +153,19 @@ class PhaseRun:
             rank=self.placement.rank,
             world_size=self.placement.world_size,
             position=position,
+            masking=self._dynamic_masking(),
         )
         self.trained = self.forward
         if self.placement.world_size > 1:
             self.trained = torch.nn.parallel.DistributedDataParallel(self.forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def _dynamic_masking(self) -> DynamicMasking | None:
+        """Fresh masks each epoch when the data's train split was stored unmasked (create-pretraining-data --dynamic-masking)."""
+        data_settings = self.manifest["settings"]
+        if not data_settings.get("dynamic_masking"):
+            return None
+        log.info("dynamic masking: the train split is masked anew each epoch")
+        return DynamicMasking(MaskingConfig.for_vocab(load_vocab_tokens(self.settings.vocab_uri), data_settings), self.settings.seed)
 
     @property
     def global_batch_size(self) -> int:

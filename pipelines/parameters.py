@@ -25,7 +25,7 @@ HELP = {
     "data_seed": "random seed of instance creation (same seed and inputs: byte-identical data)",
     "seed": "random seed (same seed and inputs: identical output)",
     "per_word_replacement": "draw the 80/10/10 [MASK]/random/keep choice once per whole word (a fix of Google's per-piece draw; off = exact reference)",
-    "dynamic_masking": "store unmasked pairs; training masks them anew each epoch (RoBERTa-style) instead of Google's fixed masks",
+    "dynamic_masking": "store the train split unmasked; training masks it anew each epoch (RoBERTa-style). Dev and test keep fixed masks",
     "shard_size_mb": "corpus text per shard; memory grows with the shard, not the corpus",
     "num_workers": "processes that build shards in parallel (output does not depend on it)",
     "data_uri": "pretraining-data folder written by create-pretraining-data (local or s3://)",

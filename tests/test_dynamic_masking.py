@@ -1,0 +1,73 @@
+"""Dynamic masking end to end: unmasked train pairs, fixed dev/test masks, fresh masks per epoch in the training stream."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from components import instances
+from components.batches import TrainingStream
+from components.corpus import demo_corpus_path
+from components.dynamic_masking import DynamicMasking
+from components.masking import MaskingConfig
+from components.pretraining_data import create_pretraining_data
+from components.training import train_phase
+from components.vocab import export_vocab, load_vocab_tokens
+
+
+@pytest.fixture(scope="module")
+def dynamic_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dynamic")
+    vocab = str(root / "vocab")
+    export_vocab(vocab, corpus="demo", vocab_size=1500)
+    text = gzip.open(demo_corpus_path(), "rt", encoding="utf-8").read()
+    corpus = root / "slice.txt"
+    corpus.write_text("\n\n".join(text.split("\n\n")[:80]) + "\n", encoding="utf-8")
+    data = str(root / "data")
+    manifest = create_pretraining_data(str(corpus), vocab, data, max_seq_length=64, max_predictions_per_seq=10,
+                                       dynamic_masking=True, dev_fraction=0.1, test_fraction=0.1, seed=5)
+    return vocab, data, manifest
+
+
+def test_only_the_train_split_is_stored_unmasked(dynamic_data):
+    _, data, _ = dynamic_data
+    assert all(not row for row in instances.load_split(data, "train").column("masked_lm_positions").to_pylist())
+    for split in ("dev", "test"):
+        positions = instances.load_split(data, split).column("masked_lm_positions").to_pylist()
+        assert positions and all(1 <= len(row) <= 10 for row in positions)
+
+
+def stream(data, manifest, vocab, position=0):
+    masking = DynamicMasking(MaskingConfig.for_vocab(load_vocab_tokens(vocab), manifest["settings"]), seed=9)
+    return TrainingStream(data, manifest, batch_size=16, seed=9, position=position, masking=masking)
+
+
+def test_masks_are_fresh_each_epoch_and_replayed_on_resume(dynamic_data):
+    vocab, data, manifest = dynamic_data
+    first = next(stream(data, manifest, vocab))
+    again = next(stream(data, manifest, vocab))
+    assert all(np.array_equal(first[key], again[key]) for key in first)
+    mask_id = load_vocab_tokens(vocab).index("[MASK]")
+    count = len(first["mlm_labels"])
+    assert 16 <= count <= 160 and (first["input_ids"] == mask_id).sum() >= count * 0.6
+    # Masked positions differ between epochs for the same unmasked row.
+    masking = DynamicMasking(MaskingConfig.for_vocab(load_vocab_tokens(vocab), manifest["settings"]), seed=9)
+    arrays = stream(data, manifest, vocab)._arrays(0)
+    rows = np.arange(8)
+    epoch0, epoch1 = masking.apply(arrays, rows, 0, 0), masking.apply(arrays, rows, 1, 0)
+    assert not np.array_equal(epoch0.masked_positions, epoch1.masked_positions)
+    assert np.array_equal(masking.apply(arrays, rows, 1, 0).masked_positions, epoch1.masked_positions)
+    # Unmasking restores the stored row: labels are the original ids at the masked positions.
+    for i, row in enumerate(rows):
+        original = arrays.input_ids[arrays.input_offsets[row]:arrays.input_offsets[row + 1]]
+        positions = epoch1.masked_positions[epoch1.masked_offsets[i]:epoch1.masked_offsets[i + 1]]
+        labels = epoch1.masked_ids[epoch1.masked_offsets[i]:epoch1.masked_offsets[i + 1]]
+        assert np.array_equal(original[positions], labels)
+
+
+def test_training_on_dynamic_data_learns(dynamic_data, tmp_path):
+    vocab, data, _ = dynamic_data
+    summary = train_phase(data, vocab, str(tmp_path / "phase"), max_seq_length=64, max_steps=30, per_device_train_batch_size=16,
+                          learning_rate=2e-3, warmup_steps=3, logging_steps=10, seed=1)
+    losses = [row["mlm_loss"] for row in summary["history"] if "mlm_loss" in row]
+    assert len(losses) == 3 and losses[-1] < losses[0]
