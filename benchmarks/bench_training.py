@@ -47,14 +47,14 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def window_rates(step_times: list[float], step_tokens: list[int], step_sequences: list[int], skip: int, window: int) -> dict:
-    """Median tokens/s and sequences/s over windows of `window` steps, after `skip` warm-up steps."""
-    tokens, sequences = [], []
-    for start in range(skip, len(step_times) - window + 1, window):
-        seconds = step_times[start + window - 1] - (step_times[start - 1] if start else 0.0)
-        tokens.append(sum(step_tokens[start : start + window]) / seconds)
-        sequences.append(sum(step_sequences[start : start + window]) / seconds)
-    return {"tokens_per_second": statistics.median(tokens), "sequences_per_second": statistics.median(sequences)}
+def step_rates(step_times: list[float], step_tokens: list[int], step_sequences: list[int], skip: int) -> dict:
+    """Median per-step tokens/s and sequences/s after `skip` warm-up steps (a median shrugs off steps
+    slowed by other processes on a shared machine)."""
+    durations = [b - a for a, b in zip([0.0, *step_times], step_times)][skip:]
+    return {
+        "tokens_per_second": statistics.median(t / d for t, d in zip(step_tokens[skip:], durations)),
+        "sequences_per_second": statistics.median(n / d for n, d in zip(step_sequences[skip:], durations)),
+    }
 
 
 def dev_metrics(model, data_uri: str) -> dict:
@@ -75,9 +75,9 @@ def child_bertpipe(args) -> dict:
 
     summary = train_phase(
         args.data, args.vocab, args.out, model_size=args.preset, max_seq_length=args.length, max_steps=args.steps,
-        per_device_train_batch_size=args.batch, logging_steps=args.window, **OPTIMIZER,
+        per_device_train_batch_size=args.batch, logging_steps=1, **OPTIMIZER,
     )
-    rows = [row for row in summary["history"] if "tokens_per_second" in row][args.skip // args.window :]
+    rows = [row for row in summary["history"] if "tokens_per_second" in row][args.skip :]
     result = {
         "tokens_per_second": statistics.median(r["tokens_per_second"] for r in rows),
         "sequences_per_second": statistics.median(r["sequences_per_second"] for r in rows),
@@ -149,7 +149,7 @@ def child_hf_trainer(args) -> dict:
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    result = {**window_rates(step_times, step_tokens, step_sequences, args.skip, args.window), "train_seconds": seconds}
+    result = {**step_rates(step_times, step_tokens, step_sequences, args.skip), "train_seconds": seconds}
     if args.evaluate:
         result["dev"] = dev_metrics(model, args.data)
     return result
@@ -199,9 +199,8 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["tiny", "mini"])
     parser.add_argument("--lengths", nargs="+", type=int, default=[128, 512])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=15, help="steps per throughput run (the first --skip are warm-up)")
+    parser.add_argument("--steps", type=int, default=20, help="steps per throughput run (the first --skip are warm-up)")
     parser.add_argument("--skip", type=int, default=5)
-    parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--budget-seconds", type=float, default=60.0, help="wall-clock budget of the accuracy comparison (0: skip it)")
     parser.add_argument("--accuracy-configs", nargs="+", default=["tiny:128"], help="preset:length pairs for the accuracy comparison")
@@ -230,9 +229,9 @@ def main() -> None:
         lengths = sorted(set(args.lengths) | {int(c.split(":")[1]) for c in args.accuracy_configs if args.budget_seconds})
         vocab, vocab_size, data = prepare(Path(tmp), lengths)
         common = lambda length: ["--data", data[length], "--vocab", vocab, "--vocab-size", str(vocab_size), "--threads", str(args.threads),  # noqa: E731
-                                 "--skip", str(args.skip), "--window", str(args.window)]
-        print(f"vocab {vocab_size} tokens; batch {BATCH}; {args.steps} steps per run, medians over windows of {args.window} steps "
-              f"after {args.skip} warm-up steps, then over {args.repeats} runs per side\n")
+                                 "--skip", str(args.skip)]
+        print(f"vocab {vocab_size} tokens; batch {BATCH}; {args.steps} steps per run, median of per-step rates "
+              f"after {args.skip} warm-up steps, then median over {args.repeats} runs per side\n")
         header = f"{'preset':6} {'len':>4} | {'bertpipe tok/s':>14} {'HF tok/s':>10} {'ratio':>6} | {'seq/s':>7} {'HF seq/s':>8} | {'peak MB':>7} {'HF MB':>7}"
         print(header)
         print("-" * len(header))

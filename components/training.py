@@ -265,47 +265,50 @@ class PhaseRun:
         return time.perf_counter() - started
 
     def _one_step(self) -> dict:
+        try:
+            return self._accumulate_and_update()
+        except torch.OutOfMemoryError as error:
+            size = self.settings.per_device_train_batch_size
+            raise BertpipeError(
+                f"a batch of {size} x {self.settings.max_seq_length} tokens does not fit in GPU memory: lower "
+                f"per_device_train_batch_size (e.g. to {max(1, size // 2)}) and raise gradient_accumulation_steps to keep the global batch"
+            ) from error
+
+    def _accumulate_and_update(self) -> dict:
         settings = self.settings
-        totals = {"loss": 0.0, "mlm_loss": 0.0, "nsp_loss": 0.0, "tokens": 0.0, "sequences": 0.0, "flops": 0.0}
         accumulation = settings.gradient_accumulation_steps
         micro_batches = [next(self.stream) for _ in range(accumulation)]
         # Weigh each micro-batch's MLM loss by its share of the step's masked tokens, so that
         # accumulating k batches of n equals one batch of k*n (the loss is a mean over masked tokens).
         masked_total = sum(len(batch["mlm_labels"]) for batch in micro_batches)
-        try:
-            for micro, batch in enumerate(micro_batches):
-                masked = len(batch["mlm_labels"])
-                batch = batching.batch_to(batch, self.device)
-                sync = self.trained.no_sync() if self.placement.world_size > 1 and micro < accumulation - 1 else contextlib.nullcontext()
-                with sync:
-                    with autocast_for(self.device):
-                        mlm_logits, nsp_logits = self.trained(*(batch[name] for name in models.MODEL_INPUTS))
-                    mlm_loss, nsp_loss = models.pretraining_losses(mlm_logits, nsp_logits, batch)
-                    mlm_weight = masked / masked_total
-                    (mlm_loss * mlm_weight + nsp_loss / accumulation).backward()
-                totals["mlm_loss"] += mlm_loss.item() * mlm_weight
-                totals["nsp_loss"] += nsp_loss.item() / accumulation
-                totals["tokens"] += batch["attention_mask"].sum().item()
-                totals["sequences"] += batch["input_ids"].shape[0]
-                totals["flops"] += batch_training_flops(self.model.config, *batch["input_ids"].shape, masked)
-        except torch.OutOfMemoryError as error:
-            raise BertpipeError(
-                f"a batch of {settings.per_device_train_batch_size} x {settings.max_seq_length} tokens does not fit in GPU memory: "
-                f"lower per_device_train_batch_size (e.g. to {max(1, settings.per_device_train_batch_size // 2)}) and raise "
-                "gradient_accumulation_steps to keep the global batch"
-            ) from error
-        totals["loss"] = totals["mlm_loss"] + totals["nsp_loss"]
+        totals = {
+            "tokens": float(sum(batch["attention_mask"].sum() for batch in micro_batches)),
+            "sequences": float(sum(len(batch["input_ids"]) for batch in micro_batches)),
+            "flops": sum(batch_training_flops(self.model.config, *b["input_ids"].shape, len(b["mlm_labels"])) for b in micro_batches),
+        }
+        weighted = torch.zeros(2, device=self.device)  # (mlm, nsp) on the device: one host sync per step, not per micro-batch
+        for micro, batch in enumerate(micro_batches):
+            mlm_weight = len(batch["mlm_labels"]) / masked_total
+            batch = batching.batch_to(batch, self.device)
+            sync = self.trained.no_sync() if self.placement.world_size > 1 and micro < accumulation - 1 else contextlib.nullcontext()
+            with sync:
+                with autocast_for(self.device):
+                    mlm_logits, nsp_logits = self.trained(*(batch[name] for name in models.MODEL_INPUTS))
+                mlm_loss, nsp_loss = models.pretraining_losses(mlm_logits, nsp_logits, batch)
+                (mlm_loss * mlm_weight + nsp_loss / accumulation).backward()
+            weighted += torch.stack([mlm_loss.detach() * mlm_weight, nsp_loss.detach() / accumulation])
         grad_norm = torch.nn.utils.clip_grad_norm_(self.forward.parameters(), settings.max_grad_norm)
-        if not (math.isfinite(totals["loss"]) and torch.isfinite(grad_norm)):
+        totals["mlm_loss"], totals["nsp_loss"], totals["grad_norm"] = torch.cat([weighted, grad_norm.reshape(1).float()]).tolist()
+        totals["loss"] = totals["mlm_loss"] + totals["nsp_loss"]
+        if not (math.isfinite(totals["loss"]) and math.isfinite(totals["grad_norm"])):
             last = checkpoints.latest(settings.output_uri)
             raise BertpipeError(
-                f"training diverged at step {self.step + 1}: loss {totals['loss']}, gradient norm {grad_norm.item()}; "
+                f"training diverged at step {self.step + 1}: loss {totals['loss']}, gradient norm {totals['grad_norm']}; "
                 f"last good checkpoint: {last or 'none'}; lower learning_rate or raise warmup_steps"
             )
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        totals["grad_norm"] = grad_norm.item()
         return totals
 
     def _log_window(self, window: dict, bar) -> None:
