@@ -95,7 +95,7 @@ def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None
     else:
         drop = guard_best - guard_value
         guard_ok = drop <= policy.guard_tolerance + EPSILON
-        reasons.append(f"{guard} {guard_value:.4f} vs champion {guard_best:.4f} (drop {drop:+.4f}, {'within' if guard_ok else 'beyond'} the tolerance {policy.guard_tolerance:.4f})")
+        reasons.append(f"{guard} {guard_value:.4f} vs champion {guard_best:.4f} (change {-drop:+.4f}, {'within' if guard_ok else 'beyond'} the tolerance {policy.guard_tolerance:.4f} for a drop)")
     return Decision(beats and guard_ok, tuple(reasons))
 
 

@@ -58,7 +58,7 @@ def test_worse_mlm_is_refused_even_with_better_nsp_and_both_reasons_are_given():
     assert not decision.promote
     assert decision.reasons == (
         "mlm_accuracy_512 0.2900 vs champion 0.3000 (-0.0100, not more than the margin 0.0000)",
-        "nsp_accuracy_512 0.9500 vs champion 0.8000 (drop -0.1500, within the tolerance 0.0100)",
+        "nsp_accuracy_512 0.9500 vs champion 0.8000 (change +0.1500, within the tolerance 0.0100 for a drop)",
     )
 
 
