@@ -11,7 +11,7 @@ import json
 import re
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import kfp_server_api
@@ -23,6 +23,7 @@ from components.errors import BertpipeError
 from pipelines import kfp_client
 from pipelines.kfp_client import Endpoint
 from pipelines.kubernetes import ClusterSettings, apply_cpu_step_settings
+from tests.json_http import JsonHandler
 
 PRIMITIVES = {"str": str, "int": int, "bool": bool, "object": object, "datetime": str}
 
@@ -81,19 +82,10 @@ class FakeKfp(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class FakeKfpHandler(BaseHTTPRequestHandler):
+class FakeKfpHandler(JsonHandler):
     server: FakeKfp
 
-    def log_message(self, *args):  # keep pytest output quiet
-        pass
 
-    def _reply(self, status: int, body: dict) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
 
     def _handle(self, method: str) -> None:
         url = urlparse(self.path)

@@ -5,7 +5,7 @@ import dataclasses
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 from kubernetes import client as k8s_client
@@ -22,6 +22,7 @@ from pipelines.trainjob import (
     trainjob_template,
     validate_trainjob,
 )
+from tests.json_http import JsonHandler
 
 SETTINGS = ClusterSettings(
     cpu_image="registry.example.com/bertpipe-cpu:1",
@@ -138,20 +139,11 @@ class FakeKubernetes(ThreadingHTTPServer):
         return k8s_client.ApiClient(configuration)
 
 
-class FakeKubernetesHandler(BaseHTTPRequestHandler):
+class FakeKubernetesHandler(JsonHandler):
     server: FakeKubernetes
     PATH = re.compile(r"/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs(?:/([^/]+))?")
 
-    def log_message(self, *args):
-        pass
 
-    def _reply(self, status, body):
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
