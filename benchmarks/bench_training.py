@@ -139,10 +139,11 @@ def child_hf_trainer(args) -> dict:
 
     torch.manual_seed(OPTIMIZER["seed"])
     model = build_model(args.preset, args.vocab_size)
+    # Trainer's default optimizer (fused AdamW), as bertpipe uses: the ratio measures the rest.
     training_args = TrainingArguments(
         output_dir=args.out, per_device_train_batch_size=args.batch, max_steps=args.steps, learning_rate=OPTIMIZER["learning_rate"],
         warmup_steps=OPTIMIZER["warmup_steps"], weight_decay=OPTIMIZER["weight_decay"], adam_epsilon=1e-6, max_grad_norm=1.0,
-        lr_scheduler_type="linear", optim="adamw_torch", seed=OPTIMIZER["seed"], use_cpu=True, report_to="none", save_strategy="no",
+        lr_scheduler_type="linear", optim="adamw_torch_fused", seed=OPTIMIZER["seed"], use_cpu=True, report_to="none", save_strategy="no",
         logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=False, remove_unused_columns=False,
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=PaddedInstances(), data_collator=collate, callbacks=[Clock()])
