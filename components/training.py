@@ -35,7 +35,7 @@ from components.loss_curve import plot_loss_curve
 from components.masking import MaskingConfig
 from components.optimization import make_optimizer, make_scheduler
 from components.throughput import batch_training_flops, peak_flops
-from components.tracking import Tracking, log_metrics, step_run
+from components.tracking import MetricsBuffer, Tracking, mlflow_errors, step_run
 from components.vocab import load_vocab_info, load_vocab_tokens
 
 log = logging.getLogger(__name__)
@@ -224,12 +224,19 @@ class PhaseRun:
         params.update(global_batch_size=self.global_batch_size, world_size=self.placement.world_size, device=str(self.device), num_parameters=self.model.num_parameters())
         log.info("training %s for %d steps at %d tokens, global batch %d, on %s", settings.model_size if not settings.init_model else settings.init_model,
                  settings.max_steps, settings.max_seq_length, self.global_batch_size, self.device)
-        run_context = step_run(self.tracking, f"train-phase-{settings.max_seq_length}", params) if self.tracking and self.placement.is_main else contextlib.nullcontext()
-        with run_context:
-            seconds = self._train()
-            if self.checkpoint_step != self.step:
-                self._save_checkpoint()
-            summary = self._publish(seconds, params)
+        logs_to_mlflow = self.tracking is not None and self.placement.is_main
+        # A server that dies mid-run must not stop training: metrics go through a buffer, closing the run may fail.
+        run_context = step_run(self.tracking, f"train-phase-{settings.max_seq_length}", params, strict_close=False) if logs_to_mlflow else contextlib.nullcontext()
+        with run_context as run_id:
+            self.metrics = MetricsBuffer(self.tracking.tracking_uri, run_id) if logs_to_mlflow else None
+            try:
+                seconds = self._train()
+                if self.checkpoint_step != self.step:
+                    self._save_checkpoint()
+                summary = self._publish(seconds, params)
+            finally:
+                if self.metrics:  # on failure too: send what was measured before it
+                    self.metrics.close()
         distributed.barrier(self.placement)
         return summary
 
@@ -329,8 +336,8 @@ class PhaseRun:
         self.history.append(row)
         if not self.placement.is_main:
             return
-        if self.tracking:
-            log_metrics({k: v for k, v in row.items() if k != "step"}, step=self.step)
+        if self.metrics:
+            self.metrics.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
         text = ", ".join(f"{k}={row[k]:.4g}" for k in ("loss", "mlm_loss", "nsp_loss", "learning_rate", "tokens_per_second", "mfu") if k in row)
         if bar:
             bar.set_postfix_str(text)
@@ -346,9 +353,20 @@ class PhaseRun:
         metrics = {f"dev_{k}": v for k, v in pretraining_metrics(self.forward, batches, self.device).items()}
         self.history.append({"step": self.step, **metrics})
         if self.placement.is_main:
-            if self.tracking:
-                log_metrics(metrics, step=self.step)
+            if self.metrics:
+                self.metrics.log(metrics, step=self.step)
             log.info("step %d dev: loss=%.4f mlm_accuracy=%.4f nsp_accuracy=%.4f", self.step, metrics["dev_loss"], metrics["dev_mlm_accuracy"], metrics["dev_nsp_accuracy"])
+
+    def _log_artifacts(self, loss_curve, summary: dict) -> None:
+        """The loss curve and summary to the run; an unreachable server is reported, not fatal (the files are in output_uri)."""
+        import mlflow
+
+        try:
+            with mlflow_errors(self.tracking.tracking_uri, "logging the loss curve"):
+                mlflow.log_artifact(str(loss_curve))
+                mlflow.log_dict(summary, "training_summary.json")
+        except BertpipeError as error:
+            log.warning("%s; the loss curve and summary are still in %s", error, self.settings.output_uri)
 
     def _save_checkpoint(self) -> None:
         rng_states = distributed.gather_objects(checkpoints.rng_state(self.device), self.placement)
@@ -387,17 +405,18 @@ class PhaseRun:
         }
         if not self.placement.is_main:
             return summary
+        if self.metrics:
+            report = self.metrics.close()
+            summary["mlflow_logging"] = report.summary()
+            (log.info if report.complete else log.warning)("MLflow: %s", report.summary())
         with storage.staged_dir(model_uri) as folder:
             self.model.save_pretrained(str(folder))
             storage.download_dir(settings.vocab_uri, folder)
         storage.write_json(storage.join(settings.output_uri, "training_summary.json"), summary)
         with storage.staged_dir(storage.join(settings.output_uri, "plots")) as folder:
             plot_loss_curve(self.history, folder / "loss_curve.png", f"train-phase {settings.max_seq_length}")
-            if self.tracking:
-                import mlflow
-
-                mlflow.log_artifact(str(folder / "loss_curve.png"))
-                mlflow.log_dict(summary, "training_summary.json")
+            if self.metrics:
+                self._log_artifacts(folder / "loss_curve.png", summary)
         log.info("model written to %s (%d steps, final loss %s)", model_uri, self.step, last.get("loss"))
         return summary
 

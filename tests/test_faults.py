@@ -236,3 +236,32 @@ def test_registration_with_mlflow_down_fails_clearly_and_can_be_rerun(servers_en
     assert result["version"] == "1"
     logged = storage.list_files(f"s3://{servers_env.bucket}/mlflow")
     assert any(uri.endswith("model.safetensors") for uri in logged), logged
+
+
+def test_training_step_survives_mlflow_dying_mid_run(servers_env, tmp_path):
+    """The real train-phase: the MLflow server is killed once the run exists; training finishes and says what was lost."""
+    from components.training import train_phase
+    from tests.instance_factory import make_data, make_vocab
+
+    vocab = make_vocab(str(tmp_path / "vocab"), vocab_size=900)
+    data = make_data(str(tmp_path / "data"), vocab, max_seq_length=64, shards={"train": [64], "dev": [8]})
+    tracking = Tracking(tracking_uri=servers_env.tracking_uri, experiment="faults-training")
+    client = mlflow.MlflowClient(servers_env.tracking_uri)
+
+    def kill_once_the_run_exists():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            experiment = client.get_experiment_by_name("faults-training")
+            if experiment and client.search_runs([experiment.experiment_id]):
+                servers_env.stop_mlflow(kill=True)
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_once_the_run_exists)
+    killer.start()
+    summary = train_phase(data, vocab, str(tmp_path / "phase"), max_seq_length=64, max_steps=40, per_device_train_batch_size=8,
+                          logging_steps=5, warmup_steps=2, seed=1, tracking=tracking)
+    killer.join()
+    assert summary["steps"] == 40
+    assert (tmp_path / "phase" / "model" / "model.safetensors").is_file()
+    assert "were NOT logged to MLflow" in summary["mlflow_logging"]
