@@ -76,20 +76,12 @@ def latest(output_uri: str) -> str | None:
 def prune(output_uri: str, keep: int) -> None:
     """Delete all but the newest `keep` complete checkpoints (marker first, so a half-deleted one never counts)."""
     for uri in complete(output_uri)[:-keep]:
-        _delete(storage.join(uri, MARKER))
+        storage.delete(storage.join(uri, MARKER))
         for path in storage.list_files(uri):
-            _delete(path)
+            storage.delete(path)
         if not storage.is_s3(uri):
             shutil.rmtree(uri, ignore_errors=True)
         log.info("removed old checkpoint %s", uri)
-
-
-def _delete(uri: str) -> None:
-    if storage.is_s3(uri):
-        bucket, key = storage.split_s3(uri)
-        storage.s3_client().delete_object(Bucket=bucket, Key=key)
-    else:
-        Path(uri).unlink(missing_ok=True)
 
 
 def read_trainer_state(uri: str) -> dict:

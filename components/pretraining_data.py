@@ -297,15 +297,7 @@ def _remove_tree(uri: str) -> None:
         shutil.rmtree(uri, ignore_errors=True)
         return
     for file_uri in storage.list_files(uri):
-        _remove_file(file_uri)
-
-
-def _remove_file(uri: str) -> None:
-    if storage.is_s3(uri):
-        bucket, key = storage.split_s3(uri)
-        storage.s3_client().delete_object(Bucket=bucket, Key=key)
-    elif os.path.exists(uri):
-        os.remove(uri)
+        storage.delete(file_uri)
 
 
 def _manifest_header(corpus: str, settings: DataSettings, vocab_info: dict, corpus_sha256: str) -> dict:
@@ -355,7 +347,7 @@ def merge_manifests(
         split_uri = storage.join(output_uri, split)
         if storage.is_s3(output_uri) or os.path.isdir(split_uri):
             for stale in set(storage.list_files(split_uri)) - referenced:
-                _remove_file(stale)
+                storage.delete(stale)
     storage.write_text(storage.join(output_uri, "data_card.md"), data_statistics.data_card(manifest))
     long_sentences = sum(summary["long_sentences"] for summary in manifest["statistics"].values())
     if long_sentences:
@@ -495,6 +487,6 @@ def create_pretraining_data(
             _remove_tree(_work(output_uri))
             return previous
         if previous:
-            _remove_file(storage.join(output_uri, instances.MANIFEST_FILE))
+            storage.delete(storage.join(output_uri, instances.MANIFEST_FILE))
         records = _process_all(descriptors, vocab, output_uri, settings, pool, num_workers - 1)
     return merge_manifests(output_uri, records, corpus, vocab_uri, settings, corpus_sha256, tracking)
