@@ -24,7 +24,7 @@ from pathlib import Path
 from components import storage
 from components.errors import BertpipeError
 from components.tracking import PIPELINE_RUN_TAG, Tracking, log_metrics, mlflow_errors, step_run
-from components.vocab import INFO_FILE, VOCAB_FILE
+from components.vocab import INFO_FILE, VOCAB_FILE, vocab_file_bytes
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def download_model(model_uri: str, output_dir: str, *, tracking_uri: str) -> dic
             tokenizer.save_pretrained(str(staging))
             # vocab.txt as export-vocab writes it (ids are line numbers), so its sha256 matches vocab_info.json.
             tokens = sorted(tokenizer.get_vocab(), key=tokenizer.get_vocab().get)
-            (staging / VOCAB_FILE).write_text("\n".join(tokens) + "\n", encoding="utf-8")
+            (staging / VOCAB_FILE).write_bytes(vocab_file_bytes(tokens))
             (staging / INFO_FILE).write_bytes((local / EXTRA_DIR / INFO_FILE).read_bytes())
     log.info("downloaded %s to %s", pinned_uri, output_dir)
     return {"name": name, "version": version, "model_uri": pinned_uri, "folder": output_dir}

@@ -15,7 +15,6 @@ Runs alone or under torchrun (DDP: each rank reads its own shards).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import sys
@@ -136,7 +135,7 @@ class PhaseRun:
         self.vocab_info = load_vocab_info(settings.vocab_uri)
         self.manifest = instance_format.read_manifest(settings.data_uri)
         instance_format.check_compatible(self.manifest, settings.data_uri, max_seq_length=settings.max_seq_length, vocab_sha256=self.vocab_info["sha256"])
-        self.manifest_sha256 = hashlib.sha256(storage.read_bytes(storage.join(settings.data_uri, instance_format.MANIFEST_FILE))).hexdigest()
+        self.manifest_sha256 = instance_format.manifest_sha256(settings.data_uri)
         self.model = self._initial_model()
         self.forward = models.MaskedPretrainingModel(self.model).to(self.device)
         self.optimizer = make_optimizer(self.model, settings.optimizer, settings.learning_rate, settings.weight_decay, eps=settings.adam_epsilon)

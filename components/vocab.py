@@ -110,7 +110,7 @@ def _export_vocab(output_uri: str, source: str, corpus: str, vocab_size: int, lo
     if len(set(tokens)) != len(tokens):
         raise BertpipeError(f"vocab from {origin} repeats tokens; every line of vocab.txt must be unique")
 
-    vocab_bytes = ("\n".join(tokens) + "\n").encode("utf-8")
+    vocab_bytes = vocab_file_bytes(tokens)
     info = {"lowercase": lowercase, "size": len(tokens), "sha256": hashlib.sha256(vocab_bytes).hexdigest(), "source": origin}
     with storage.staged_dir(output_uri) as staging:
         (staging / VOCAB_FILE).write_bytes(vocab_bytes)
@@ -118,6 +118,11 @@ def _export_vocab(output_uri: str, source: str, corpus: str, vocab_size: int, lo
         storage.write_json(str(staging / INFO_FILE), info)
     log.info("vocab written to %s (%d tokens, sha256 %s)", output_uri, info["size"], info["sha256"][:12])
     return info
+
+
+def vocab_file_bytes(tokens: list[str]) -> bytes:
+    """vocab.txt as bertpipe writes it (one token per line, ids are line numbers): its sha256 identifies the vocab."""
+    return ("\n".join(tokens) + "\n").encode("utf-8")
 
 
 def _tokenizer_for(vocab_file: Path, lowercase: bool):
