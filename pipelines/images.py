@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
-from components.errors import BertpipeError
+from components.core.errors import BertpipeError
 
 CPU_IMAGE_ENV = "BERTPIPE_CPU_IMAGE"
 GPU_IMAGE_ENV = "BERTPIPE_GPU_IMAGE"

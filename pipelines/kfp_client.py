@@ -22,7 +22,7 @@ import kfp
 import kfp_server_api
 import urllib3
 
-from components.errors import BertpipeError
+from components.core.errors import BertpipeError
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
-from components.errors import BertpipeError
+from components.core.errors import BertpipeError
 from pipelines import images
 
 TASK_KINDS = ("vocab", "data", "training", "evaluation", "registry")

@@ -13,9 +13,9 @@ import logging
 import os
 from pathlib import Path
 
-from components import storage
-from components.corpus import iter_documents
-from components.errors import BertpipeError
+from components.core import storage
+from components.core.corpus import iter_documents
+from components.core.errors import BertpipeError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ def preflight(arguments: dict) -> None:
     if next(iter_documents(corpus), None) is None:
         raise BertpipeError(f"corpus {corpus} is empty: it holds no non-blank lines")
     if arguments.get("vocab_source"):
-        from components.vocab import check_special_tokens, tokens_from_pretrained
+        from components.vocab.export import tokens_from_pretrained
+        from components.core.vocab_files import check_special_tokens
 
         check_special_tokens(tokens_from_pretrained(arguments["vocab_source"])[0], arguments["vocab_source"])
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from components.errors import BertpipeError
+from components.core.errors import BertpipeError
 from pipelines.kubernetes import MLFLOW_SECRET_KEYS, S3_SECRET_KEYS, ClusterSettings
 
 logger = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def demo_vocab(tmp_path_factory) -> str:
     """A 2,000-token WordPiece vocab trained on the bundled demo corpus."""
-    from components.vocab import export_vocab
+    from components.vocab.export import VocabSettings, export_vocab
 
     uri = str(tmp_path_factory.mktemp("vocab") / "vocab")
-    export_vocab(uri, corpus="demo", vocab_size=2000)
+    export_vocab(uri, corpus="demo", settings=VocabSettings(vocab_size=2000))
     return uri
 
 

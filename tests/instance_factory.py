@@ -1,6 +1,6 @@
 """Small instance shards for training/evaluation tests, built straight from the demo corpus.
 
-Not Google's algorithm (that is components.pretraining_data): runs of sentences packed to
+Not Google's algorithm (that is components.data.create): runs of sentences packed to
 about max_seq_length, 15% of positions masked (no whole-word masking, no 80/10/10), half of
 the B segments random. Enough for a model to learn from, deterministic given a seed.
 """
@@ -10,13 +10,15 @@ from __future__ import annotations
 import math
 import random
 
-from components import instances, storage
-from components.corpus import iter_documents
-from components.vocab import export_vocab, load_tokenizer, load_vocab_info
+from components.core import instances
+from components.core import storage
+from components.core.corpus import iter_documents
+from components.vocab.export import VocabSettings, export_vocab
+from components.core.vocab_files import load_tokenizer, load_vocab_info
 
 
 def make_vocab(uri: str, vocab_size: int = 2000) -> str:
-    export_vocab(uri, corpus="demo", vocab_size=vocab_size)
+    export_vocab(uri, corpus="demo", settings=VocabSettings(vocab_size=vocab_size))
     return uri
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from components.stack import SeaweedFS, Stack
+from pipelines.stack import SeaweedFS, Stack
 
 # A recognisable fake secret: tests search logs and files for it.
 FAKE_SECRET_PREFIX = "bertpipe-FAKE-SECRET-"

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from components import instances
-from components.batches import InstanceArrays, TrainingStream, collate, evaluation_batches
-from components.errors import BertpipeError
+from components.core import instances
+from components.core.batches import InstanceArrays, TrainingStream, collate, evaluation_batches
+from components.core.errors import BertpipeError
 
 ROWS = {
     "input_ids": [[2, 10, 4, 3, 11, 12, 3], [2, 13, 3, 4, 3], [2, 20, 21, 22, 3, 23, 24, 25, 26, 4, 3]],

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from components import checkpoints
-from components.errors import BertpipeError
-from components.training import train_phase
+from components.training import checkpoints
+from components.core.errors import BertpipeError
+from components.training.phase import train_phase
 from tests.instance_factory import make_data, make_vocab
 
 RUN = {"max_seq_length": 64, "max_steps": 16, "save_steps": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 2, "logging_steps": 4, "seed": 3}
@@ -31,7 +31,7 @@ def inputs(tmp_path_factory):
 
 def start_training(data: str, vocab: str, output: str) -> subprocess.Popen:
     """train_phase in a separate process (so it can really be killed)."""
-    code = f"from components.training import train_phase; train_phase({data!r}, {vocab!r}, {output!r}, **{RUN!r})"
+    code = f"from components.training.phase import train_phase; train_phase({data!r}, {vocab!r}, {output!r}, **{RUN!r})"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

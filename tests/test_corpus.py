@@ -2,8 +2,8 @@ import gzip
 
 import pytest
 
-from components.corpus import iter_documents, resolve_corpus_files
-from components.errors import BertpipeError
+from components.core.corpus import iter_documents, resolve_corpus_files
+from components.core.errors import BertpipeError
 
 
 def test_documents_split_on_blank_lines_and_files(tmp_path):

@@ -25,7 +25,7 @@ def free_port() -> int:
 def torchrun(tmp_path: Path, data: str, vocab: str, output: str, **settings) -> subprocess.CompletedProcess:
     script = tmp_path / "train.py"
     script.write_text(
-        "import json, sys\nfrom components.training import train_phase\n"
+        "import json, sys\nfrom components.training.phase import train_phase\n"
         f"summary = train_phase({data!r}, {vocab!r}, {output!r}, **{settings!r})\n"
         "print('SUMMARY', json.dumps({k: summary[k] for k in ('world_size', 'global_batch_size', 'steps')}))\n"
     )

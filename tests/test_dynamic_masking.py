@@ -5,21 +5,22 @@ import gzip
 import numpy as np
 import pytest
 
-from components import instances
-from components.batches import TrainingStream
-from components.corpus import demo_corpus_path
-from components.dynamic_masking import DynamicMasking
-from components.masking import MaskingConfig
-from components.pretraining_data import create_pretraining_data
-from components.training import train_phase
-from components.vocab import export_vocab, load_vocab_tokens
+from components.core import instances
+from components.core.batches import TrainingStream
+from components.core.corpus import demo_corpus_path
+from components.training.dynamic_masking import DynamicMasking
+from components.core.masking import MaskingConfig
+from components.data.create import create_pretraining_data
+from components.training.phase import train_phase
+from components.vocab.export import VocabSettings, export_vocab
+from components.core.vocab_files import load_vocab_tokens
 
 
 @pytest.fixture(scope="module")
 def dynamic_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("dynamic")
     vocab = str(root / "vocab")
-    export_vocab(vocab, corpus="demo", vocab_size=1500)
+    export_vocab(vocab, corpus="demo", settings=VocabSettings(vocab_size=1500))
     text = gzip.open(demo_corpus_path(), "rt", encoding="utf-8").read()
     corpus = root / "slice.txt"
     corpus.write_text("\n\n".join(text.split("\n\n")[:80]) + "\n", encoding="utf-8")

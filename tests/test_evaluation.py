@@ -6,11 +6,12 @@ import math
 import pytest
 import torch
 
-from components import models, storage
-from components.errors import BertpipeError
-from components.tracking import Tracking
-from components.evaluation import evaluate
-from components.instances import load_split
+from components.core import models
+from components.core import storage
+from components.core.errors import BertpipeError
+from components.core.tracking import Tracking
+from components.evaluation.evaluate import evaluate
+from components.core.instances import load_split
 from tests.instance_factory import make_data, make_vocab
 
 

@@ -11,9 +11,9 @@ import uuid
 import mlflow
 import pytest
 
-from components import storage
-from components.errors import BertpipeError
-from components.tracking import MetricsBuffer, Tracking, step_run
+from components.core import storage
+from components.core.errors import BertpipeError
+from components.core.tracking import MetricsBuffer, Tracking, step_run
 
 
 def _checkpoint_files(count: int, size: int, seed: int) -> dict[str, bytes]:
@@ -214,12 +214,12 @@ def test_mlflow_down_at_the_end_of_training_is_reported_not_fatal(servers_env, c
 
 
 def test_registration_with_mlflow_down_fails_clearly_and_can_be_rerun(servers_env, tmp_path):
-    from components.registry import register_model
-    from components.vocab import export_vocab
+    from components.registry.register import register_model
+    from components.vocab.export import VocabSettings, export_vocab
     from tests.test_registry import make_model_folder
 
     vocab = tmp_path / "vocab"
-    export_vocab(str(vocab), corpus="demo", vocab_size=300)
+    export_vocab(str(vocab), corpus="demo", settings=VocabSettings(vocab_size=300))
     model_uri = f"s3://{servers_env.bucket}/registration/{uuid.uuid4().hex[:8]}/model"
     storage.upload_dir(make_model_folder(tmp_path / "model", vocab), model_uri)
     tracking = Tracking(tracking_uri=servers_env.tracking_uri, experiment="faults", pipeline_run_id="faults-registration")
@@ -240,7 +240,7 @@ def test_registration_with_mlflow_down_fails_clearly_and_can_be_rerun(servers_en
 
 def test_training_step_survives_mlflow_dying_mid_run(servers_env, tmp_path):
     """The real train-phase: the MLflow server is killed once the run exists; training finishes and says what was lost."""
-    from components.training import train_phase
+    from components.training.phase import train_phase
     from tests.instance_factory import make_data, make_vocab
 
     vocab = make_vocab(str(tmp_path / "vocab"), vocab_size=900)

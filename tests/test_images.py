@@ -15,7 +15,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from components.errors import BertpipeError
+from components.core.errors import BertpipeError
 from pipelines import images
 
 

@@ -1,4 +1,4 @@
-"""The compiled instance loop: its masking equals components.masking's Python (Google's draws) in every mode."""
+"""The compiled instance loop: its masking equals components.core.masking's Python (Google's draws) in every mode."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import random
 import numpy as np
 import pytest
 
-from components import random_stream as rs
-from components.instance_creation import _budget_table, _mask
-from components.masking import MaskCounts, MaskingConfig, continuation_flags, mask_tokens
+from components.data import random_stream as rs
+from components.data.instance_creation import _budget_table, _mask
+from components.core.masking import MaskCounts, MaskingConfig, continuation_flags, mask_tokens
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "play", "##ing", "##ed", "the", "game", "run", "##s", "a", "##x"]
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kfp import compiler, dsl
 
-from components.errors import BertpipeError
+from components.core.errors import BertpipeError
 from pipelines import kfp_client
 from pipelines.kfp_client import Endpoint
 from pipelines.kubernetes import ClusterSettings, apply_cpu_step_settings

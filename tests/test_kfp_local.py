@@ -15,8 +15,8 @@ import mlflow
 import pytest
 from kfp import dsl
 
-from components import kfp_components as steps
-from components.instances import read_manifest
+from pipelines import kfp_components as steps
+from components.core.instances import read_manifest
 from pipelines.bert_pretraining import pretraining_data
 
 RUN_ID = "component-test"

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from kfp import compiler, dsl
 
-from components.errors import BertpipeError
+from components.core.errors import BertpipeError
 from pipelines import images
 from pipelines.kubernetes import (
     ClusterSettings,

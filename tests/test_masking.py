@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from components.masking import MaskCounts, MaskingConfig, continuation_flags, mask_tokens, shuffle_exact
+from components.core.masking import MaskCounts, MaskingConfig, continuation_flags, mask_tokens, shuffle_exact
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "play", "##ing", "##ed", "the", "game", "run", "##s", "a"]
 IDS = {t: i for i, t in enumerate(VOCAB)}

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from components import models
-from components.errors import BertpipeError
+from components.core import models
+from components.core.errors import BertpipeError
 
 
 def minilm_dir() -> Path:
@@ -92,7 +92,7 @@ def test_gradients_match_hugging_face_full_vocab_loss():
 
 
 def test_checkpoint_without_heads_loads_and_says_so(caplog):
-    with caplog.at_level(logging.WARNING, logger="components.models"):
+    with caplog.at_level(logging.WARNING, logger="components.core.models"):
         model = models.load_model(str(minilm_dir()))
     assert models.model_shape(model)["vocab_size"] == 30522 and model.config.hidden_size == 384
     assert "no pretraining heads" in caplog.text and "cls.seq_relationship.weight" in caplog.text

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from components import models
-from components.errors import BertpipeError
-from components.optimization import Lamb, lr_factor, make_scheduler, parameter_groups
+from components.core import models
+from components.core.errors import BertpipeError
+from components.training.optimization import Lamb, lr_factor, make_scheduler, parameter_groups
 
 
 def test_weight_decay_skips_biases_and_layer_norms():

@@ -2,7 +2,7 @@
 
 import mlflow
 
-from components import storage
+from components.core import storage
 from pipelines.local_run import run_pipeline_locally
 from tests.test_pipeline_local import TINY
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from components import instances
-from components.errors import BertpipeError
-from components.pretraining_data import DataSettings, create_pretraining_data, document_split, plan_shards, process_shard
-from components.vocab import export_vocab, load_vocab_tokens
+from components.core import instances
+from components.core.errors import BertpipeError
+from components.data.create import DataSettings, create_pretraining_data, document_split, plan_shards, process_shard
+from components.vocab.export import VocabSettings, export_vocab
+from components.core.vocab_files import load_vocab_tokens
 
 SMALL = dict(dev_fraction=0.0, test_fraction=0.0, dupe_factor=2, seed=3)
 
@@ -20,7 +21,7 @@ SMALL = dict(dev_fraction=0.0, test_fraction=0.0, dupe_factor=2, seed=3)
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("vocab") / "vocab"
-    export_vocab(str(folder), corpus="demo", vocab_size=3000)
+    export_vocab(str(folder), corpus="demo", settings=VocabSettings(vocab_size=3000))
     return str(folder)
 
 
@@ -42,7 +43,7 @@ HAND_MADE = [
 @pytest.fixture(scope="module")
 def demo_slice(tmp_path_factory) -> str:
     """The first 120 documents of the bundled demo corpus."""
-    from components.corpus import demo_corpus_path
+    from components.core.corpus import demo_corpus_path
 
     text = gzip.open(demo_corpus_path(), "rt", encoding="utf-8").read()
     path = tmp_path_factory.mktemp("corpus") / "slice.txt"
@@ -205,7 +206,7 @@ def test_warnings_for_one_document_and_far_max_predictions(tmp_path, vocab, capl
 def test_statistics_are_logged_to_mlflow(tmp_path, vocab):
     import mlflow
 
-    from components.tracking import Tracking
+    from components.core.tracking import Tracking
 
     corpus = _corpus(tmp_path / "c.txt", HAND_MADE)
     tracking = Tracking(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="data-test", pipeline_run_id="run-1")

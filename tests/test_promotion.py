@@ -10,9 +10,9 @@ import time
 import mlflow
 import pytest
 
-from components.errors import BertpipeError
-from components.promotion import CHALLENGER, CHAMPION, PromotionPolicy, alias_version, current_champion, decide, promote, promote_if_better, rollback
-from components.registry_lock import alias_lock, lock_name
+from components.core.errors import BertpipeError
+from components.registry.promotion import CHALLENGER, CHAMPION, PromotionPolicy, alias_version, current_champion, decide, promote, promote_if_better, rollback
+from components.registry.lock import alias_lock, lock_name
 
 MLM, NSP = "mlm_accuracy_512", "nsp_accuracy_512"
 NAME = "bert"

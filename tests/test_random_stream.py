@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from components import random_stream as rs
+from components.data import random_stream as rs
 
 
 @pytest.mark.parametrize("seed", [0, 1, 12345, 2**40 + 7, 987654321])

@@ -10,10 +10,11 @@ import gzip
 
 import pytest
 
-from components import instances
-from components.pretraining_data import create_pretraining_data
-from components.tokenization import CorpusTokenizer
-from components.vocab import export_vocab, load_vocab_tokens
+from components.core import instances
+from components.data.create import create_pretraining_data
+from components.data.tokenization import CorpusTokenizer
+from components.vocab.export import VocabSettings, export_vocab
+from components.core.vocab_files import load_vocab_tokens
 
 pytest.importorskip("bert", reason="Google's reference comes from bert-tensorflow==1.0.4 (the test extra)")
 from tests import google_reference  # noqa: E402
@@ -22,14 +23,14 @@ from tests import google_reference  # noqa: E402
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("vocab") / "vocab"
-    export_vocab(str(folder), corpus="demo", vocab_size=5000)
+    export_vocab(str(folder), corpus="demo", settings=VocabSettings(vocab_size=5000))
     return str(folder)
 
 
 @pytest.fixture(scope="module")
 def demo_documents(tmp_path_factory) -> str:
     """A few hundred documents of the bundled demo corpus (Shakespeare, Austen, the Bible, the Jargon File)."""
-    from components.corpus import demo_corpus_path
+    from components.core.corpus import demo_corpus_path
 
     text = gzip.open(demo_corpus_path(), "rt", encoding="utf-8").read()
     blocks = text.split("\n\n")

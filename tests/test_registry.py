@@ -14,11 +14,11 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForPreTraining
 
-from components.errors import BertpipeError
-from components.promotion import PromotionPolicy, register_and_promote
-from components.registry import download_model, pip_requirements, register_model, resolve_version
-from components.tracking import PIPELINE_RUN_TAG, Tracking
-from components.vocab import export_vocab
+from components.core.errors import BertpipeError
+from components.registry.promotion import PromotionPolicy, register_and_promote
+from components.registry.register import download_model, pip_requirements, register_model, resolve_version
+from components.core.tracking import PIPELINE_RUN_TAG, Tracking
+from components.vocab.export import VocabSettings, export_vocab
 
 NAME = "tiny-bert"
 METRICS = {"mlm_accuracy_512": 0.25, "nsp_accuracy_512": 0.625}
@@ -46,7 +46,7 @@ def sqlite_tracking(root: Path, pipeline_run_id: str = "pipeline-run-1") -> Trac
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("vocab") / "vocab"
-    export_vocab(str(folder), corpus="demo", vocab_size=1000)
+    export_vocab(str(folder), corpus="demo", settings=VocabSettings(vocab_size=1000))
     return folder
 
 

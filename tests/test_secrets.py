@@ -9,9 +9,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from components import storage
-from components.errors import BertpipeError
-from components.tracking import MetricsBuffer, Tracking, log_metrics, step_run
+from components.core import storage
+from components.core.errors import BertpipeError
+from components.core.tracking import MetricsBuffer, Tracking, log_metrics, step_run
 
 
 def _leaks(secret: str, text: str | bytes) -> bool:

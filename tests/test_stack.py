@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from components.errors import BertpipeError
-from components.stack import STATE_FILE, export_lines, stack_down, stack_status, stack_up
+from components.core.errors import BertpipeError
+from pipelines.stack import STATE_FILE, export_lines, stack_down, stack_status, stack_up
 
 
 def test_stack_up_status_down_and_up_again_keeps_data(tmp_path):
@@ -52,7 +52,7 @@ def test_status_of_a_folder_without_a_stack_says_what_to_run(tmp_path):
 
 
 def test_stack_command_refuses_unknown_actions(tmp_path):
-    from components.stack import stack_command
+    from pipelines.stack import stack_command
 
     with pytest.raises(BertpipeError, match="unknown stack action 'restart': use up, down or status"):
         stack_command("restart", tmp_path)

@@ -1,4 +1,4 @@
-"""components.storage on local folders and on a real S3 server (SeaweedFS)."""
+"""components.core.storage on local folders and on a real S3 server (SeaweedFS)."""
 
 import hashlib
 import json
@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from components import storage
-from components.errors import BertpipeError
+from components.core import storage
+from components.core.errors import BertpipeError
 
 
 @pytest.fixture(params=["local", "s3"])

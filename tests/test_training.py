@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from components import models
-from components.errors import BertpipeError
-from components.training import train_phase
+from components.core import models
+from components.core.errors import BertpipeError
+from components.training.phase import train_phase
 from tests.instance_factory import make_data, make_vocab
 
 FAST = {"max_seq_length": 64, "per_device_train_batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 2, "logging_steps": 2}

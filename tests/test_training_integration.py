@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from components import models
-from components.errors import BertpipeError
-from components.training import train_phase
-from components.vocab import export_vocab
+from components.core import models
+from components.core.errors import BertpipeError
+from components.training.phase import train_phase
+from components.vocab.export import export_vocab
 from tests.instance_factory import make_data, make_vocab
 from tests.test_training import FAST
 
@@ -26,7 +26,7 @@ def test_continues_pretraining_from_a_real_checkpoint_without_heads(tmp_path, ca
     vocab = str(tmp_path / "vocab")
     export_vocab(vocab, source=minilm)
     data = make_data(str(tmp_path / "data"), vocab, max_seq_length=64, shards={"train": [8], "dev": [4], "test": [4]})
-    with caplog.at_level("WARNING", logger="components.models"):
+    with caplog.at_level("WARNING", logger="components.core.models"):
         summary = train_phase(data, vocab, str(tmp_path / "out"), init_model=minilm, max_steps=2, **{**FAST, "per_device_train_batch_size": 4})
     assert "no pretraining heads" in caplog.text
     assert summary["model_shape"]["vocab_size"] == 30522 and summary["model_shape"]["hidden_size"] == 384
@@ -40,8 +40,8 @@ def test_continues_pretraining_from_a_real_checkpoint_without_heads(tmp_path, ca
 def test_logs_params_metrics_and_loss_curve_to_mlflow(inputs, tmp_path):
     import mlflow
 
-    from components.evaluation import evaluate
-    from components.tracking import Tracking
+    from components.evaluation.evaluate import evaluate
+    from components.core.tracking import Tracking
 
     root, vocab, data = inputs
     tracking = Tracking(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="bertpipe-test", pipeline_run_id="run-1")

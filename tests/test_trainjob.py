@@ -10,7 +10,7 @@ from http.server import ThreadingHTTPServer
 import pytest
 from kubernetes import client as k8s_client
 
-from components.errors import BertpipeError
+from components.core.errors import BertpipeError
 from pipelines.kubernetes import ClusterSettings, Resources, Toleration
 from pipelines.trainjob import (
     build_trainjob,

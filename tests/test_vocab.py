@@ -2,8 +2,9 @@ import hashlib
 
 import pytest
 
-from components.errors import BertpipeError
-from components.vocab import SPECIAL_TOKENS, export_vocab, load_tokenizer, load_vocab_info, load_vocab_tokens
+from components.core.errors import BertpipeError
+from components.vocab.export import VocabSettings, export_vocab
+from components.core.vocab_files import SPECIAL_TOKENS, load_tokenizer, load_vocab_info, load_vocab_tokens
 
 BERT_BASE_UNCASED_VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
 
@@ -19,7 +20,7 @@ def test_export_from_pretrained_model_keeps_the_exact_vocab(tmp_path, minilm_dir
 
 
 def test_trained_vocab_is_deterministic_and_complete(tmp_path, demo_vocab):
-    again = export_vocab(str(tmp_path / "again"), corpus="demo", vocab_size=2000)
+    again = export_vocab(str(tmp_path / "again"), corpus="demo", settings=VocabSettings(vocab_size=2000))
     info = load_vocab_info(demo_vocab)
     assert again["sha256"] == info["sha256"]
     tokens = load_vocab_tokens(demo_vocab)
@@ -39,12 +40,12 @@ def test_vocab_without_mask_is_refused_and_nothing_written(tmp_path):
 
 def test_export_overwrites_an_existing_vocab_folder(tmp_path, demo_vocab):
     out = str(tmp_path / "vocab")
-    export_vocab(out, corpus="demo", vocab_size=1000)
-    info = export_vocab(out, corpus="demo", vocab_size=2000)
+    export_vocab(out, corpus="demo", settings=VocabSettings(vocab_size=1000))
+    info = export_vocab(out, corpus="demo", settings=VocabSettings(vocab_size=2000))
     assert info == load_vocab_info(out)
     assert len(load_vocab_tokens(out)) == 2000
 
 
-def test_needs_exactly_one_of_source_and_corpus(tmp_path):
-    with pytest.raises(BertpipeError, match="exactly one"):
+def test_needs_a_source_or_a_corpus(tmp_path):
+    with pytest.raises(BertpipeError, match="needs --source .* or --corpus"):
         export_vocab(str(tmp_path / "v"))

@@ -1,0 +1,217 @@
+"""MLflow bookkeeping shared by every step: one parent run per pipeline run, one nested run per step.
+
+Steps run in separate processes (pods, or kfp.local subprocesses), so they meet
+through a tag: the parent run is the one tagged with the pipeline run's id. The
+DAG starts with a single step (export-vocab), which creates it; later steps find it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Iterator
+
+from components.core.errors import BertpipeError
+
+log = logging.getLogger(__name__)
+
+PIPELINE_RUN_TAG = "bertpipe.pipeline_run_id"
+STEP_TAG = "bertpipe.step"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "bert-pretraining"
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where a step logs: the MLflow server or store, the experiment, and the pipeline run it belongs to."""
+
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    experiment: str = DEFAULT_EXPERIMENT
+    pipeline_run_id: str = ""
+
+
+@contextlib.contextmanager
+def mlflow_errors(tracking_uri: str, action: str):
+    """Report an unreachable or refusing MLflow as one line that names the server."""
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import RequestException
+
+    try:
+        yield
+    except (MlflowException, RequestException, ConnectionError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BertpipeError(f"MLflow at {tracking_uri} failed while {action}: {first_line[:300]}") from error
+
+
+def _parent_run_id(client, experiment_id: str, pipeline_run_id: str) -> str:
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run_id}'", order_by=["attributes.start_time ASC"], max_results=1
+    )
+    if runs:
+        return runs[0].info.run_id
+    run = client.create_run(experiment_id, run_name=f"pipeline-{pipeline_run_id[:24]}", tags={PIPELINE_RUN_TAG: pipeline_run_id})
+    log.info("created MLflow parent run %s for pipeline run %s", run.info.run_id, pipeline_run_id)
+    return run.info.run_id
+
+
+@contextlib.contextmanager
+def step_run(tracking: Tracking, step: str, params: dict | None = None, strict_close: bool = True) -> Iterator[str]:
+    """Start the MLflow run of one step (nested under the pipeline's run) and yield its run id.
+
+    With strict_close=False a server that fails when the run is closed only gets a
+    warning (the run stays RUNNING in MLflow): for steps whose real output, say a
+    trained checkpoint, must not be thrown away over bookkeeping.
+    """
+    import mlflow
+
+    with mlflow_errors(tracking.tracking_uri, f"starting the {step} run"):
+        mlflow.set_tracking_uri(tracking.tracking_uri)
+        experiment = mlflow.set_experiment(tracking.experiment)
+        tags = {STEP_TAG: step}
+        parent_id = None
+        if tracking.pipeline_run_id:
+            tags[PIPELINE_RUN_TAG] = tracking.pipeline_run_id
+            parent_id = _parent_run_id(mlflow.MlflowClient(), experiment.experiment_id, tracking.pipeline_run_id)
+        run = mlflow.start_run(run_name=step, parent_run_id=parent_id, tags=tags)
+        if params:
+            mlflow.log_params({key: str(value)[:6000] for key, value in params.items()})
+    status = "FAILED"
+    try:
+        yield run.info.run_id
+        status = "FINISHED"
+    finally:
+        try:
+            with mlflow_errors(tracking.tracking_uri, f"closing the {step} run"):
+                mlflow.end_run(status=status)
+        except BertpipeError as error:
+            if strict_close and status == "FINISHED":  # never hide the error that failed the step
+                raise
+            log.warning("%s; the run stays RUNNING in MLflow", error)
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Log numeric metrics to the active run (non-finite values are skipped: MLflow rejects NaN on some stores)."""
+    import math
+
+    import mlflow
+
+    clean = {key: float(value) for key, value in metrics.items() if value is not None and math.isfinite(float(value))}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+@dataclass
+class LoggingReport:
+    """What a MetricsBuffer managed to send: a step puts summary() in its final status."""
+
+    logged: int = 0
+    unlogged: int = 0
+    first_unlogged_step: int | None = None
+    last_unlogged_step: int | None = None
+    last_error: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.unlogged == 0
+
+    def summary(self) -> str:
+        if self.complete:
+            return f"all {self.logged} metric values logged to MLflow"
+        steps = f" (steps {self.first_unlogged_step}-{self.last_unlogged_step})" if self.first_unlogged_step is not None else ""
+        return f"{self.unlogged} metric values were NOT logged to MLflow{steps}, {self.logged} were; last error: {self.last_error}"
+
+
+class MetricsBuffer:
+    """Sends metrics to one MLflow run from a background thread, so a slow or dead server never stalls training.
+
+    log() only queues (with the time of the call); the thread sends batches, and
+    while the server fails it keeps them and retries with backoff. close() sends
+    what it can within its timeout and returns a LoggingReport of what was not
+    logged, instead of failing a training run over its bookkeeping.
+    """
+
+    BATCH = 1000  # MLflow's limit of metrics per log_batch
+
+    def __init__(self, tracking_uri: str, run_id: str, flush_interval: float = 2.0, max_backoff: float = 60.0):
+        import threading
+
+        from mlflow import MlflowClient
+
+        self._client = MlflowClient(tracking_uri)
+        self._tracking_uri = tracking_uri
+        self._run_id = run_id
+        self._interval = flush_interval
+        self._max_backoff = max_backoff
+        self._pending: list = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._report = LoggingReport()
+        self._thread = threading.Thread(target=self._run, name="mlflow-metrics", daemon=True)
+        self._thread.start()
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Queue finite numeric metrics for the run (never blocks on the server)."""
+        import math
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()
+                 if value is not None and math.isfinite(float(value))]
+        with self._lock:
+            self._pending.extend(batch)
+
+    def _send_some(self) -> bool:
+        """Send one batch; False when the server failed (the batch stays queued)."""
+        with self._lock:
+            batch = self._pending[: self.BATCH]
+        if not batch:
+            return True
+        try:
+            with mlflow_errors(self._tracking_uri, "logging metrics"):
+                self._client.log_batch(self._run_id, metrics=batch, synchronous=True)
+        except BertpipeError as error:
+            if not self._report.last_error:
+                log.warning("%s; metrics are kept and sent when it answers again", error)
+            self._report.last_error = str(error)
+            return False
+        with self._lock:
+            del self._pending[: len(batch)]
+            self._report.logged += len(batch)
+        return True
+
+    def _run(self) -> None:
+        delay = self._interval
+        while not self._closing.is_set():
+            self._wake.wait(delay)
+            self._wake.clear()
+            while self._pending and not self._closing.is_set():
+                if not self._send_some():
+                    delay = min(delay * 2, self._max_backoff)
+                    break
+            else:
+                delay = self._interval
+
+    def close(self, timeout: float = 30.0) -> LoggingReport:
+        """Stop the thread, send what is left within timeout, and report what could not be logged."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        self._closing.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        while self._pending and not self._thread.is_alive() and time.monotonic() < deadline:
+            if not self._send_some():
+                break
+        with self._lock:
+            left = list(self._pending)
+        report = self._report
+        report.unlogged = len(left)
+        if left:
+            report.first_unlogged_step = min(metric.step for metric in left)
+            report.last_unlogged_step = max(metric.step for metric in left)
+            log.warning("%s", report.summary())
+        return report

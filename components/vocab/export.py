@@ -1,0 +1,124 @@
+"""The export-vocab step: a WordPiece vocab from a pretrained tokenizer, or trained on the corpus.
+
+Writes the vocab folder described in components.core.vocab_files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.core import storage
+from components.core.errors import BertpipeError
+from components.core.settings import check, setting
+from components.core.tracking import Tracking, log_metrics, step_run
+from components.core.vocab_files import INFO_FILE, SPECIAL_TOKENS, VOCAB_FILE, check_special_tokens, tokenizer_for, vocab_file_bytes
+
+log = logging.getLogger(__name__)
+
+
+def tokens_from_pretrained(source: str) -> tuple[list[str], bool]:
+    """Vocab tokens (in id order) and lower-casing of a tokenizer folder, s3:// folder or hub id."""
+    from transformers import AutoTokenizer
+
+    def load(path: str):
+        local_vocab = Path(path, VOCAB_FILE)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as error:
+            if not local_vocab.is_file():
+                raise BertpipeError(f"no tokenizer or vocab.txt found at {source}: {error}") from error
+            return local_vocab.read_text(encoding="utf-8").splitlines(), True
+        vocab = tokenizer.get_vocab()
+        if not vocab:
+            raise BertpipeError(f"tokenizer at {source} has no WordPiece vocab")
+        ordered = [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
+        return ordered, bool(getattr(tokenizer, "do_lower_case", True))
+
+    if storage.is_s3(source):
+        with storage.local_dir(source) as folder:
+            return load(str(folder))
+    return load(source)
+
+
+def _train_wordpiece(corpus: str, vocab_size: int, lowercase: bool) -> list[str]:
+    from tokenizers import BertWordPieceTokenizer
+
+    from components.core.corpus import iter_documents
+
+    def lines():
+        for document in iter_documents(corpus):
+            yield from document
+
+    tokenizer = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=lowercase, clean_text=True, handle_chinese_chars=True)
+    tokenizer.train_from_iterator(lines(), vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+    learned = set(tokenizer.get_vocab()) - set(SPECIAL_TOKENS)
+    if not learned:
+        raise BertpipeError(f"corpus {corpus} is empty: no vocab could be trained")
+    # The trainer's id order varies between runs (ties broken by thread timing); WordPiece
+    # only needs the set, so sort it to make the vocab file reproducible.
+    return list(SPECIAL_TOKENS) + sorted(learned, key=lambda token: (token.startswith("##"), token))
+
+
+@dataclass(frozen=True)
+class VocabSettings:
+    """How the vocab is made (the source tokenizer or the corpus are inputs, not settings)."""
+
+    vocab_size: int = setting(8000, "size of the WordPiece vocab trained on the corpus (ignored when the vocab is exported)", minimum=len(SPECIAL_TOKENS) + 1)
+    lowercase: str = setting("auto", "lower-case and strip accents ('auto' keeps the source tokenizer's setting; a trained vocab lower-cases)",
+                             choices=("auto", "true", "false"))
+
+    @property
+    def lowercase_flag(self) -> bool | None:
+        return {"auto": None, "true": True, "false": False}[self.lowercase]
+
+
+def export_vocab(output_uri: str, *, source: str = "", corpus: str = "", settings: VocabSettings = VocabSettings(),
+                 tracking: Tracking | None = None) -> dict:
+    """Write a vocab folder to output_uri: the vocab of `source` (a tokenizer folder, s3:// folder or hub id)
+    when given, else a WordPiece vocab trained on `corpus`.
+
+    Returns the vocab_info dict.
+    """
+    check(settings, "export-vocab")
+    if tracking is None:
+        return _export_vocab(output_uri, source, corpus, settings.vocab_size, settings.lowercase_flag)
+    import mlflow
+
+    params = {"source": source, "corpus": corpus, "vocab_size": settings.vocab_size, "lowercase": settings.lowercase}
+    with step_run(tracking, "export-vocab", params):
+        info = _export_vocab(output_uri, source, corpus, settings.vocab_size, settings.lowercase_flag)
+        log_metrics({"vocab_size": info["size"]})
+        mlflow.set_tags({"vocab_sha256": info["sha256"], "vocab_uri": output_uri})
+    return info
+
+
+def _export_vocab(output_uri: str, source: str, corpus: str, vocab_size: int, lowercase: bool | None) -> dict:
+    if not (source or corpus):
+        raise BertpipeError("export-vocab needs --source (a tokenizer to export) or --corpus (to train a vocab on)")
+    if source:
+        if corpus:
+            log.info("exporting the vocab of %s; the corpus is not used for the vocab", source)
+        tokens, source_lowercase = tokens_from_pretrained(source)
+        lowercase = source_lowercase if lowercase is None else lowercase
+        origin = source
+        log.info("exporting %d-token vocab from %s (lowercase=%s)", len(tokens), source, lowercase)
+    else:
+        lowercase = True if lowercase is None else lowercase
+        log.info("training a %d-token WordPiece vocab on %s (lowercase=%s)", vocab_size, corpus, lowercase)
+        tokens = _train_wordpiece(corpus, vocab_size, lowercase)
+        origin = f"trained on {corpus}"
+    check_special_tokens(tokens, origin)
+    if len(set(tokens)) != len(tokens):
+        raise BertpipeError(f"vocab from {origin} repeats tokens; every line of vocab.txt must be unique")
+
+    vocab_bytes = vocab_file_bytes(tokens)
+    info = {"lowercase": lowercase, "size": len(tokens), "sha256": hashlib.sha256(vocab_bytes).hexdigest(), "source": origin}
+    with storage.staged_dir(output_uri) as staging:
+        (staging / VOCAB_FILE).write_bytes(vocab_bytes)
+        tokenizer_for(staging / VOCAB_FILE, lowercase).save_pretrained(str(staging))
+        storage.write_json(str(staging / INFO_FILE), info)
+    log.info("vocab written to %s (%d tokens, sha256 %s)", output_uri, info["size"], info["sha256"][:12])
+    return info

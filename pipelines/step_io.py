@@ -1,0 +1,52 @@
+"""How steps hand big outputs to each other: by URI under an artifact root, named in a small KFP artifact.
+
+KFP's pipeline_root cannot be s3:// under the local runner, so steps write
+their real outputs through components.core.storage under
+`{artifact_root}/runs/{pipeline_run_id}/{name}` and put that URI (plus a
+summary) into the KFP artifact's metadata and file. The same code then works
+locally, on a cluster and against a test S3 server.
+"""
+
+from __future__ import annotations
+
+import json
+
+from components.core import storage
+
+
+def run_uri(artifact_root: str, pipeline_run_id: str) -> str:
+    """The folder of one pipeline run: each run gets its own, so runs never collide."""
+    return storage.join(artifact_root, "runs", pipeline_run_id)
+
+
+def output_uri(artifact_root: str, pipeline_run_id: str, name: str) -> str:
+    """Where one step of a pipeline run writes."""
+    return storage.join(run_uri(artifact_root, pipeline_run_id), name)
+
+
+def publish(artifact, uri: str, summary: dict) -> None:
+    """Record a step's output URI and summary in its KFP output artifact."""
+    artifact.metadata["uri"] = uri
+    artifact.metadata.update({key: value for key, value in summary.items() if isinstance(value, (str, int, float, bool))})
+    with open(artifact.path, "w", encoding="utf-8") as handle:
+        json.dump({"uri": uri, **summary}, handle, indent=2, sort_keys=True, default=str)
+
+
+def uri_of(artifact) -> str:
+    """The real location of an upstream step's output."""
+    return artifact.metadata["uri"]
+
+
+def restore_ints(value):
+    """Undo kfp.local's JSON round trip, which turns every number in a list/dict parameter into a float.
+
+    Shard descriptors and records hold only integer counts and hex strings, so
+    a whole float is an int that lost its type.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [restore_ints(item) for item in value]
+    if isinstance(value, dict):
+        return {key: restore_ints(item) for key, item in value.items()}
+    return value

@@ -1,0 +1,65 @@
+"""Each setting has one home, its step's settings dataclass: the KFP components (which need
+literal signatures) and the CLI must agree with it on names, types and defaults."""
+
+import dataclasses
+import inspect
+
+import pytest
+
+from components.core import settings as settings_core
+from components.vocab.export import VocabSettings
+from pipelines import kfp_components
+from pipelines.cli import build_parser
+
+# (KFP component, its settings dataclass): every field is a parameter of the component.
+COMPONENT_SETTINGS = [
+    (kfp_components.export_vocab, VocabSettings),
+]
+
+
+def signature_mismatches(function, settings_cls) -> list[str]:
+    parameters = inspect.signature(function).parameters
+    found = []
+    for entry in settings_core.describe(settings_cls):
+        parameter = parameters.get(entry["name"])
+        if parameter is None:
+            found.append(f"{entry['name']}: missing")
+            continue
+        if parameter.annotation is not entry["type"]:
+            found.append(f"{entry['name']}: type {parameter.annotation} != {entry['type']}")
+        if parameter.default != entry["default"] and entry["default"] is not dataclasses.MISSING:
+            found.append(f"{entry['name']}: default {parameter.default!r} != {entry['default']!r}")
+    return found
+
+
+@pytest.mark.parametrize("component,settings_cls", COMPONENT_SETTINGS, ids=lambda v: getattr(v, "__name__", getattr(v, "name", "")))
+def test_component_signature_matches_its_settings(component, settings_cls):
+    assert signature_mismatches(component.python_func, settings_cls) == []
+
+
+def test_the_check_catches_a_drifted_signature():
+    def drifted(vocab_size: float = 8000, lowercase: str = "true"):
+        pass
+
+    assert signature_mismatches(drifted, VocabSettings) == [
+        "vocab_size: type <class 'float'> != <class 'int'>", "lowercase: default 'true' != 'auto'",
+    ]
+
+
+@pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings)])
+def test_cli_flags_come_from_the_settings(command, settings_cls):
+    parser = build_parser()
+    step = parser._subparsers._group_actions[0].choices[command]
+    defaults = {action.dest: action.default for action in step._actions}
+    for entry in settings_core.describe(settings_cls):
+        assert defaults[entry["name"]] == entry["default"]
+
+
+def test_every_bad_value_is_reported_at_once():
+    bad = VocabSettings(vocab_size=2, lowercase="maybe")
+    assert settings_core.problems(bad) == ["vocab_size=2: must be at least 6", "lowercase='maybe': must be one of auto, true, false"]
+
+
+def test_json_floats_come_back_as_ints():
+    assert settings_core.from_mapping(VocabSettings, {"vocab_size": 4000.0}).vocab_size == 4000
+    assert isinstance(settings_core.from_mapping(VocabSettings, {"vocab_size": 4000.0}).vocab_size, int)
