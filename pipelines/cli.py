@@ -115,7 +115,7 @@ def command_run(args: argparse.Namespace) -> None:
     arguments = {name: getattr(args, name) for name in names}
     arguments["artifact_root"] = absolute_location(arguments["artifact_root"])
     arguments["tracking_uri"] = absolute_location(arguments["tracking_uri"])
-    outputs = run_pipeline_locally(arguments, args.kfp_root or default_kfp_root(arguments["artifact_root"]))
+    outputs = run_pipeline_locally(arguments, args.kfp_root or default_kfp_root(arguments["artifact_root"]), verbose=args.verbose)
     print("\n".join(summary_lines(outputs, arguments)))
 
 
@@ -190,6 +190,13 @@ def command_rollback(args: argparse.Namespace) -> None:
     print(json.dumps(rollback(args.name, tracking_uri=args.tracking_uri, alias=args.alias, reason=args.reason, actor=args.actor), indent=2))
 
 
+def command_fill_mask(args: argparse.Namespace) -> None:
+    from components.evaluation.fill_mask import fill_mask, format_table
+
+    result = fill_mask(args.text, args.model, top_k=args.top_k, tracking_uri=args.tracking_uri)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+
+
 def command_stack(args: argparse.Namespace) -> None:
     from pipelines.stack import stack_command
 
@@ -231,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Run vocab -> data(128, 512) -> phase 128 -> phase 512 -> evaluate -> register on this machine through kfp.local. Defaults: the bundled demo corpus, a tiny model, a local artifact folder and sqlite MLflow.")
     add_signature_flags(run, bert_pretraining.pipeline_func, overrides={"artifact_root": "bertpipe-artifacts", **DEMO_SETTINGS})
     run.add_argument("--kfp-root", default="", help="kfp.local's pipeline_root (default: <artifact-root>/kfp-local, or ./bertpipe-artifacts/kfp-local for s3://)")
+    run.add_argument("--verbose", action="store_true", help="stream every task's full output (kfp.local's own view) instead of a line per task")
     run.set_defaults(handler=command_run)
 
     compile_ = commands.add_parser("compile", help="compile the pipeline to KFP YAML for a cluster (images, GPUs, node pools, secrets)")
@@ -265,6 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
         parser_.add_argument("--actor", default=None, help="who: recorded in tags (default: $USER)")
         parser_.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=help_for("tracking_uri") + " (default: %(default)s)")
         parser_.set_defaults(handler=handler)
+
+    fill = commands.add_parser("fill-mask", help="the model's top guesses for each [MASK] in a sentence (default: the champion)",
+                               description="Top-k predictions for each [MASK] in TEXT, from a model folder, an s3:// URI or a registry URI.")
+    fill.add_argument("text", help="a sentence with one or more [MASK] tokens, e.g. 'the [MASK] of denmark'")
+    fill.add_argument("--model", default="", help="model folder, s3:// URI or models:/name@alias (default: models:/bert-pretraining@champion)")
+    fill.add_argument("--top-k", type=int, default=5, help="guesses per [MASK] (default: %(default)s)")
+    fill.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    fill.add_argument("--tracking-uri", default="", help="MLflow tracking URI for models:/ URIs (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    fill.set_defaults(handler=command_fill_mask)
 
     stack = commands.add_parser("stack", help="start/stop a local SeaweedFS (S3) + MLflow server pair for trying the S3 path",
                                 description='Local S3 (SeaweedFS) and MLflow servers on free loopback ports. `eval "$(bertpipe stack up)"` exports their environment.')

@@ -9,15 +9,15 @@ the first one's outputs; MLflow gets a new parent run and a new model version.
 from __future__ import annotations
 
 import json
-import logging
 import os
+import sys
+import time
 from pathlib import Path
 
 from components.core import storage
 from components.core.corpus import iter_documents
 from components.core.errors import BertpipeError
 
-log = logging.getLogger(__name__)
 
 # Overrides of the pipeline's cluster-sized defaults that make a local run take minutes.
 DEMO_SETTINGS = {
@@ -56,22 +56,40 @@ def preflight(arguments: dict) -> None:
         check_special_tokens(tokens_from_pretrained(arguments["vocab_source"])[0], arguments["vocab_source"])
 
 
-def run_pipeline_locally(arguments: dict, kfp_root: str) -> dict:
-    """Run bert_pretraining under kfp.local's SubprocessRunner; returns the pipeline's outputs."""
+def run_pipeline_locally(arguments: dict, kfp_root: str, *, verbose: bool = False, stream=None) -> dict:
+    """Run bert_pretraining under kfp.local's SubprocessRunner; returns the pipeline's outputs.
+
+    Shows a line per task and a bar per training phase on `stream` (default stdout)
+    and keeps each task's full log under the run folder's logs/; `verbose` shows
+    kfp.local's own stream instead. A failed task raises BertpipeError with its
+    cause, after the tail of its log.
+    """
     import kfp.local
 
     from pipelines.bert_pretraining import bert_pretraining
+    from pipelines.live_view import LiveRun
 
     preflight(arguments)
-    if not storage.is_s3(arguments["artifact_root"]):
+    local_artifacts = not storage.is_s3(arguments["artifact_root"])
+    if local_artifacts:
         Path(arguments["artifact_root"]).mkdir(parents=True, exist_ok=True)
     # Let steps find their dependencies in this interpreter's environment, as in the image.
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=kfp_root, raise_on_error=False)
-    log.info("running pipeline bert-pretraining locally (artifacts: %s, MLflow: %s)", arguments["artifact_root"], arguments["tracking_uri"])
-    task = bert_pretraining(**arguments)
+    stream = stream or sys.stdout
+    stream.write(f"running bert-pretraining locally (artifacts: {arguments['artifact_root']}, MLflow: {arguments['tracking_uri']})\n")
+    live = LiveRun(Path(kfp_root, "logs", f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"), stream, verbose)
+    with live.capture():
+        task = bert_pretraining(**arguments)
+    if live.pipeline_run_id:
+        live.move_logs(Path(arguments["artifact_root"] if local_artifacts else kfp_root, "runs", live.pipeline_run_id, "logs"))
+    failed = live.failed()
+    if failed:
+        stream.write("\n".join(live.failure_lines(failed)) + "\n")
+        raise BertpipeError(f"the pipeline failed in {failed.name}: {failed.summary} (full log: {failed.log_path})")
     if task.outputs is None or not task.outputs.get("model_version"):
-        raise BertpipeError("the pipeline failed: see the failing step's log above")
+        raise BertpipeError(f"the pipeline failed: see {live.log_folder / 'pipeline.log'}")
     outputs = dict(task.outputs)
+    outputs["logs"] = str(live.log_folder)
     outputs["metrics"] = json.loads(outputs.pop("evaluation_json"))["challenger"]
     return outputs
 
@@ -88,6 +106,7 @@ def summary_lines(outputs: dict, arguments: dict) -> list[str]:
         "",
         f"model folder:      {outputs['model_uri']}",
         f"run report:        {run_folder}/report.md",
+        f"task logs:         {outputs['logs']}",
         f"artifacts:         {arguments['artifact_root']}",
         f"MLflow:            {arguments['tracking_uri']} (experiment {arguments['experiment']})",
         f"registered model:  {name} version {version} (models:/{name}/{version})",

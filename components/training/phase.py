@@ -38,6 +38,7 @@ from components.core.masking import MaskingConfig
 from components.training.optimization import make_optimizer, make_scheduler
 from components.training.throughput import batch_training_flops, peak_flops
 from components.core.tracking import MetricsBuffer, Tracking, mlflow_errors, step_run
+from components.core.progress import Progress
 from components.core.vocab_files import load_vocab_info, load_vocab_tokens
 
 log = logging.getLogger(__name__)
@@ -252,6 +253,9 @@ class PhaseRun:
 
             bar = tqdm(total=settings.max_steps, initial=self.step, desc=f"train {settings.max_seq_length}", unit="step")
         self.forward.train()
+        self.progress = Progress(f"train-phase-{settings.max_seq_length}") if self.placement.is_main else None
+        if self.progress:
+            self.progress.update(self.step, settings.max_steps)
         while self.step < settings.max_steps:
             step_values = self._one_step()
             self.step += 1
@@ -341,6 +345,7 @@ class PhaseRun:
         if self.metrics:
             self.metrics.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
         text = ", ".join(f"{k}={row[k]:.4g}" for k in ("loss", "mlm_loss", "nsp_loss", "learning_rate", "tokens_per_second", "mfu") if k in row)
+        self.progress.update(self.step, self.settings.max_steps, loss=row["loss"], tokens_per_second=row["tokens_per_second"])
         if bar:
             bar.set_postfix_str(text)
         else:
