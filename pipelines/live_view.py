@@ -50,8 +50,32 @@ class Task:
     reported_quarter: int = 0
 
     def tail(self, lines: int = TAIL_LINES) -> list[str]:
+        """The end of the task's own output, without kfp.local's closing banner and traceback underlines."""
         text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
-        return [line for line in text.splitlines() if line.strip()][-lines:]
+        kept = [line for line in without_executor_input(text.splitlines()) if line.strip() and not NOISE.match(line)]
+        # A traceback says where in the code; the lines before it say what the step was doing.
+        start = max((i for i, line in enumerate(kept) if line.strip() == "Traceback (most recent call last):"), default=None)
+        kept = (kept[:start][-(lines - 1):] + kept[-1:]) if start is not None else kept[-lines:]
+        indent = min((len(line) - len(line.lstrip()) for line in kept), default=0)
+        return [line[indent:] for line in kept]
+
+
+NOISE = re.compile(r"^\s*([\^~]+|-{20,}|[\d:.]+ - \w+ - Task '.*' finished with status \w+)\s*$")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def without_executor_input(lines: list[str]) -> list[str]:
+    """Drop the JSON block kfp's executor prints after "Got executor_input:" (it ends at the indent it began)."""
+    kept, closing, expecting = [], None, False
+    for line in lines:
+        if expecting and line.strip() == "{":
+            closing = line.replace("{", "}")
+        elif closing is not None:
+            closing = None if line == closing else closing
+        elif not line.endswith("Got executor_input:"):
+            kept.append(line)
+        expecting = line.endswith("Got executor_input:")
+    return kept
 
 
 class TaskLogs(io.TextIOBase):
@@ -75,7 +99,7 @@ class TaskLogs(io.TextIOBase):
     def write(self, text: str) -> int:
         handle = self.by_thread.get(threading.get_ident(), self.pipeline_log)
         with self.lock:
-            handle.write(text)
+            handle.write(ANSI.sub("", text))
             handle.flush()
             if self.passthrough:
                 self.passthrough.write(text)
@@ -257,5 +281,4 @@ class LiveRun:
 
     def failure_lines(self, task: Task) -> list[str]:
         """What a person needs when a task failed: which, why, the end of its log and where the rest is."""
-        return [f"task {task.name} failed after {duration(task.seconds)}: {task.summary}", f"last lines of {task.log_path}:",
-                *(f"  {re.sub(r'^ {4,}', '', line)}" for line in task.tail())]
+        return [f"last lines of {task.log_path}:", *(f"  {line}" for line in task.tail())]

@@ -7,6 +7,7 @@ Metrics per length L (keys like "mlm_accuracy_128"):
     mlm_top5_accuracy top-5 accuracy over masked tokens
     nsp_loss, nsp_accuracy   over sequences
     loss              mlm_loss + nsp_loss (the pretraining objective)
+    most_frequent_token_accuracy, majority_nsp_accuracy   what trivial guesses score (core.baselines)
 
 Batches stream through under inference_mode; only running sums are kept, never logits.
 """
@@ -26,6 +27,7 @@ from components.core import batches as batching
 from components.core import instances as instance_format
 from components.core import models
 from components.core import storage
+from components.core.baselines import trivial_baselines
 from components.core.errors import BertpipeError
 from components.core.tracking import DEFAULT_TRACKING_URI, Tracking, log_metrics, step_run
 from components.core.vocab_files import load_vocab_info
@@ -139,7 +141,7 @@ def evaluate(
                 raise BertpipeError(f"{data_uri} has {length}-token sequences; the model takes at most {model.config.max_position_embeddings}")
             log.info("evaluating %s on the %s split of %s", model_uri, split, data_uri)
             batches = batching.evaluation_batches(data_uri, manifest, split, per_device_eval_batch_size, max_eval_batches)
-            results[length] = pretraining_metrics(forward, batches, device)
+            results[length] = {**pretraining_metrics(forward, batches, device), **trivial_baselines(data_uri, manifest, split)}
             examples[length] = fill_mask_examples(forward, data_uri, manifest, split, tokens, device)
             log.info("length %d: %s", length, ", ".join(f"{k}={v:.4f}" for k, v in results[length].items()))
         flat = {f"{name}_{length}": value for length, metrics in results.items() for name, value in metrics.items()}

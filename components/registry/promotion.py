@@ -4,6 +4,8 @@ Every newly evaluated version becomes `challenger`. It replaces `champion` only
 if `decide` says so: it must beat the champion's metric (MLM accuracy at 512 by
 default) by more than a margin without losing more than a tolerance on the
 guard metric (NSP accuracy); with no champion, it must reach an absolute floor.
+Either way both must beat their trivial baselines measured on the same test split
+(always guessing the most frequent masked token, the majority NSP class).
 Aliases and tags only (MLflow 3 deprecates stages). Every move records who,
 why, when and what it replaced in tags on the version, so `rollback` can walk
 back and a reader can see the history.
@@ -24,10 +26,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pwd
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Mapping
 
+from components.core.baselines import baseline_key
 from components.core.errors import BertpipeError
 from components.registry.register import METRIC_TAG_PREFIX, register_model
 from components.registry.lock import alias_lock
@@ -54,6 +58,7 @@ class PromotionPolicy:
     guard_metric: str = "nsp_accuracy_512"
     guard_tolerance: float = 0.01  # the guard metric may drop by at most this
     floor: float = 0.0  # the metric must reach at least this, champion or not
+    beat_baselines: bool = True  # metric and guard must beat their trivial baselines (core.baselines), when measured
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,16 @@ def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None
         return Decision(False, (f"challenger has no {metric}",))
     if value < policy.floor - EPSILON:
         return Decision(False, (f"{metric} {value:.4f} is below the floor {policy.floor:.4f}",))
+    above_baselines = []
+    for key in (metric, guard) if policy.beat_baselines else ():
+        trivial, measured = _value(challenger, baseline_key(key) or ""), _value(challenger, key)
+        if trivial is None or measured is None:
+            continue
+        if measured <= trivial + EPSILON:
+            return Decision(False, (f"{key} {measured:.4f} does not beat the trivial baseline {baseline_key(key)} {trivial:.4f}",))
+        above_baselines.append(f"{key} {measured:.4f} beats the trivial baseline {trivial:.4f}")
     if champion is None:
-        return Decision(True, (f"no champion yet and {metric} {value:.4f} reaches the floor {policy.floor:.4f}",))
+        return Decision(True, (f"no champion yet and {metric} {value:.4f} reaches the floor {policy.floor:.4f}", *above_baselines))
 
     best = _value(champion, metric)
     if best is None:
@@ -96,12 +109,23 @@ def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None
         drop = guard_best - guard_value
         guard_ok = drop <= policy.guard_tolerance + EPSILON
         reasons.append(f"{guard} {guard_value:.4f} vs champion {guard_best:.4f} (change {-drop:+.4f}, {'within' if guard_ok else 'beyond'} the tolerance {policy.guard_tolerance:.4f} for a drop)")
-    return Decision(beats and guard_ok, tuple(reasons))
+    return Decision(beats and guard_ok, tuple(reasons + above_baselines))
 
 
 def default_actor() -> str:
-    """Who is acting: the login name from the environment (never a credential)."""
-    return os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
+    """Who is acting: the login name (never a credential); in a pod without one, the uid it runs as."""
+    name = os.environ.get("USER") or os.environ.get("LOGNAME")
+    if not name:
+        try:
+            name = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            name = f"uid {os.getuid()}"
+    return name
+
+
+def pipeline_actor(pipeline_run_id: str) -> str:
+    """Who decides in a pipeline: the run (the id KFP shows), and the account it runs as."""
+    return f"pipeline run {pipeline_run_id} ({default_actor()})" if pipeline_run_id else default_actor()
 
 
 def _now() -> str:
@@ -299,6 +323,7 @@ def register_and_promote(
     registered = register_model(model_uri, registered_model_name, tracking=tracking, tags=tags, metrics=metrics)
     decision = promote_if_better(
         registered_model_name, registered["version"], tracking_uri=tracking.tracking_uri, challenger_metrics=metrics,
-        champion_version=champion_version, champion_metrics=champion_metrics, policy=policy, dry_run=dry_run, actor=actor,
+        champion_version=champion_version, champion_metrics=champion_metrics, policy=policy, dry_run=dry_run,
+        actor=actor or pipeline_actor(tracking.pipeline_run_id),
     )
     return {**registered, "promotion": decision}
