@@ -102,17 +102,17 @@ def progress_text(values: dict) -> str:
     if values.get("loss") is not None:
         parts.append(f"loss {values['loss']:.3f}")
     if values.get("tokens_per_second"):
-        parts.append(f"{_count(values['tokens_per_second'])} tokens/s")
+        parts.append(f"{_count(values['tokens_per_second'])} tok/s")
     left = time_left(values)
     if left is not None and step < total:
         parts.append(f"{duration(left)} left")
     return ", ".join(parts)
 
 
-def bar_line(task, width: int) -> str:
+def bar_line(task) -> str:
     values = task.progress or {}
     total = values.get("max_steps") or 1
     done = min(values.get("step", 0) / total, 1.0)
-    cells = 24
+    cells = 20
     filled = int(done * cells)
-    return f"  {task.name:<16} [{'#' * filled}{'-' * (cells - filled)}] {done:4.0%}  {progress_text(values)}"[:width]
+    return f"  {task.name:<16} [{'#' * filled}{'-' * (cells - filled)}] {done:4.0%}  {progress_text(values)}"

@@ -56,8 +56,7 @@ class Task:
         # A traceback says where in the code; the lines before it say what the step was doing.
         start = max((i for i, line in enumerate(kept) if line.strip() == "Traceback (most recent call last):"), default=None)
         kept = (kept[:start][-(lines - 1):] + kept[-1:]) if start is not None else kept[-lines:]
-        indent = min((len(line) - len(line.lstrip()) for line in kept), default=0)
-        return [line[indent:] for line in kept]
+        return [line.strip() for line in kept]
 
 
 NOISE = re.compile(r"^\s*([\^~]+|-{20,}|[\d:.]+ - \w+ - Task '.*' finished with status \w+)\s*$")
@@ -114,6 +113,13 @@ class TaskLogs(io.TextIOBase):
             handle.close()
 
 
+def terminal_width(stream) -> int:
+    try:
+        return max(os.get_terminal_size(stream.fileno()).columns, 20)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return 80
+
+
 class PlainView:
     """Short timestamped lines, for CI logs, pods and `> file`: start, end, training progress by quarters."""
 
@@ -153,18 +159,20 @@ class TerminalView(PlainView):
     def __init__(self, stream):
         super().__init__(stream)
         self.drawn = 0
+        self.shown: list[str] = []
         self.running: list[Task] = []
 
     def _erase(self) -> str:
         return f"\x1b[{self.drawn}F\x1b[J" if self.drawn else ""
 
     def _draw(self, permanent: list[str]) -> None:
-        width = max(os.get_terminal_size(self.stream.fileno()).columns - 1, 20) if hasattr(self.stream, "fileno") else 79
-        live = [bar_line(task, width) if task.progress else f"  … {task.name}  {duration(time.monotonic() - task.started)}" for task in self.running]
+        width = terminal_width(self.stream) - 1
+        live = [(bar_line(task) if task.progress else f"  … {task.name}  {duration(round(time.monotonic() - task.started))}")[:width] for task in self.running]
         with self.lock:
-            self.stream.write(self._erase() + "".join(line[:width] + "\n" for line in permanent + live))
-            self.stream.flush()
-            self.drawn = len(live)
+            if permanent or live != self.shown:
+                self.stream.write(self._erase() + "".join(line + "\n" for line in permanent + live))
+                self.stream.flush()
+                self.drawn, self.shown = len(live), live
 
     def started(self, task: Task) -> None:
         self.running.append(task)
@@ -173,7 +181,7 @@ class TerminalView(PlainView):
     def finished(self, task: Task) -> None:
         self.running = [other for other in self.running if other is not task]
         mark = "✓" if task.ok else "✗"
-        lines = [bar_line(task, 200)] if task.progress else []
+        lines = [bar_line(task)] if task.progress else []
         lines.append(f"{mark} {task.name:<24} {duration(task.seconds):>7}  {task.summary}".rstrip())
         self._draw(lines)
 
