@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from components.core import storage
+from components.core.baselines import baseline_key
 from components.core.corpus import iter_documents
 from components.core.errors import BertpipeError
 
@@ -94,12 +95,33 @@ def run_pipeline_locally(arguments: dict, kfp_root: str, *, verbose: bool = Fals
     return outputs
 
 
+def metric_line(metrics: dict, length: int) -> str:
+    """One length's test metrics, accuracies beside what a trivial guess scores on the same split."""
+    def cell(name: str, label: str) -> str:
+        value = metrics.get(f"{name}_{length}")
+        trivial = metrics.get(baseline_key(f"{name}_{length}") or "")
+        return f"{label} {value:.4f}" + (f" (trivial {trivial:.4f})" if trivial is not None else "") if value is not None else ""
+
+    cells = [cell("mlm_accuracy", "mlm_accuracy"), cell("nsp_accuracy", "nsp_accuracy"), cell("mlm_top5_accuracy", "top5")]
+    if f"perplexity_{length}" in metrics:
+        cells.append(f"perplexity {metrics[f'perplexity_{length}']:.4g}")
+    return f"  {length}: " + ", ".join(cell for cell in cells if cell)
+
+
+def promotion_text(name: str, version: str, tracking_uri: str) -> str:
+    """The registry's decision on the new version and its reasons, as the register step tagged them."""
+    import mlflow
+
+    from components.registry.promotion import DECISION_TAG, REASONS_TAG
+
+    tags = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri).get_model_version(name, version).tags
+    return f"{tags.get(DECISION_TAG, 'not decided')} ({tags.get(REASONS_TAG, 'no reasons recorded')})"
+
+
 def summary_lines(outputs: dict, arguments: dict) -> list[str]:
     """What the user wants to see when the run ends: metrics, where things are, the model version."""
-    lines = ["", "bert-pretraining finished", "", "evaluation (held-out test split):"]
-    for length in (128, 512):
-        picked = {k: v for k, v in sorted(outputs["metrics"].items()) if k.endswith(f"_{length}")}
-        lines.append(f"  {length}: " + ", ".join(f"{k.removesuffix(f'_{length}')}={v:.4g}" for k, v in picked.items()))
+    lines = ["", "bert-pretraining finished", "", "evaluation (held-out test split; trivial: the most frequent masked token, the majority NSP class):"]
+    lines += [metric_line(outputs["metrics"], length) for length in (128, 512)]
     name, version = outputs["model_version"].rsplit("/", 1)
     run_folder = outputs["model_uri"].rsplit("/phase-512/", 1)[0]
     lines += [
@@ -109,7 +131,8 @@ def summary_lines(outputs: dict, arguments: dict) -> list[str]:
         f"task logs:         {outputs['logs']}",
         f"artifacts:         {arguments['artifact_root']}",
         f"MLflow:            {arguments['tracking_uri']} (experiment {arguments['experiment']})",
-        f"registered model:  {name} version {version} (models:/{name}/{version})",
+        f"registered model:  {name} version {version} (models:/{name}/{version}): {promotion_text(name, version, arguments['tracking_uri'])}",
+        f"try it:            bertpipe fill-mask 'the [MASK] of denmark' --model models:/{name}/{version} --tracking-uri {arguments['tracking_uri']}",
     ]
     if arguments["tracking_uri"].startswith("sqlite"):
         lines.append(f"browse it with:    mlflow ui --backend-store-uri {arguments['tracking_uri']}")

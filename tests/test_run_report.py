@@ -1,0 +1,78 @@
+"""The run report opens with a summary table, and renders: HTML in headless Chromium, table in the DOM, images loaded."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components.evaluation.evaluate import render_report
+from components.registry.run_report import write_run_report
+from components.training.loss_curve import plot_loss_curve
+from tests.markdown_html import to_html
+
+METRICS = {
+    **{f"{name}_{length}": value for length in (128, 512) for name, value in
+       (("mlm_accuracy", 0.15), ("nsp_accuracy", 0.7), ("mlm_top5_accuracy", 0.3), ("perplexity", 210.5), ("mlm_loss", 5.35),
+        ("nsp_loss", 0.55), ("loss", 5.9), ("most_frequent_token_accuracy", 0.08), ("majority_nsp_accuracy", 0.5))},
+}
+REGISTERED = {"model_uri": "models:/demo/1", "promotion": {"decision": "promoted", "reasons": ["no champion yet", "mlm_accuracy_512 0.1500 beats the trivial baseline 0.0800"],
+                                                             "champion_before": None, "champion_after": "1", "dry_run": False}}
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    for length, steps in ((128, 900), (512, 30)):
+        (run / f"data-{length}").mkdir()
+        splits = {"train": {"num_instances": 12000 // (length // 128)}, "dev": {"num_instances": 600}, "test": {"num_instances": 580, "num_documents": 19}}
+        (run / f"data-{length}" / "manifest.json").write_text(json.dumps({"corpus": "demo", "vocab_size": 4000, "splits": splits}))
+        (run / f"phase-{length}" / "plots").mkdir(parents=True)
+        history = [{"step": step, "loss": 9 - step / 200, "mlm_loss": 8.3 - step / 200, "nsp_loss": 0.7} for step in range(10, steps + 1, 10)]
+        plot_loss_curve(history, run / f"phase-{length}" / "plots" / "loss_curve.png", f"train-phase {length}")
+        summary = {"steps": steps, "global_batch_size": 32, "train_seconds": 181.4 if length == 128 else 20.2, "final_loss": history[-1]["loss"],
+                   "num_parameters": 1_290_000, "model_shape": {"num_hidden_layers": 2, "hidden_size": 128}, "settings": {"model_size": "tiny"}}
+        (run / f"phase-{length}" / "training_summary.json").write_text(json.dumps(summary))
+    (run / "evaluation").mkdir()
+    results = {length: {key.rsplit("_", 1)[0]: value for key, value in METRICS.items() if key.endswith(f"_{length}")} for length in (128, 512)}
+    examples = {length: [{"text": "the king loves the queen", "masked": [{"truth": "loves", "predicted": ["loves", "and", "is"]}]}] for length in (128, 512)}
+    (run / "evaluation" / "report.md").write_text(render_report("/m", "test", results, examples))
+    write_run_report(str(run), str(run / "evaluation"), METRICS, None, None, REGISTERED)
+    return run
+
+
+def test_report_opens_with_the_summary_table(run_folder):
+    lines = (run_folder / "report.md").read_text().splitlines()
+    assert lines[:4] == ["# bert-pretraining run", "", "| | |", "|---|---|"]
+    assert lines[4] == "| data | corpus `demo`, 4000-token vocab; 128: 12,000 / 600 / 580, 512: 3,000 / 600 / 580 train / dev / test instances (19 held-out test documents) |"
+    assert lines[5] == "| model | `tiny`: 2 layers, hidden 128, 1.29M parameters |"
+    assert lines[6] == "| phase 128 | 900 steps, batch 32, 181 s, final loss 4.500 |"
+    assert lines[9] == ("| test at 512 | mlm_accuracy 0.1500 (trivial 0.0800), nsp_accuracy 0.7000 (trivial 0.5000), "
+                        "mlm_top5_accuracy 0.3000, perplexity 210.5 |")
+    assert lines[10] == "| promotion | **promoted** models:/demo/1: no champion yet; mlm_accuracy_512 0.1500 beats the trivial baseline 0.0800 |"
+    text = "\n".join(lines)
+    assert text.index("## Loss curves") < text.index("Fill-mask examples")
+
+
+def find_chromium() -> str | None:
+    return next((path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None)
+
+
+def test_report_renders_in_headless_chromium(run_folder, tmp_path):
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install -y chromium); the HTML rendering check needs a browser")
+    page = run_folder / "report.html"
+    # After load, the page records how many images really decoded; --dump-dom shows the DOM after that script ran.
+    probe = ("<script>addEventListener('load', () => { document.body.dataset.imagesLoaded ="
+             " [...document.images].filter(i => i.complete && i.naturalWidth > 0).length; });</script>")
+    page.write_text(to_html((run_folder / "report.md").read_text()).replace("</body>", probe + "</body>"))
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files", "--virtual-time-budget=5000"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert dom.count("<table>") >= 3  # the summary, and one per sequence length of the evaluation
+    assert "<td>test at 512</td>" in dom and "<strong>promoted</strong>" in dom
+    assert 'data-images-loaded="2"' in dom
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()], capture_output=True, timeout=120, check=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
