@@ -115,6 +115,7 @@ def build_pipelines(settings: Optional[ClusterSettings] = None):
         promotion_margin: float = 0.0,
         nsp_tolerance: float = 0.01,
         promotion_floor: float = 0.0,
+        promotion_over_baseline: bool = True,
         promotion_dry_run: bool = False,
     ) -> PipelineOutputs:
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
@@ -155,7 +156,7 @@ def build_pipelines(settings: Optional[ClusterSettings] = None):
         registration = steps.register_model(
             model_uri=model_uri, evaluation_json=evaluation.outputs["Output"], data_128=data[128].output,
             data_512=data[512].output, registered_model_name=registered_model_name, promotion_metric=promotion_metric,
-            promotion_margin=promotion_margin, nsp_tolerance=nsp_tolerance, promotion_floor=promotion_floor,
+            promotion_margin=promotion_margin, nsp_tolerance=nsp_tolerance, promotion_floor=promotion_floor, promotion_over_baseline=promotion_over_baseline,
             promotion_dry_run=promotion_dry_run, phase1_steps=phase1_steps, phase2_steps=phase2_steps, **where,
         )
         configure(registration.set_display_name("register-model"), "registry")

@@ -217,6 +217,7 @@ def register_model(
     promotion_margin: float,
     nsp_tolerance: float,
     promotion_floor: float,
+    promotion_over_baseline: bool,
     promotion_dry_run: bool,
     phase1_steps: int,
     phase2_steps: int,
@@ -251,7 +252,8 @@ def register_model(
         metrics=evaluation["challenger"],
         champion_version=evaluation["champion_version"],
         champion_metrics=evaluation["champion"],
-        policy=PromotionPolicy(metric=promotion_metric, margin=promotion_margin, guard_tolerance=nsp_tolerance, floor=promotion_floor),
+        policy=PromotionPolicy(metric=promotion_metric, margin=promotion_margin, guard_tolerance=nsp_tolerance, floor=promotion_floor,
+                               beat_baselines=promotion_over_baseline),
         dry_run=promotion_dry_run,
     )
     text = write_run_report(

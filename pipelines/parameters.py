@@ -60,6 +60,7 @@ HELP = {
     "promotion_margin": "how much it must beat the champion by (strictly more than this)",
     "nsp_tolerance": "how much NSP accuracy at 512 may drop at most on promotion",
     "promotion_floor": "the metric's minimum for any champion, the first one included",
+    "promotion_over_baseline": "a champion must beat always guessing the most frequent masked token and the majority NSP class on the test split",
     "promotion_dry_run": "decide and report, but move no alias",
     "tags": "extra tags for the model version, as a JSON object",
     "metrics": "evaluation metrics to record on the version, as a JSON object",

@@ -1,10 +1,14 @@
 """The whole pipeline through kfp.local on tiny settings, twice, as `bertpipe run` runs it."""
 
+import io
 import json
+import re
+from pathlib import Path
 
 import mlflow
 import pytest
 
+from components.evaluation.fill_mask import fill_mask
 from pipelines.local_run import DEMO_SETTINGS, run_pipeline_locally
 
 TINY = {
@@ -28,8 +32,10 @@ def two_runs(tmp_path_factory):
         "experiment": "pipeline-test",
         "registered_model_name": "pipeline-test",
     }
-    first = run_pipeline_locally(arguments, str(root / "kfp-root"))
-    second = run_pipeline_locally(arguments, str(root / "kfp-root"))
+    screen = io.StringIO()
+    first = run_pipeline_locally(arguments, str(root / "kfp-root"), stream=screen)
+    first["screen"] = screen.getvalue()
+    second = run_pipeline_locally(arguments, str(root / "kfp-root"), stream=io.StringIO())
     return arguments, first, second, root
 
 
@@ -39,6 +45,31 @@ def test_runs_register_successive_versions_without_touching_each_other(two_runs)
     assert second["model_version"] == "pipeline-test/2"
     assert first["model_uri"] != second["model_uri"]
     assert len(list((root / "artifacts" / "runs").iterdir())) == 2
+
+
+def test_the_run_shows_a_short_line_per_task_and_keeps_every_log(two_runs):
+    _, first, _, _ = two_runs
+    lines = first["screen"].splitlines()
+    tasks = ["export-vocab", "plan-shards-128", "plan-shards-512", "merge-manifest-128", "merge-manifest-512", "train-phase-128", "train-phase-512", "evaluate", "register-model"]
+    finished = [re.match(r"[\d:]{8} finished (\S+) in ", line).group(1) for line in lines if " finished " in line]
+    assert set(tasks) <= set(finished) and len(finished) == len(set(finished))
+    assert all(line.startswith("running ") or re.match(r"[\d:]{8} (started |finished |train-phase-)", line) for line in lines)
+    assert len(lines) + 12 <= 60  # with the summary, a run fits a screen
+    assert re.search(r"finished train-phase-128 in \S+: 20 steps, final loss \d+\.\d{3}, [\d,]+ tok", first["screen"])
+    logs = Path(first["logs"])
+    assert logs.parent.name == first["model_uri"].split("/runs/")[1].split("/")[0]
+    assert sorted(path.stem for path in logs.glob("*.log")) == sorted(["pipeline", *finished])
+    assert "Got executor_input" in (logs / "train-phase-128.log").read_text()
+
+
+def test_the_first_version_is_champion_only_if_it_beats_the_trivial_baselines(two_runs):
+    arguments, first, _, _ = two_runs
+    metrics = first["metrics"]
+    beats = metrics["mlm_accuracy_512"] > metrics["most_frequent_token_accuracy_512"] and metrics["nsp_accuracy_512"] > metrics["majority_nsp_accuracy_512"]
+    tags = mlflow.MlflowClient(arguments["tracking_uri"]).get_model_version("pipeline-test", "1").tags
+    assert tags["bertpipe.promotion.decision"] == ("promoted" if beats else "kept")
+    assert "trivial baseline" in tags["bertpipe.promotion.reasons"]
+    assert tags["bertpipe.promotion.decided_by"].startswith("pipeline run ")
 
 
 def test_same_settings_give_the_same_metrics(two_runs):
@@ -69,3 +100,5 @@ def test_registered_version_fills_a_mask(two_runs):
     assert len(predictions) == 5
     assert all(isinstance(p["token_str"], str) and 0.0 <= p["score"] <= 1.0 for p in predictions)
     assert json.dumps(predictions)  # plain data, servable as JSON
+    ours = fill_mask("the king [MASK] the queen .", f"models:/{first['model_version']}", tracking_uri=arguments["tracking_uri"])
+    assert [p["token"] for p in ours["masks"][0]["predictions"]] == [p["token_str"].replace(" ", "") for p in predictions]
