@@ -239,10 +239,11 @@ def register_model(
 
     configure_logging()
     evaluation = json.loads(evaluation_json)
+    tracking = Tracking(tracking_uri, experiment, pipeline_run_id)
     registered = register_and_promote(
         model_uri,
         registered_model_name,
-        tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
+        tracking=tracking,
         tags={
             "bertpipe.data_128_manifest_sha256": manifest_sha256(step_io.uri_of(data_128)),
             "bertpipe.data_512_manifest_sha256": manifest_sha256(step_io.uri_of(data_512)),
@@ -258,7 +259,7 @@ def register_model(
     )
     text = write_run_report(
         step_io.run_uri(artifact_root, pipeline_run_id), step_io.output_uri(artifact_root, pipeline_run_id, "evaluation"),
-        evaluation["challenger"], evaluation["champion_version"], evaluation["champion"], registered,
+        evaluation["challenger"], evaluation["champion_version"], evaluation["champion"], registered, tracking=tracking,
     )
     with open(report.path, "w", encoding="utf-8") as handle:
         handle.write(text)

@@ -76,3 +76,18 @@ def test_report_renders_in_headless_chromium(run_folder, tmp_path):
     shot = tmp_path / "report.png"
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()], capture_output=True, timeout=120, check=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_report_and_curves_go_to_mlflow_under_the_pipeline_run(run_folder, tmp_path):
+    import mlflow
+
+    from components.core.tracking import Tracking
+
+    tracking = Tracking(f"sqlite:///{tmp_path}/mlflow.db", "report-test", "run-1")
+    text = write_run_report(str(run_folder), str(run_folder / "evaluation"), METRICS, None, None, REGISTERED, tracking=tracking)
+    client = mlflow.MlflowClient(tracking.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("report-test").experiment_id], "tags.`bertpipe.step` = 'report'")
+    assert len(runs) == 1 and runs[0].data.tags.get("mlflow.parentRunId")
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, tracking_uri=tracking.tracking_uri, dst_path=str(tmp_path / "got")))
+    assert (folder / "report.md").read_text() == text
+    assert (folder / "phase-512" / "plots" / "loss_curve.png").read_bytes() == (run_folder / "phase-512" / "plots" / "loss_curve.png").read_bytes()

@@ -6,6 +6,7 @@ import logging
 
 from components.core import storage
 from components.core.baselines import baseline_key
+from components.core.tracking import Tracking, step_run
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,26 @@ def comparison_section(challenger: dict[str, float], champion_version: str | Non
     return lines + [""]
 
 
-def write_run_report(run_uri: str, evaluation_uri: str, challenger: dict, champion_version: str | None, champion: dict | None, registered: dict) -> str:
-    """Write `{run_uri}/report.md` and return its text; images are linked relative to the run folder."""
+def write_run_report(run_uri: str, evaluation_uri: str, challenger: dict, champion_version: str | None, champion: dict | None, registered: dict,
+                     tracking: Tracking | None = None) -> str:
+    """Write `{run_uri}/report.md` and return its text; images are linked relative to the run folder.
+
+    With `tracking`, the report and its loss curves also go to MLflow, in a "report" run under the pipeline's run.
+    """
     evaluation = storage.read_text(storage.join(evaluation_uri, REPORT_FILE)).splitlines()
     curves = ["## Loss curves", ""] + [f"![phase {length}](phase-{length}/plots/loss_curve.png)" for length in (128, 512)] + [""]
     text = "\n".join(["# bert-pretraining run", ""] + summary_section(run_uri, challenger, registered) + promotion_section(registered) + comparison_section(challenger, champion_version, champion)
                      + curves + evaluation[1:]) + "\n"
     storage.write_text(storage.join(run_uri, REPORT_FILE), text)
+    if tracking:
+        import mlflow
+
+        with step_run(tracking, "report", strict_close=False):
+            mlflow.log_text(text, REPORT_FILE)
+            for length in LENGTHS:
+                curve = storage.join(run_uri, f"phase-{length}", "plots")
+                if storage.exists(storage.join(curve, "loss_curve.png")):
+                    with storage.local_dir(curve) as folder:
+                        mlflow.log_artifact(str(folder / "loss_curve.png"), f"phase-{length}/plots")
     log.info("run report written to %s", storage.join(run_uri, REPORT_FILE))
     return text
