@@ -125,7 +125,7 @@ class PlainView:
 
     def __init__(self, stream):
         self.stream = stream
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # task threads and the poller draw
 
     def say(self, text: str) -> None:
         with self.lock:
@@ -167,19 +167,22 @@ class TerminalView(PlainView):
 
     def _draw(self, permanent: list[str]) -> None:
         width = terminal_width(self.stream) - 1
-        live = [(bar_line(task) if task.progress else f"  … {task.name}  {duration(round(time.monotonic() - task.started))}")[:width] for task in self.running]
         with self.lock:
+            live = [(bar_line(task) if task.progress else f"  … {task.name}  {duration(round(time.monotonic() - task.started))}")[:width]
+                    for task in self.running]
             if permanent or live != self.shown:
                 self.stream.write(self._erase() + "".join(line + "\n" for line in permanent + live))
                 self.stream.flush()
                 self.drawn, self.shown = len(live), live
 
     def started(self, task: Task) -> None:
-        self.running.append(task)
-        self._draw([])
+        with self.lock:
+            self.running.append(task)
+            self._draw([])
 
     def finished(self, task: Task) -> None:
-        self.running = [other for other in self.running if other is not task]
+        with self.lock:
+            self.running = [other for other in self.running if other is not task]
         mark = "✓" if task.ok else "✗"
         lines = [bar_line(task)] if task.progress else []
         lines.append(f"{mark} {task.name:<24} {duration(task.seconds):>7}  {task.summary}".rstrip())
@@ -224,6 +227,9 @@ class LiveRun:
                 self.view.started(task)
             try:
                 outputs, status = run_task(*args, **kwargs)
+            except BaseException:
+                task.seconds, task.ok, task.summary = time.monotonic() - task.started, False, "kfp.local itself failed (see the log)"
+                raise
             finally:
                 self.logs.close_task()
             task.seconds, task.ok = time.monotonic() - task.started, status.name == "SUCCESS"

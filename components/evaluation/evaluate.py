@@ -27,7 +27,7 @@ from components.core import batches as batching
 from components.core import instances as instance_format
 from components.core import models
 from components.core import storage
-from components.core.baselines import trivial_baselines
+from components.core.baselines import BASELINE_OF, trivial_baselines
 from components.core.errors import BertpipeError
 from components.core.tracking import DEFAULT_TRACKING_URI, Tracking, log_metrics, step_run
 from components.core.vocab_files import load_vocab_info
@@ -186,6 +186,7 @@ def render_report(model_uri: str, split: str, results: dict[int, dict], examples
     for length, metrics in results.items():
         lines += [f"## max_seq_length {length}", "", "| metric | value |", "|---|---|"]
         lines += [f"| {name} | {metrics[name]:.4f} |" for name in METRIC_NAMES]
+        lines += [f"| {name} (trivial) | {metrics[name]:.4f} |" for name in BASELINE_OF.values() if name in metrics]
         lines += ["", f"Fill-mask examples (first {EXAMPLE_TOKENS} tokens; each masked position in order: truth -> top-3 guesses):", ""]
         for example in examples.get(length, []):
             guesses = "; ".join(f"{m['truth']} -> {' / '.join(m['predicted'])}" for m in example["masked"])
