@@ -145,11 +145,16 @@ def pipeline_arguments(pairs: list[str]) -> dict:
         name, sep, value = pair.partition("=")
         if not sep or name not in parameters:
             raise BertpipeError(f"--param {pair!r}: expected NAME=VALUE with NAME one of {', '.join(parameters)}")
-        kind = parameters[name].annotation
-        if kind in (bool, "bool"):
+        kind = getattr(parameters[name].annotation, "__name__", parameters[name].annotation)
+        if kind == "bool":
+            if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise BertpipeError(f"--param {name}={value!r}: expected true or false")
             arguments[name] = value.lower() in ("1", "true", "yes", "on")
-        else:
-            arguments[name] = {"int": int, "float": float}.get(getattr(kind, "__name__", kind), str)(value)
+            continue
+        try:
+            arguments[name] = {"int": int, "float": float}.get(kind, str)(value)
+        except ValueError:
+            raise BertpipeError(f"--param {name}={value!r}: expected {'an integer' if kind == 'int' else 'a number'}") from None
     return arguments
 
 

@@ -397,3 +397,16 @@ def test_cli_submit_refuses_laptop_locations_unless_told_the_pods_share_a_volume
     assert "artifact_root='./art' is a local folder" in err and "tracking_uri='sqlite:///mlflow.db'" in err
     assert not [r for r in fake_kfp.requests[before:] if r[0] == "POST"]
     assert main([*base, "--param", "artifact_root=/mnt/nfs/bert", "--param", "tracking_uri=sqlite:////mnt/nfs/mlflow.db", "--allow-local-storage"]) == 0
+
+
+@pytest.mark.parametrize("param, message", [
+    ("phase1_steps=abc", "--param phase1_steps='abc': expected an integer"),
+    ("phase1_learning_rate=fast", "expected a number"),
+    ("do_whole_word_mask=maybe", "expected true or false"),
+])
+def test_cli_submit_refuses_mistyped_parameters_in_one_line(fake_kfp, bert_package, capsys, param, message):
+    from pipelines.cli import main
+
+    assert main(["submit", "--host", fake_kfp.url, "--package", str(bert_package), "--run-name", "r", *CLUSTER_LOCATIONS, "--param", param]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
