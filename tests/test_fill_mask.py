@@ -53,6 +53,12 @@ def test_text_without_a_mask_is_refused(model_dir):
         fill_mask("no mask here", str(model_dir))
 
 
+def test_without_a_champion_the_default_model_says_what_to_pass(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/empty.db")
+    with pytest.raises(BertpipeError, match=r"no champion in sqlite:///.*empty\.db yet .* --model models:/bert-pretraining/VERSION"):
+        fill_mask("the [MASK] of denmark")
+
+
 def test_cli_prints_json_and_one_line_errors(model_dir):
     command = [sys.executable, "-m", "pipelines.cli", "fill-mask"]
     done = subprocess.run([*command, "the [MASK] of denmark", "--model", str(model_dir), "--top-k", "2", "--json"], capture_output=True, text=True, check=True)

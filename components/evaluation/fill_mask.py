@@ -12,7 +12,7 @@ import torch
 
 from components.core import models
 from components.core.errors import BertpipeError
-from components.core.tracking import DEFAULT_TRACKING_URI
+from components.core.tracking import DEFAULT_TRACKING_URI, mlflow_errors
 from components.core.vocab_files import VOCAB_FILE, load_vocab_info, tokenizer_for
 from components.evaluation.evaluate import model_folder
 
@@ -20,8 +20,23 @@ DEFAULT_REGISTERED_MODEL = "bert-pretraining"
 MASK = "[MASK]"
 
 
-def default_model_uri() -> str:
-    return f"models:/{DEFAULT_REGISTERED_MODEL}@champion"
+def default_model_uri(tracking_uri: str) -> str:
+    """The default registered model's champion, with a clear error when there is none yet."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = f"models:/{DEFAULT_REGISTERED_MODEL}@champion"
+    with mlflow_errors(tracking_uri, f"looking up {uri}"):
+        try:
+            mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri).get_model_version_by_alias(DEFAULT_REGISTERED_MODEL, "champion")
+        except MlflowException as error:
+            if getattr(error, "error_code", "") not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            raise BertpipeError(
+                f"{uri}: there is no champion in {tracking_uri} yet (a version becomes champion once it beats the trivial baselines); "
+                f"name one with --model models:/{DEFAULT_REGISTERED_MODEL}/VERSION or a model folder"
+            ) from error
+    return uri
 
 
 @torch.inference_mode()
@@ -35,8 +50,8 @@ def fill_mask(text: str, model_uri: str = "", *, top_k: int = 5, tracking_uri: s
         raise BertpipeError(f"the text has no {MASK}: put {MASK} where the model should guess a word, e.g. 'the [MASK] of denmark'")
     if top_k < 1:
         raise BertpipeError("--top-k must be at least 1")
-    model_uri = model_uri or default_model_uri()
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    model_uri = model_uri or default_model_uri(tracking_uri)
     with model_folder(model_uri, tracking_uri) as folder:
         if not (folder / VOCAB_FILE).is_file():
             raise BertpipeError(f"{model_uri} has no {VOCAB_FILE}; give a model folder written by train-phase or a registered version")
