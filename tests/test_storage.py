@@ -163,3 +163,24 @@ def test_local_publication_writes_the_manifest_inside_the_swapped_folder(tmp_pat
     manifest = json.loads((tmp_path / "vocab" / storage.PUBLISHED_FILE).read_text())
     assert manifest["files"]["vocab.txt"]["size"] == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vocab"]  # no staging folders left behind
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_published_files_and_folders_honour_the_umask(tmp_path, mask):
+    """Another user (a reader pod, a shared volume) can read what the umask lets them: not 0600/0700 whatever it says."""
+    previous = os.umask(mask)
+    try:
+        single = str(tmp_path / "out" / "report.json")
+        storage.write_json(single, {"ok": True})
+        with storage.staged_dir(str(tmp_path / "model")) as folder:
+            _write_folder(folder, FILES)
+        storage.upload_dir(tmp_path / "model", str(tmp_path / "copy"))
+    finally:
+        os.umask(previous)
+    file_mode, folder_mode = 0o666 & ~mask, 0o777 & ~mask
+    files = [tmp_path / "out" / "report.json", *(p for p in (tmp_path / "model").rglob("*") if p.is_file()),
+             *(p for p in (tmp_path / "copy").rglob("*") if p.is_file())]
+    assert {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files} == {
+        str(p.relative_to(tmp_path)): oct(file_mode) for p in files}
+    folders = [tmp_path / "model", tmp_path / "model" / "tokenizer", tmp_path / "copy", tmp_path / "copy" / "tokenizer"]
+    assert [oct(p.stat().st_mode & 0o777) for p in folders] == [oct(folder_mode)] * 4
