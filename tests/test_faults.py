@@ -28,8 +28,8 @@ def _publish(uri: str, files: dict[str, bytes]) -> None:
 
 def _latest_published(prefix: str) -> str | None:
     """What a resume does: the newest sub-folder whose publication completed."""
-    complete = [uri for uri in storage.list_dirs(prefix) if storage.is_published(uri)]
-    return complete[-1] if complete else None
+    manifests = [uri for uri in storage.list_files(prefix) if uri.endswith("/" + storage.PUBLISHED_FILE)]
+    return manifests[-1].rpartition("/")[0] if manifests else None
 
 
 def _kill_when_objects_appear(server, bucket: str, key_prefix: str, count: int) -> threading.Thread:
@@ -255,7 +255,7 @@ def test_registration_with_mlflow_down_fails_clearly_and_can_be_rerun(servers_en
     vocab = tmp_path / "vocab"
     export_vocab(str(vocab), corpus="demo", settings=VocabSettings(vocab_size=300))
     model_uri = f"s3://{servers_env.bucket}/registration/{uuid.uuid4().hex[:8]}/model"
-    storage.upload_dir(make_model_folder(tmp_path / "model", vocab), model_uri)
+    storage.publish_dir(make_model_folder(tmp_path / "model", vocab), model_uri)
     tracking = Tracking(tracking_uri=servers_env.tracking_uri, experiment="faults", pipeline_run_id="faults-registration")
     name = f"faults-{uuid.uuid4().hex[:6]}"
 

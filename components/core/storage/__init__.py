@@ -9,18 +9,15 @@ Callers use the package: `from components.core import storage; storage.join(...)
 """
 
 from components.core.storage.files import (
-    delete, download_dir, exists, list_dirs, list_files, open_read, read_bytes, read_json, read_text, upload_dir,
-    write_bytes, write_json, write_text,
+    delete, download_dir, exists, list_files, open_read, read_bytes, read_json, read_text, write_bytes, write_json,
+    write_text,
 )
-from components.core.storage.paths import MARKER_FILES, PUBLISHED_FILE, PUBLISHING_FILE, S3_SCHEME, is_s3, join, split_s3
-from components.core.storage.publication import (
-    PUBLICATION_FORMAT, is_published, local_dir, publish_dir, read_published, staged_dir, verify_dir,
-)
-from components.core.storage.s3 import TRANSFER_THREADS, s3_client
+from components.core.storage.paths import PUBLISHED_FILE, is_s3, join, split_s3
+from components.core.storage.publication import local_dir, publish_dir, read_published, staged_dir
+from components.core.storage.s3 import s3_client
 
 __all__ = [
-    "MARKER_FILES", "PUBLICATION_FORMAT", "PUBLISHED_FILE", "PUBLISHING_FILE", "S3_SCHEME", "TRANSFER_THREADS",
-    "delete", "download_dir", "exists", "is_published", "is_s3", "join", "list_dirs", "list_files", "local_dir",
-    "open_read", "publish_dir", "read_bytes", "read_json", "read_published", "read_text", "s3_client", "split_s3",
-    "staged_dir", "upload_dir", "verify_dir", "write_bytes", "write_json", "write_text",
+    "PUBLISHED_FILE", "delete", "download_dir", "exists", "is_s3", "join", "list_files", "local_dir", "open_read",
+    "publish_dir", "read_bytes", "read_json", "read_published", "read_text", "s3_client", "split_s3", "staged_dir",
+    "write_bytes", "write_json", "write_text",
 ]

@@ -128,14 +128,6 @@ def open_read(uri: str) -> Iterator[IO[bytes]]:
         body.close()
 
 
-def _list(prefix: str, **options) -> list[dict]:
-    """The pages of an S3 listing under prefix (taken as a folder)."""
-    bucket, key = split_s3(prefix)
-    key = key.rstrip("/") + "/" if key else ""
-    with s3.s3_errors(prefix):
-        return list(s3.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, **options))
-
-
 def list_files(prefix: str) -> list[str]:
     """All files under a local folder or s3:// prefix, as full paths/URIs, sorted."""
     if not is_s3(prefix):
@@ -143,37 +135,17 @@ def list_files(prefix: str) -> list[str]:
         if root.is_file():
             return [str(root)]
         return sorted(str(p) for p in root.rglob("*") if p.is_file())
-    bucket = split_s3(prefix)[0]
-    return sorted(f"{S3_SCHEME}{bucket}/{obj['Key']}" for page in _list(prefix) for obj in page.get("Contents", []))
-
-
-def list_dirs(prefix: str) -> list[str]:
-    """The direct sub-folders of a local folder or s3:// prefix, as full paths/URIs, sorted."""
-    if not is_s3(prefix):
-        root = Path(prefix)
-        return sorted(str(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
-    bucket = split_s3(prefix)[0]
-    return sorted(f"{S3_SCHEME}{bucket}/{entry['Prefix'].rstrip('/')}"
-                  for page in _list(prefix, Delimiter="/") for entry in page.get("CommonPrefixes", []))
+    bucket, key = split_s3(prefix)
+    key = key.rstrip("/") + "/" if key else ""
+    found = []
+    with s3.s3_errors(prefix):
+        for page in s3.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            found += [f"{S3_SCHEME}{bucket}/{obj['Key']}" for obj in page.get("Contents", [])]
+    return sorted(found)
 
 
 def relative_files(local_dir: Path) -> list[str]:
     return sorted(p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*") if p.is_file())
-
-
-def upload_dir(local_dir: str | Path, uri: str) -> None:
-    """Copy a local folder to a local path or s3:// prefix (file by file, each write atomic, in parallel on S3).
-
-    Publication markers are not copied: only publish_dir / staged_dir publish.
-    """
-    local_dir = Path(local_dir)
-    relatives = [relative for relative in relative_files(local_dir) if Path(relative).name not in MARKER_FILES]
-    if is_s3(uri):
-        s3.parallel(lambda relative: s3.upload_file(local_dir / relative, join(uri, relative)), relatives)
-        return
-    for relative in relatives:
-        with open(local_dir / relative, "rb") as source:
-            _replace_atomically(Path(join(uri, relative)), lambda output: shutil.copyfileobj(source, output))
 
 
 def download_dir(uri: str, local_dir: str | Path) -> Path:

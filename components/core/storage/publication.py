@@ -52,11 +52,6 @@ def _manifest_of(local_dir: Path) -> dict:
     return {"format": PUBLICATION_FORMAT, "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files}
 
 
-def is_published(uri: str) -> bool:
-    """Whether a folder was completely published (its manifest exists)."""
-    return exists(join(uri, PUBLISHED_FILE))
-
-
 def read_published(uri: str) -> dict:
     """The publication manifest of a folder ({files: {relative path: {size, sha256}}}); refuses unpublished folders."""
     manifest_uri = join(uri, PUBLISHED_FILE)
@@ -70,7 +65,7 @@ def read_published(uri: str) -> dict:
     raise BertpipeError(f"{uri} is not a published folder ({PUBLISHED_FILE} missing): it is absent or still being written")
 
 
-def verify_dir(folder: Path, manifest: dict, uri: str) -> None:
+def _verify_dir(folder: Path, manifest: dict, uri: str) -> None:
     """Check that every file of a publication manifest is in folder with its recorded size and sha256."""
     for relative, expected in manifest["files"].items():
         path = folder / relative
@@ -117,14 +112,14 @@ def local_dir(uri: str, verify: bool = True) -> Iterator[Path]:
         if not Path(uri).is_dir():
             raise BertpipeError(f"folder not found: {uri}")
         if manifest and verify:
-            verify_dir(Path(uri), manifest, uri)
+            _verify_dir(Path(uri), manifest, uri)
         yield Path(uri)
         return
     with tempfile.TemporaryDirectory(prefix="bertpipe-") as tmp:
         if manifest:
             copy_into(uri, list(manifest["files"]), Path(tmp))
             if verify:
-                verify_dir(Path(tmp), manifest, uri)
+                _verify_dir(Path(tmp), manifest, uri)
         else:
             download_dir(uri, tmp)
             if not any(Path(tmp).iterdir()):
