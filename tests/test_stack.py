@@ -100,11 +100,16 @@ def test_a_killed_mlflow_parent_leaves_no_worker_serving_behind(tmp_path):
         assert again.mlflow.pid != parent and again.tracking_uri == stack.tracking_uri
         assert not set(workers) & set(again.mlflow.processes())
         assert stack_status(folder)["mlflow"]["running"]
+
+        os.kill(again.mlflow.pid, signal.SIGKILL)  # orphaned once more: `down` alone stops the worker too
+        os.waitpid(again.mlflow.pid, 0)
+        assert again.mlflow.answers()
     finally:
         stack_down(folder)
     status = stack_status(folder)
     assert status["mlflow"]["processes"] == [] and status["s3"]["processes"] == []
     assert status["mlflow"]["state"] == "stopped" and status["s3"]["state"] == "stopped"
+    assert not stack.mlflow.answers()
 
 
 def test_mlflow_refuses_a_port_that_another_server_answers(tmp_path):
