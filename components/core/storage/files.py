@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO, Iterator
 
 from components.core.errors import BertpipeError
 from components.core.storage import s3
@@ -35,19 +35,6 @@ def umask() -> int:
 def honour_umask(path: str | Path, mode: int) -> None:
     """Give a file or folder made by tempfile (0600 / 0700) the mode a plain open / mkdir would have given it."""
     os.chmod(path, mode & ~umask())
-
-
-def _replace_atomically(target: Path, write: Callable[[IO[bytes]], None]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(handle, "wb") as output:
-            write(output)
-        honour_umask(tmp, 0o666)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def exists(uri: str) -> bool:
@@ -81,8 +68,18 @@ def write_bytes(uri: str, data: bytes) -> None:
     """Write a whole file atomically (multipart on S3 above BERTPIPE_S3_MULTIPART_MB)."""
     if is_s3(uri):
         s3.upload_stream(io.BytesIO(data), uri)
-    else:
-        _replace_atomically(Path(uri), lambda output: output.write(data))
+        return
+    target = Path(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(handle, "wb") as output:
+            output.write(data)
+        honour_umask(tmp, 0o666)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_text(uri: str) -> str:
