@@ -17,6 +17,7 @@ from typing import NamedTuple, Optional
 
 from kfp import dsl
 
+from components.core.recipe import PHASES
 from pipelines import kfp_components as steps
 from pipelines.kubernetes import ClusterSettings, apply_cpu_step_settings, apply_training_settings
 from pipelines.trainjob import trainjob_template
@@ -102,12 +103,23 @@ def build_pipelines(settings: Optional[ClusterSettings] = None):
         phase1_batch_size: int = 32,
         phase1_learning_rate: float = 1e-4,
         phase1_warmup_steps: int = 90,
+        phase1_gradient_accumulation_steps: int = 1,
         phase2_steps: int = 100,
         phase2_batch_size: int = 8,
         phase2_learning_rate: float = 5e-5,
         phase2_warmup_steps: int = 10,
+        phase2_gradient_accumulation_steps: int = 1,
         train_seed: int = 42,
         save_steps: int = 500,
+        save_total_limit: int = 2,
+        weight_decay: float = 0.01,
+        optimizer: str = "adamw",
+        lr_scheduler_type: str = "linear",
+        lr_power: float = 1.0,
+        adam_epsilon: float = 1e-6,
+        max_grad_norm: float = 1.0,
+        logging_steps: int = 10,
+        eval_steps: int = 0,
         tracking_uri: str = "sqlite:///mlflow.db",
         experiment: str = "bert-pretraining",
         registered_model_name: str = "bert-pretraining",
@@ -132,15 +144,23 @@ def build_pipelines(settings: Optional[ClusterSettings] = None):
             ).set_display_name(f"create-pretraining-data-{length}")
 
         # Phase 512 starts from phase 128's weights, with a fresh optimizer and schedule.
+        per_phase = {
+            1: dict(max_steps=phase1_steps, per_device_train_batch_size=phase1_batch_size, learning_rate=phase1_learning_rate,
+                    warmup_steps=phase1_warmup_steps, gradient_accumulation_steps=phase1_gradient_accumulation_steps),
+            2: dict(max_steps=phase2_steps, per_device_train_batch_size=phase2_batch_size, learning_rate=phase2_learning_rate,
+                    warmup_steps=phase2_warmup_steps, gradient_accumulation_steps=phase2_gradient_accumulation_steps),
+        }
+        training = dict(
+            model_size=model_size, seed=train_seed, save_steps=save_steps, save_total_limit=save_total_limit, weight_decay=weight_decay,
+            optimizer=optimizer, lr_scheduler_type=lr_scheduler_type, lr_power=lr_power, adam_epsilon=adam_epsilon,
+            max_grad_norm=max_grad_norm, logging_steps=logging_steps, eval_steps=eval_steps,
+        )
         init_model = init_checkpoint
-        for length, max_steps, batch_size, learning_rate, warmup_steps in (
-            (128, phase1_steps, phase1_batch_size, phase1_learning_rate, phase1_warmup_steps),
-            (512, phase2_steps, phase2_batch_size, phase2_learning_rate, phase2_warmup_steps),
-        ):
+        for recipe_phase in PHASES:
+            length = recipe_phase.max_seq_length
             phase = steps.train_phase(
-                data=data[length].output, vocab=vocab.outputs["vocab"], model_size=model_size, init_model=init_model,
-                max_seq_length=length, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
-                warmup_steps=warmup_steps, save_steps=save_steps, seed=train_seed, **placement, **where,
+                data=data[length].output, vocab=vocab.outputs["vocab"], init_model=init_model, max_seq_length=length,
+                **per_phase[recipe_phase.number], **training, **placement, **where,
             )
             configure(phase.set_display_name(f"train-phase-{length}"), "training")
             init_model = phase.outputs["Output"]

@@ -88,9 +88,10 @@ def step_command(function: Callable) -> Callable[[argparse.Namespace], None]:
     return command
 
 
-def add_step_command(commands, name: str, summary: str, settings_cls, inputs: dict[str, tuple[str, str | None]], run: Callable) -> None:
+def add_step_command(commands, name: str, summary: str, settings_cls, inputs: dict[str, tuple[str, str | None]], run: Callable) -> argparse.ArgumentParser:
     """`bertpipe <name>`: flags for the step's inputs/outputs (name -> (help, default; None = required)),
-    flags generated from its settings dataclass, and the tracking flags; `run(args, settings, tracking)` calls the step."""
+    flags generated from its settings dataclass, and the tracking flags; `run(args, settings, tracking)` calls the step.
+    Returns the subcommand's parser, for flags of a second settings class."""
     from pipelines.cli_flags import add_settings_flags, settings_from_args
 
     step = commands.add_parser(name, help=summary, description=summary)
@@ -105,6 +106,7 @@ def add_step_command(commands, name: str, summary: str, settings_cls, inputs: di
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
 
     step.set_defaults(handler=command)
+    return step
 
 
 def command_run(args: argparse.Namespace) -> None:
@@ -216,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     from components.data.create import create_pretraining_data
     from components.registry.register import register_model
     from components.training.phase import train_phase
+    from components.training.settings import LaunchSettings, TrainingSettings
     from components.vocab.export import VocabSettings, export_vocab
+    from pipelines.cli_flags import add_settings_flags, settings_from_args
     from pipelines.bert_pretraining import bert_pretraining
     from pipelines.kubernetes import add_cluster_arguments
     from pipelines.local_run import DEMO_SETTINGS
@@ -277,9 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
         {"output_uri": (help_for("output_uri"), None), "source": (help_for("source"), ""), "corpus": (help_for("corpus"), "")},
         lambda args, settings, tracking: export_vocab(args.output_uri, source=args.source, corpus=args.corpus, settings=settings, tracking=tracking),
     )
+    train = add_step_command(
+        commands, "train-phase", "one pretraining phase of BertForPreTraining (in this process, under torchrun, or as a TrainJob)", TrainingSettings,
+        {"data_uri": (help_for("data_uri"), None), "vocab_uri": (help_for("vocab_uri"), None), "output_uri": (help_for("output_uri"), None)},
+        # An empty --tracking-uri logs nowhere (the ranks of a launcher that was given no tracking).
+        lambda args, settings, tracking: train_phase(args.data_uri, args.vocab_uri, args.output_uri, settings=settings,
+                                                     launch=settings_from_args(LaunchSettings, args, "train-phase"),
+                                                     tracking=tracking if args.tracking_uri else None),
+    )
+    add_settings_flags(train, LaunchSettings)
     for name, function, summary in (
         ("create-pretraining-data", create_pretraining_data, "corpus -> masked-LM/NSP instances as Parquet shards (Google's algorithm)"),
-        ("train-phase", train_phase, "one pretraining phase of BertForPreTraining"),
         ("evaluate", evaluate, "MLM and NSP metrics of a model on held-out instances"),
         ("register", register_model, "log a model folder to MLflow and register a new version"),
     ):

@@ -127,45 +127,47 @@ def train_phase(
     vocab: dsl.Input[dsl.Artifact],
     artifact_root: str,
     pipeline_run_id: str,
-    model_size: str,
-    init_model: str,
-    max_seq_length: int,
-    max_steps: int,
-    batch_size: int,
-    learning_rate: float,
-    warmup_steps: int,
-    save_steps: int,
-    seed: int,
-    processes: int,
-    num_nodes: int,
-    trainjob_template: str,
     tracking_uri: str,
     experiment: str,
     model: dsl.Output[dsl.Model],
+    model_size: str = "tiny",
+    init_model: str = "",
+    max_seq_length: int = 128,
+    max_steps: int = 100,
+    per_device_train_batch_size: int = 32,
+    gradient_accumulation_steps: int = 1,
+    learning_rate: float = 1e-4,
+    warmup_steps: int = 10,
+    weight_decay: float = 0.01,
+    optimizer: str = "adamw",
+    lr_scheduler_type: str = "linear",
+    lr_power: float = 1.0,
+    adam_epsilon: float = 1e-6,
+    max_grad_norm: float = 1.0,
+    seed: int = 42,
+    logging_steps: int = 10,
+    save_steps: int = 0,
+    eval_steps: int = 0,
+    per_device_eval_batch_size: int = 64,
+    max_eval_batches: int = 20,
+    save_total_limit: int = 2,
+    processes: int = 1,
+    num_nodes: int = 1,
+    trainjob_template: str = "",
 ) -> str:
     """One pretraining phase (resuming from its last checkpoint after a retry); returns the model folder's URI."""
-    from pipelines import step_io
     from components.core.console import configure_logging
+    from components.core.settings import pick
     from components.core.tracking import Tracking
-    from components.training.launch import run_phase
+    from components.training.phase import train_phase
+    from components.training.settings import LaunchSettings, TrainingSettings
+    from pipelines import step_io
 
     configure_logging()
-    arguments = dict(
-        data_uri=step_io.uri_of(data),
-        vocab_uri=step_io.uri_of(vocab),
-        output_uri=step_io.output_uri(artifact_root, pipeline_run_id, f"phase-{max_seq_length}"),
-        model_size=model_size,
-        init_model=init_model,
-        max_seq_length=max_seq_length,
-        max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate,
-        warmup_steps=warmup_steps,
-        save_steps=save_steps,
-        seed=seed,
+    summary = train_phase(
+        step_io.uri_of(data), step_io.uri_of(vocab), step_io.output_uri(artifact_root, pipeline_run_id, f"phase-{max_seq_length}"),
+        settings=pick(TrainingSettings, locals()), launch=pick(LaunchSettings, locals()), tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
     )
-    tracking = Tracking(tracking_uri, experiment, pipeline_run_id)
-    summary = run_phase(arguments, tracking, processes=processes, num_nodes=num_nodes, trainjob_template=trainjob_template)
     step_io.publish(model, summary["model_uri"], summary)
     return summary["model_uri"]
 
