@@ -106,7 +106,10 @@ def test_gpus_per_node_start_one_training_process_per_gpu(tmp_path):
 
 
 def test_multi_node_phases_launch_a_trainjob_from_a_cpu_pod(tmp_path):
-    spec, tasks = compile_with(tmp_path, "--num-nodes", "4", "--gpus-per-node", "8")
+    spec, tasks = compile_with(tmp_path, "--num-nodes", "4", "--gpus-per-node", "8", "--training-retries", "5")
+    # The launcher gets the training retries: each retry starts a new TrainJob attempt that resumes.
+    assert tasks["train-phase-128"]["retryPolicy"]["maxRetryCount"] == 5
+    assert tasks["export-vocab"]["retryPolicy"]["maxRetryCount"] == 2
     parameters = tasks["train-phase-128"]["inputs"]["parameters"]
     template = json.loads(parameters["trainjob_template"]["runtimeValue"]["constant"])
     assert template["kind"] == "TrainJob"
