@@ -44,8 +44,10 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(inputs, tmp_path):
     deadline = time.monotonic() + 900  # generous: a loaded machine takes minutes to import torch
     while not marker.exists() and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert marker.exists(), "no checkpoint before the kill: " + (killed.stderr.read().decode()[-2000:] if killed.poll() is not None else "timed out")
     killed.send_signal(signal.SIGKILL)
+    if not marker.exists():
+        killed.wait()
+        pytest.fail("no checkpoint before the kill: " + killed.stderr.read().decode()[-2000:])
     assert killed.wait() == -signal.SIGKILL, killed.stderr.read().decode()[-2000:]
     assert not (tmp_path / "killed" / "model").exists()
 
