@@ -241,7 +241,7 @@ def test_registration_with_mlflow_down_fails_clearly_and_can_be_rerun(servers_en
 def test_training_step_survives_mlflow_dying_mid_run(servers_env, tmp_path):
     """The real train-phase: the MLflow server is killed once the run exists; training finishes and says what was lost."""
     from components.training.phase import train_phase
-from components.training.settings import TrainingSettings
+    from components.training.settings import TrainingSettings
     from tests.instance_factory import make_data, make_vocab
 
     vocab = make_vocab(str(tmp_path / "vocab"), vocab_size=900)
