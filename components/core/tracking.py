@@ -102,7 +102,7 @@ def step_run(tracking: Tracking, step: str, params: dict | None = None, strict_c
     for steps whose real output, say a trained checkpoint, must not be thrown away
     over bookkeeping.
     """
-    logged = {key: str(value)[:6000] for key, value in (params or {}).items()}
+    logged = {key: mask(value)[:6000] for key, value in (params or {}).items()}
     with mlflow_errors(tracking.tracking_uri, f"starting the {step} run"):
         mlflow = _mlflow(tracking.tracking_uri)
         experiment = mlflow.set_experiment(tracking.experiment)
