@@ -104,5 +104,8 @@ def register_and_promote(
     )
     result = {**registered, "promotion": decision, "report_uri": report_uri or storage.join(parent(evaluation_uri), RUN_REPORT_FILE)}
     write_run_report(result["report_uri"], evaluation_uri, result, phases)
-    close_pipeline_run(tracking)
+    try:
+        close_pipeline_run(tracking)
+    except BertpipeError as error:  # the version is registered and decided: bookkeeping must not fail the step now
+        log.warning("%s; the pipeline's parent run stays RUNNING in MLflow", error)
     return result
