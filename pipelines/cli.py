@@ -15,6 +15,7 @@ from typing import Callable
 
 from components.core.console import configure_logging
 from components.core.errors import BertpipeError
+from components.core.redact import mask
 from components.core.tracking import DEFAULT_EXPERIMENT, FALLBACK_TRACKING_URI, Tracking, default_tracking_uri
 from pipelines.parameters import help_for
 
@@ -90,7 +91,7 @@ def step_command(function: Callable) -> Callable[[argparse.Namespace], None]:
 
     def command(args: argparse.Namespace) -> None:
         result = call_with_args(function, args, tracking=Tracking(args.tracking_uri, args.experiment, args.pipeline_run_id))
-        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+        print(mask(json.dumps(result, indent=2, sort_keys=True, default=str)))
 
     return command
 
@@ -111,7 +112,7 @@ def add_step_command(commands, name: str, summary: str, settings_cls, inputs: di
     def command(args: argparse.Namespace) -> None:
         settings = settings_from_args(settings_cls, args, name)
         result = run(args, settings, Tracking(args.tracking_uri, args.experiment, args.pipeline_run_id))
-        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+        print(mask(json.dumps(result, indent=2, sort_keys=True, default=str)))
         if after:
             after(result)
 
@@ -185,7 +186,7 @@ def command_submit(args: argparse.Namespace) -> None:
     client = kfp_client.connect(kfp_client.endpoint_from_args(args))
     run = kfp_client.submit(client, args.package, pipeline_arguments(args.param), run_name=args.run_name, experiment=args.experiment,
                             namespace=args.namespace, service_account=args.service_account)
-    print(f"run {run.run_id}: {run.url}")
+    print(mask(f"run {run.run_id}: {run.url}"))
 
 
 def command_schedule(args: argparse.Namespace) -> None:
@@ -345,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         args.handler(args)
     except BertpipeError as error:
-        print(f"bertpipe: error: {error}", file=sys.stderr)
+        print(f"bertpipe: error: {mask(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bertpipe: interrupted", file=sys.stderr)
