@@ -95,7 +95,7 @@ def add_step_command(commands, name: str, summary: str, settings_cls, inputs: di
 
     step = commands.add_parser(name, help=summary, description=summary)
     for input_name, (text, default) in inputs.items():
-        step.add_argument(_flag(input_name), required=default is None, default=default, help=text)
+        step.add_argument(_flag(input_name), required=default is None, default=default, type=type(default) if default is not None else str, help=text)
     add_settings_flags(step, settings_cls)
     add_tracking_flags(step)
 
@@ -213,7 +213,8 @@ def add_submission_arguments(parser: argparse.ArgumentParser, package_required: 
 
 def build_parser() -> argparse.ArgumentParser:
     from components.evaluation.evaluate import evaluate
-    from components.data.create import create_pretraining_data
+    from components.data.local import create_pretraining_data
+    from components.data.settings import DataSettings
     from components.registry.register import register_model
     from components.training.phase import train_phase
     from components.vocab.export import VocabSettings, export_vocab
@@ -277,8 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
         {"output_uri": (help_for("output_uri"), None), "source": (help_for("source"), ""), "corpus": (help_for("corpus"), "")},
         lambda args, settings, tracking: export_vocab(args.output_uri, source=args.source, corpus=args.corpus, settings=settings, tracking=tracking),
     )
+    add_step_command(
+        commands, "create-pretraining-data", "corpus -> masked-LM/NSP instances as Parquet shards (Google's algorithm)", DataSettings,
+        {"corpus": (help_for("corpus"), None), "vocab_uri": (help_for("vocab_uri"), None), "output_uri": (help_for("output_uri"), None),
+         "num_workers": (help_for("num_workers") + " (default: %(default)s)", 1)},
+        lambda args, settings, tracking: create_pretraining_data(args.corpus, args.vocab_uri, args.output_uri, settings=settings,
+                                                                 num_workers=args.num_workers, tracking=tracking),
+    )
     for name, function, summary in (
-        ("create-pretraining-data", create_pretraining_data, "corpus -> masked-LM/NSP instances as Parquet shards (Google's algorithm)"),
         ("train-phase", train_phase, "one pretraining phase of BertForPreTraining"),
         ("evaluate", evaluate, "MLM and NSP metrics of a model on held-out instances"),
         ("register", register_model, "log a model folder to MLflow and register a new version"),
