@@ -62,6 +62,7 @@ def _digests(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # 100 kfp.local tasks: about 5 minutes of 2 cores
 def test_pipeline_data_equals_the_clis_byte_for_byte(tmp_path, demo_vocab):
     """Both lengths, 40+ shards each, through the data sub-pipeline under kfp.local and through `bertpipe create-pretraining-data`."""
     corpus = tmp_path / "demo.txt"

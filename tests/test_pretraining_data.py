@@ -189,7 +189,8 @@ def test_vocab_without_special_tokens(tmp_path, demo_slice):
     bad = tmp_path / "badvocab"
     bad.mkdir()
     (bad / "vocab.txt").write_text("[PAD]\n[UNK]\nthe\n", encoding="utf-8")
-    (bad / "vocab_info.json").write_text(json.dumps({"lowercase": True, "size": 3, "sha256": "x", "source": "test"}))
+    sha256 = hashlib.sha256((bad / "vocab.txt").read_bytes()).hexdigest()  # as exported: only the special tokens are wrong
+    (bad / "vocab_info.json").write_text(json.dumps({"lowercase": True, "size": 3, "sha256": sha256, "source": "test"}))
     _assert_fails_cleanly(tmp_path, demo_slice, str(bad), r"lacks \[CLS\], \[SEP\], \[MASK\]")
 
 

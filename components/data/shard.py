@@ -89,7 +89,7 @@ def _instance_settings(settings: DataSettings, vocab: _Vocab, split: str) -> Ins
     return InstanceSettings(settings.max_seq_length, settings.short_seq_prob, settings.dupe_factor, MaskingConfig.for_vocab(vocab.tokens, asdict(settings)), dynamic)
 
 
-def make_shard(descriptor: dict, vocab: _Vocab, output_uri: str, settings: DataSettings) -> dict:
+def _make_shard(descriptor: dict, vocab: _Vocab, output_uri: str, settings: DataSettings) -> dict:
     """Make one planned shard's instances and write them; returns its record. One finished with the same settings, vocab and text is kept."""
     expected = fingerprint(settings, vocab.info["sha256"])
     name = shard_name(descriptor["split"], descriptor["index"])
@@ -141,4 +141,4 @@ def create_pretraining_shard(output_uri: str, shard: str) -> dict | None:
     vocab = _Vocab(tokens=load_vocab_tokens(plan["vocab_uri"]), info=load_vocab_info(plan["vocab_uri"]))
     if vocab.info["sha256"] != plan["vocab"]["sha256"]:
         raise BertpipeError(f"the vocab at {plan['vocab_uri']} changed after {output_uri} was planned; plan the data again")
-    return make_shard(descriptor, vocab, output_uri, from_mapping(DataSettings, plan["settings"]))
+    return _make_shard(descriptor, vocab, output_uri, from_mapping(DataSettings, plan["settings"]))
