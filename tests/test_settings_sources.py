@@ -9,6 +9,8 @@ import pytest
 from components.core import settings as settings_core
 from components.core.recipe import PHASES
 from components.data.settings import DataSettings
+from components.evaluation.evaluate import EvaluationSettings
+from components.registry.promotion import PromotionSettings
 from components.vocab.export import VocabSettings
 from pipelines import kfp_components
 from pipelines.bert_pretraining import bert_pretraining, pretraining_data
@@ -18,6 +20,12 @@ from pipelines.cli import build_parser
 COMPONENT_SETTINGS = [
     (kfp_components.export_vocab, VocabSettings),
     (kfp_components.plan_pretraining_data, DataSettings),
+    (kfp_components.evaluate, EvaluationSettings),
+    (kfp_components.register_model, PromotionSettings),
+]
+# (pipeline, settings dataclass): the pipeline's parameters of that step.
+PIPELINE_SETTINGS = [
+    (bert_pretraining, PromotionSettings),
     (pretraining_data, DataSettings),
 ]
 
@@ -39,7 +47,12 @@ def signature_mismatches(function, settings_cls) -> list[str]:
 
 @pytest.mark.parametrize("component,settings_cls", COMPONENT_SETTINGS, ids=lambda v: getattr(v, "__name__", getattr(v, "name", "")))
 def test_component_signature_matches_its_settings(component, settings_cls):
-    assert signature_mismatches(getattr(component, "python_func", None) or component.pipeline_func, settings_cls) == []
+    assert signature_mismatches(component.python_func, settings_cls) == []
+
+
+@pytest.mark.parametrize("pipeline,settings_cls", PIPELINE_SETTINGS, ids=lambda v: getattr(v, "__name__", getattr(v, "name", "")))
+def test_pipeline_signature_matches_its_settings(pipeline, settings_cls):
+    assert signature_mismatches(pipeline.pipeline_func, settings_cls) == []
 
 
 def test_the_check_catches_a_drifted_signature():
@@ -68,7 +81,8 @@ def test_the_pipeline_takes_every_data_setting():
     assert (DataSettings().max_seq_length, DataSettings().max_predictions_per_seq) == (PHASES[0].max_seq_length, PHASES[0].max_predictions_per_seq)
 
 
-@pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings), ("create-pretraining-data", DataSettings)])
+@pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings), ("create-pretraining-data", DataSettings),
+                                                  ("evaluate", EvaluationSettings), ("register", PromotionSettings)])
 def test_cli_flags_come_from_the_settings(command, settings_cls):
     parser = build_parser()
     step = parser._subparsers._group_actions[0].choices[command]
