@@ -82,21 +82,6 @@ def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline-run-id", default="", help="nest this step's MLflow run under the pipeline run with this id (set by the pipeline)")
 
 
-def call_with_args(function: Callable, args: argparse.Namespace, **extra):
-    names = [name for name in inspect.signature(function).parameters if name != "tracking"]
-    return function(**{name: getattr(args, name) for name in names}, **extra)
-
-
-def step_command(function: Callable) -> Callable[[argparse.Namespace], None]:
-    """Run a step function from parsed flags, logging to MLflow, and print its result as JSON."""
-
-    def command(args: argparse.Namespace) -> None:
-        result = call_with_args(function, args, tracking=Tracking(args.tracking_uri, args.experiment, args.pipeline_run_id))
-        print(mask(json.dumps(result, indent=2, sort_keys=True, default=str)))
-
-    return command
-
-
 def add_step_command(commands, name: str, summary: str, settings_cls, inputs: dict[str, tuple[str, str | None]], run: Callable,
                      after: Callable[[dict], None] | None = None) -> argparse.ArgumentParser:
     """`bertpipe <name>`: flags for the step's inputs/outputs (name -> (help, default; None = required)),
@@ -107,7 +92,7 @@ def add_step_command(commands, name: str, summary: str, settings_cls, inputs: di
 
     step = commands.add_parser(name, help=summary, description=summary)
     for input_name, (text, default) in inputs.items():
-        step.add_argument(_flag(input_name), required=default is None, default=default, help=text)
+        step.add_argument(_flag(input_name), required=default is None, default=default, type=type(default) if default is not None else str, help=text)
     add_settings_flags(step, settings_cls)
     add_tracking_flags(step)
 
@@ -275,7 +260,8 @@ def add_allow_local_storage(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from components.data.create import create_pretraining_data
+    from components.data.local import create_pretraining_data
+    from components.data.settings import DataSettings
     from components.evaluation.evaluate import EvaluationSettings, evaluate
     from components.registry.promotion import PromotionSettings
     from components.registry.step import register_and_promote
@@ -356,13 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                      tracking=tracking if args.tracking_uri else None),
     )
     add_settings_flags(train, LaunchSettings)
-    for name, function, summary in (
-        ("create-pretraining-data", create_pretraining_data, "corpus -> masked-LM/NSP instances as Parquet shards (Google's algorithm)"),
-    ):
-        step = commands.add_parser(name, help=summary, description=(inspect.getdoc(function) or summary).split("\n\n")[0])
-        add_signature_flags(step, function)
-        add_tracking_flags(step)
-        step.set_defaults(handler=step_command(function))
+    add_step_command(
+        commands, "create-pretraining-data", "corpus -> masked-LM/NSP instances as Parquet shards (Google's algorithm)", DataSettings,
+        {"corpus": (help_for("corpus"), None), "vocab_uri": (help_for("vocab_uri"), None), "output_uri": (help_for("output_uri"), None),
+         "num_workers": (help_for("num_workers") + " (default: %(default)s)", 1)},
+        lambda args, settings, tracking: create_pretraining_data(args.corpus, args.vocab_uri, args.output_uri, settings=settings,
+                                                                 num_workers=args.num_workers, tracking=tracking),
+    )
     data_uris = {"data_uris": (help_for("data_uris"), None)}
     add_step_command(
         commands, "evaluate", "MLM and NSP metrics of a model, and of the registered model's champion, on the same held-out instances", EvaluationSettings,

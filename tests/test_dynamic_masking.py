@@ -10,7 +10,8 @@ from components.training.stream import TrainingStream
 from components.core.corpus import demo_corpus_path
 from components.training.dynamic_masking import DynamicMasking
 from components.core.masking import MaskingConfig
-from components.data.create import create_pretraining_data
+from components.data.local import create_pretraining_data
+from components.data.settings import DataSettings
 from components.training.phase import train_phase
 from components.training.settings import TrainingSettings
 from components.vocab.export import VocabSettings, export_vocab
@@ -26,8 +27,8 @@ def dynamic_data(tmp_path_factory):
     corpus = root / "slice.txt"
     corpus.write_text("\n\n".join(text.split("\n\n")[:80]) + "\n", encoding="utf-8")
     data = str(root / "data")
-    manifest = create_pretraining_data(str(corpus), vocab, data, max_seq_length=64, max_predictions_per_seq=10,
-                                       dynamic_masking=True, dev_fraction=0.1, test_fraction=0.1, seed=5)
+    manifest = create_pretraining_data(str(corpus), vocab, data, settings=DataSettings(
+        max_seq_length=64, max_predictions_per_seq=10, dynamic_masking=True, dev_fraction=0.1, test_fraction=0.1, seed=5))
     return vocab, data, manifest
 
 

@@ -60,8 +60,10 @@ def test_data_fans_out_one_task_per_shard(spec):
     assert loop["iteratorPolicy"] == {"parallelismLimit": 16}
     shard_tasks, _ = named(spec["components"][loop["componentRef"]["name"]]["dag"])
     assert list(shard_tasks) == ["create-shard"]
-    records = inner["merge-manifest"]["inputs"]["parameters"]["records"]["taskOutputParameter"]
-    assert names[records["producerTask"]] == "for-loop-1"
+    # The merge waits for the whole loop and reads the shard records from the data folder: no fan-in of outputs.
+    merge = inner["merge-manifest"]
+    assert [names[key] for key in merge["dependentTasks"]] == ["for-loop-1"]
+    assert sorted(merge["inputs"]["parameters"]) == ["artifact_root", "experiment", "max_seq_length", "pipeline_run_id", "tracking_uri"]
 
 
 def test_sequence_lengths_are_fixed_per_task(spec):

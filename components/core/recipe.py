@@ -1,7 +1,7 @@
-"""Google's two-phase recipe, in one place: most steps at 128 tokens, a short second phase at 512.
+"""Google's two-phase recipe: most steps at 128 tokens, then a short phase at 512 (phase 2 starts from phase 1's weights).
 
-Phase 2 starts from phase 1's weights with a fresh optimizer and schedule; each length has
-its own pretraining data (max_predictions_per_seq 20 at 128, 80 at 512).
+The data step makes one data folder per phase, with masks capped at `max_predictions_per_seq`
+(about masked_lm_prob x max_seq_length); the training step trains the phases in order.
 """
 
 from __future__ import annotations
