@@ -18,6 +18,8 @@ from components.core import storage
 from components.core.baselines import baseline_key
 from components.core.corpus import iter_documents
 from components.core.errors import BertpipeError
+from components.core.redact import mask
+from components.core.scoring import EVALUATION_METRICS_FILE
 
 
 # Overrides of the pipeline's cluster-sized defaults that make a local run take minutes.
@@ -76,6 +78,7 @@ def run_pipeline_locally(arguments: dict, kfp_root: str, *, verbose: bool = Fals
         Path(arguments["artifact_root"]).mkdir(parents=True, exist_ok=True)
     # Let steps find their dependencies in this interpreter's environment, as in the image.
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=kfp_root, raise_on_error=False)
+<<<<<<< HEAD
     stream = stream or sys.stdout
     stream.write(f"running bert-pretraining locally (artifacts: {arguments['artifact_root']}, MLflow: {arguments['tracking_uri']})\n")
     live = LiveRun(Path(kfp_root, "logs", f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"), stream, verbose)
@@ -92,6 +95,16 @@ def run_pipeline_locally(arguments: dict, kfp_root: str, *, verbose: bool = Fals
     outputs = dict(task.outputs)
     outputs["logs"] = str(live.log_folder)
     outputs["metrics"] = json.loads(outputs.pop("evaluation_json"))["challenger"]
+=======
+    log.info("running pipeline bert-pretraining locally (artifacts: %s, MLflow: %s)", arguments["artifact_root"], arguments["tracking_uri"])
+    task = bert_pretraining(**arguments)
+    if task.outputs is None or not task.outputs.get("registration"):
+        raise BertpipeError("the pipeline failed: see the failing step's log above")
+    outputs = dict(task.outputs)
+    outputs["registration"] = registration = json.loads(outputs["registration"])
+    outputs["model_version"] = f"{registration['name']}/{registration['version']}"
+    outputs["metrics"] = storage.read_json(storage.join(outputs["evaluation_uri"], EVALUATION_METRICS_FILE))["metrics"]
+>>>>>>> main
     return outputs
 
 
@@ -120,6 +133,7 @@ def promotion_text(name: str, version: str, tracking_uri: str) -> str:
 
 def summary_lines(outputs: dict, arguments: dict) -> list[str]:
     """What the user wants to see when the run ends: metrics, where things are, the model version."""
+<<<<<<< HEAD
     lines = ["", "bert-pretraining finished", "", "evaluation (held-out test split; trivial: the most frequent masked token, the majority NSP class):"]
     lines += [metric_line(outputs["metrics"], length) for length in (128, 512)]
     name, version = outputs["model_version"].rsplit("/", 1)
@@ -133,6 +147,22 @@ def summary_lines(outputs: dict, arguments: dict) -> list[str]:
         f"MLflow:            {arguments['tracking_uri']} (experiment {arguments['experiment']})",
         f"registered model:  {name} version {version} (models:/{name}/{version}): {promotion_text(name, version, arguments['tracking_uri'])}",
         f"try it:            bertpipe fill-mask 'the [MASK] of denmark' --model models:/{name}/{version} --tracking-uri {arguments['tracking_uri']}",
+=======
+    lines = ["", "bert-pretraining finished", "", "evaluation (held-out test split):"]
+    for length in (128, 512):
+        picked = {k: v for k, v in sorted(outputs["metrics"].items()) if k.endswith(f"_{length}")}
+        lines.append(f"  {length}: " + ", ".join(f"{k.removesuffix(f'_{length}')}={v:.4g}" for k, v in picked.items()))
+    registration = outputs["registration"]
+    name, version, promotion = registration["name"], registration["version"], registration["promotion"]
+    lines += [
+        "",
+        f"model folder:      {outputs['model_uri']}",
+        f"run report:        {registration['report_uri']}",
+        f"artifacts:         {arguments['artifact_root']}",
+        f"MLflow:            {mask(arguments['tracking_uri'])} (experiment {arguments['experiment']})",
+        f"registered model:  {name} version {version} (models:/{name}/{version})",
+        f"promotion:         {promotion['decision']}{' (dry run)' if promotion.get('dry_run') else ''}: {'; '.join(promotion['reasons'])}",
+>>>>>>> main
     ]
     if arguments["tracking_uri"].startswith("sqlite"):
         lines.append(f"browse it with:    mlflow ui --backend-store-uri {arguments['tracking_uri']}")
