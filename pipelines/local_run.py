@@ -78,9 +78,8 @@ def run_pipeline_locally(arguments: dict, kfp_root: str, *, verbose: bool = Fals
         Path(arguments["artifact_root"]).mkdir(parents=True, exist_ok=True)
     # Let steps find their dependencies in this interpreter's environment, as in the image.
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=kfp_root, raise_on_error=False)
-<<<<<<< HEAD
     stream = stream or sys.stdout
-    stream.write(f"running bert-pretraining locally (artifacts: {arguments['artifact_root']}, MLflow: {arguments['tracking_uri']})\n")
+    stream.write(f"running bert-pretraining locally (artifacts: {arguments['artifact_root']}, MLflow: {mask(arguments['tracking_uri'])})\n")
     live = LiveRun(Path(kfp_root, "logs", f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"), stream, verbose)
     with live.capture():
         task = bert_pretraining(**arguments)
@@ -90,21 +89,13 @@ def run_pipeline_locally(arguments: dict, kfp_root: str, *, verbose: bool = Fals
     if failed:
         stream.write("\n".join(live.failure_lines(failed)) + "\n")
         raise BertpipeError(f"the pipeline failed in {failed.name}: {failed.summary} (full log: {failed.log_path})")
-    if task.outputs is None or not task.outputs.get("model_version"):
+    if task.outputs is None or not task.outputs.get("registration"):
         raise BertpipeError(f"the pipeline failed: see {live.log_folder / 'pipeline.log'}")
     outputs = dict(task.outputs)
     outputs["logs"] = str(live.log_folder)
-    outputs["metrics"] = json.loads(outputs.pop("evaluation_json"))["challenger"]
-=======
-    log.info("running pipeline bert-pretraining locally (artifacts: %s, MLflow: %s)", arguments["artifact_root"], arguments["tracking_uri"])
-    task = bert_pretraining(**arguments)
-    if task.outputs is None or not task.outputs.get("registration"):
-        raise BertpipeError("the pipeline failed: see the failing step's log above")
-    outputs = dict(task.outputs)
     outputs["registration"] = registration = json.loads(outputs["registration"])
     outputs["model_version"] = f"{registration['name']}/{registration['version']}"
     outputs["metrics"] = storage.read_json(storage.join(outputs["evaluation_uri"], EVALUATION_METRICS_FILE))["metrics"]
->>>>>>> main
     return outputs
 
 
@@ -121,48 +112,22 @@ def metric_line(metrics: dict, length: int) -> str:
     return f"  {length}: " + ", ".join(cell for cell in cells if cell)
 
 
-def promotion_text(name: str, version: str, tracking_uri: str) -> str:
-    """The registry's decision on the new version and its reasons, as the register step tagged them."""
-    import mlflow
-
-    from components.registry.promotion import DECISION_TAG, REASONS_TAG
-
-    tags = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri).get_model_version(name, version).tags
-    return f"{tags.get(DECISION_TAG, 'not decided')} ({tags.get(REASONS_TAG, 'no reasons recorded')})"
-
-
 def summary_lines(outputs: dict, arguments: dict) -> list[str]:
     """What the user wants to see when the run ends: metrics, where things are, the model version."""
-<<<<<<< HEAD
     lines = ["", "bert-pretraining finished", "", "evaluation (held-out test split; trivial: the most frequent masked token, the majority NSP class):"]
     lines += [metric_line(outputs["metrics"], length) for length in (128, 512)]
-    name, version = outputs["model_version"].rsplit("/", 1)
-    run_folder = outputs["model_uri"].rsplit("/phase-512/", 1)[0]
-    lines += [
-        "",
-        f"model folder:      {outputs['model_uri']}",
-        f"run report:        {run_folder}/report.md",
-        f"task logs:         {outputs['logs']}",
-        f"artifacts:         {arguments['artifact_root']}",
-        f"MLflow:            {arguments['tracking_uri']} (experiment {arguments['experiment']})",
-        f"registered model:  {name} version {version} (models:/{name}/{version}): {promotion_text(name, version, arguments['tracking_uri'])}",
-        f"try it:            bertpipe fill-mask 'the [MASK] of denmark' --model models:/{name}/{version} --tracking-uri {arguments['tracking_uri']}",
-=======
-    lines = ["", "bert-pretraining finished", "", "evaluation (held-out test split):"]
-    for length in (128, 512):
-        picked = {k: v for k, v in sorted(outputs["metrics"].items()) if k.endswith(f"_{length}")}
-        lines.append(f"  {length}: " + ", ".join(f"{k.removesuffix(f'_{length}')}={v:.4g}" for k, v in picked.items()))
     registration = outputs["registration"]
     name, version, promotion = registration["name"], registration["version"], registration["promotion"]
     lines += [
         "",
         f"model folder:      {outputs['model_uri']}",
         f"run report:        {registration['report_uri']}",
+        f"task logs:         {outputs['logs']}",
         f"artifacts:         {arguments['artifact_root']}",
         f"MLflow:            {mask(arguments['tracking_uri'])} (experiment {arguments['experiment']})",
         f"registered model:  {name} version {version} (models:/{name}/{version})",
         f"promotion:         {promotion['decision']}{' (dry run)' if promotion.get('dry_run') else ''}: {'; '.join(promotion['reasons'])}",
->>>>>>> main
+        f"try it:            bertpipe fill-mask 'the [MASK] of denmark' --model models:/{name}/{version} --tracking-uri {mask(arguments['tracking_uri'])}",
     ]
     if arguments["tracking_uri"].startswith("sqlite"):
         lines.append(f"browse it with:    mlflow ui --backend-store-uri {arguments['tracking_uri']}")

@@ -2,7 +2,6 @@
 
 from collections import Counter
 
-import pytest
 
 from components.core.baselines import baseline_key, trivial_baselines
 from components.core.instances import load_split, read_manifest

@@ -10,7 +10,6 @@ previous one wrote (known URIs, since pipeline_run_id is a parameter).
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import kfp.local
 import mlflow
@@ -24,13 +23,8 @@ from pipelines.bert_pretraining import pretraining_data
 RUN_ID = "component-test"
 # 0.5 MB shards: the demo corpus's train split fans out over several shard tasks.
 TINY_DATA = dict(masked_lm_prob=0.15, short_seq_prob=0.1, dupe_factor=1, do_whole_word_mask=True, dev_fraction=0.05, test_fraction=0.05, seed=7, shard_size_mb=0.5)
-<<<<<<< HEAD
-TINY_TRAIN = dict(model_size="tiny", batch_size=8, learning_rate=1e-3, warmup_steps=2, save_steps=3, seed=3, processes=1, num_nodes=1, trainjob_template="")
-PROMOTION = dict(promotion_metric="mlm_accuracy_512", promotion_margin=0.0, nsp_tolerance=0.01, promotion_floor=0.0, promotion_over_baseline=False, promotion_dry_run=False)
-=======
 TINY_TRAIN = dict(model_size="tiny", per_device_train_batch_size=8, learning_rate=1e-3, warmup_steps=2, save_steps=3, seed=3)
-PROMOTION = dict(promotion_metric="mlm_accuracy_512", promotion_margin=0.0, nsp_tolerance=0.01, promotion_floor=0.0, promotion_dry_run=False)
->>>>>>> main
+PROMOTION = dict(promotion_metric="mlm_accuracy_512", promotion_margin=0.0, nsp_tolerance=0.01, promotion_floor=0.0, promotion_over_baseline=False, promotion_dry_run=False)
 
 
 def run_alone(component, artifacts: dict | None = None, **parameters) -> None:

@@ -8,7 +8,6 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
 
 from pipelines.live_format import cause_of, describe_task, duration, key_output, progress_text
 from pipelines.live_view import PlainView, Task, TaskLogs, TerminalView

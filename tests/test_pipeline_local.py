@@ -95,8 +95,8 @@ def test_mlflow_holds_the_run_params_metrics_and_model(two_runs):
 def test_registered_version_fills_a_mask(two_runs):
     arguments, first, _, _ = two_runs
     mlflow.set_tracking_uri(arguments["tracking_uri"])
-    fill_mask = mlflow.transformers.load_model(f"models:/{first['model_version']}")
-    predictions = fill_mask("the king [MASK] the queen .")
+    pipeline = mlflow.transformers.load_model(f"models:/{first['model_version']}")
+    predictions = pipeline("the king [MASK] the queen .")
     assert len(predictions) == 5
     assert all(isinstance(p["token_str"], str) and 0.0 <= p["score"] <= 1.0 for p in predictions)
     assert json.dumps(predictions)  # plain data, servable as JSON

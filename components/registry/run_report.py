@@ -5,12 +5,8 @@ from __future__ import annotations
 import logging
 
 from components.core import storage
-<<<<<<< HEAD
 from components.core.baselines import baseline_key
-from components.core.tracking import Tracking, step_run
-=======
-from components.core.scoring import EVALUATION_REPORT_FILE
->>>>>>> main
+from components.core.scoring import EVALUATION_METRICS_FILE, EVALUATION_REPORT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -33,30 +29,27 @@ def _cell(metrics: dict, name: str) -> str:
     return f"{text} (trivial {trivial:.4f})" if trivial is not None else text
 
 
-def summary_section(run_uri: str, challenger: dict, registered: dict) -> list[str]:
+def summary_section(metrics: dict, registered: dict, phases: list[dict]) -> list[str]:
     """The table a reader wants first: data, model, both phases, test metrics beside trivial baselines, the decision."""
-    manifests = {length: _read_json(storage.join(run_uri, f"data-{length}", "manifest.json")) for length in LENGTHS}
-    phases = {length: _read_json(storage.join(run_uri, f"phase-{length}", "training_summary.json")) for length in LENGTHS}
-    first = manifests[LENGTHS[0]]
-    splits = first.get("splits", {})
+    manifests = [_read_json(storage.join(phase.get("settings", {}).get("data_uri", ""), "manifest.json")) if phase.get("settings", {}).get("data_uri") else {}
+                 for phase in phases]
+    first = manifests[0] if manifests else {}
     data = f"corpus `{first.get('corpus', '?')}`, {first.get('vocab_size', '?')}-token vocab; " + ", ".join(
-        f"{length}: " + " / ".join(f"{manifests[length].get('splits', {}).get(split, {}).get('num_instances', 0):,}" for split in ("train", "dev", "test"))
-        for length in LENGTHS) + " train / dev / test instances"
-    if splits:
-        data += f" ({splits.get('test', {}).get('num_documents', 0):,} held-out test documents)"
-    last = phases[LENGTHS[-1]]
+        f"{phase.get('max_seq_length')}: " + " / ".join(f"{manifest.get('splits', {}).get(split, {}).get('num_instances', 0):,}" for split in ("train", "dev", "test"))
+        for phase, manifest in zip(phases, manifests)) + " train / dev / test instances"
+    last = phases[-1] if phases else {}
     shape = last.get("model_shape", {})
     model = (f"`{last.get('settings', {}).get('model_size') or '?'}`: {shape.get('num_hidden_layers', '?')} layers, hidden {shape.get('hidden_size', '?')}, "
              f"{last.get('num_parameters', 0) / 1e6:.2f}M parameters")
     promotion = registered["promotion"]
     rows = [("data", data), ("model", model)]
-    for length, phase in phases.items():
+    for phase in phases:
         loss = phase.get("final_loss")
-        rows.append((f"phase {length}", f"{phase.get('steps', '?')} steps, batch {phase.get('global_batch_size', '?')}, {phase.get('train_seconds', 0):.0f} s"
+        rows.append((f"phase {phase.get('max_seq_length')}", f"{phase.get('steps', '?')} steps, batch {phase.get('global_batch_size', '?')}, {phase.get('train_seconds', 0):.0f} s"
                      + (f", final loss {loss:.3f}" if loss is not None else "")))
     for length in LENGTHS:
-        rows.append((f"test at {length}", ", ".join(f"{name} {_cell(challenger, f'{name}_{length}')}" for name in HEADLINE_METRICS)))
-    rows.append(("promotion", f"**{promotion['decision']}** {registered['model_uri']}: " + "; ".join(promotion["reasons"])))
+        rows.append((f"test at {length}", ", ".join(f"{name} {_cell(metrics, f'{name}_{length}')}" for name in HEADLINE_METRICS)))
+    rows.append(("promotion", f"**{promotion['decision']}**: " + "; ".join(promotion["reasons"])))
     return ["| | |", "|---|---|", *(f"| {label} | {text} |" for label, text in rows), "",
             "Trivial baselines: always guessing the test split's most frequent masked token, and its majority NSP class.", ""]
 
@@ -80,30 +73,6 @@ def promotion_section(registered: dict) -> list[str]:
     return lines + [""]
 
 
-<<<<<<< HEAD
-def write_run_report(run_uri: str, evaluation_uri: str, challenger: dict, champion_version: str | None, champion: dict | None, registered: dict,
-                     tracking: Tracking | None = None) -> str:
-    """Write `{run_uri}/report.md` and return its text; images are linked relative to the run folder.
-
-    With `tracking`, the report and its loss curves also go to MLflow, in a "report" run under the pipeline's run.
-    """
-    evaluation = storage.read_text(storage.join(evaluation_uri, REPORT_FILE)).splitlines()
-    curves = ["## Loss curves", ""] + [f"![phase {length}](phase-{length}/plots/loss_curve.png)" for length in (128, 512)] + [""]
-    text = "\n".join(["# bert-pretraining run", ""] + summary_section(run_uri, challenger, registered) + promotion_section(registered) + comparison_section(challenger, champion_version, champion)
-                     + curves + evaluation[1:]) + "\n"
-    storage.write_text(storage.join(run_uri, REPORT_FILE), text)
-    if tracking:
-        import mlflow
-
-        with step_run(tracking, "report", strict_close=False):
-            mlflow.log_text(text, REPORT_FILE)
-            for length in LENGTHS:
-                curve = storage.join(run_uri, f"phase-{length}", "plots")
-                if storage.exists(storage.join(curve, "loss_curve.png")):
-                    with storage.local_dir(curve) as folder:
-                        mlflow.log_artifact(str(folder / "loss_curve.png"), f"phase-{length}/plots")
-    log.info("run report written to %s", storage.join(run_uri, REPORT_FILE))
-=======
 def _link(report_uri: str, target: str) -> str:
     """target relative to the report's folder when it lies below it (so the report reads anywhere it is copied), else as is."""
     folder = report_uri.rsplit("/", 1)[0] + "/"
@@ -115,8 +84,9 @@ def write_run_report(report_uri: str, evaluation_uri: str, registered: dict, pha
     evaluation = storage.read_text(storage.join(evaluation_uri, EVALUATION_REPORT_FILE)).splitlines()
     curves = ["## Loss curves", ""]
     curves += [f"![phase {phase['max_seq_length']}]({_link(report_uri, storage.join(phase['output_uri'], 'plots', 'loss_curve.png'))})" for phase in phases]
-    text = "\n".join(["# bert-pretraining run", ""] + promotion_section(registered) + curves + [""] + evaluation[1:]) + "\n"
+    metrics = _read_json(storage.join(evaluation_uri, EVALUATION_METRICS_FILE)).get("metrics", {})
+    text = "\n".join(["# bert-pretraining run", ""] + summary_section(metrics, registered, phases) + promotion_section(registered)
+                     + curves + [""] + evaluation[1:]) + "\n"
     storage.write_text(report_uri, text)
     log.info("run report written to %s", report_uri)
->>>>>>> main
     return text
