@@ -28,6 +28,7 @@ examples:
   bertpipe submit --host http://localhost:8080 --package bert-pretraining.yaml --run-name try-1 --param artifact_root=s3://bucket/bert
   bertpipe schedule --host http://localhost:8080 --package bert-pretraining.yaml --name weekly --cron '0 0 3 * * 0'
   bertpipe promote bert-pretraining 3 --reason "better on the new eval set"
+  bertpipe history bert-pretraining
   bertpipe export-vocab --source ./my-bert --output-uri ./vocab
   bertpipe create-pretraining-data --corpus 'books/*.txt.gz' --vocab-uri ./vocab --output-uri ./data-128
 """
@@ -190,6 +191,13 @@ def command_rollback(args: argparse.Namespace) -> None:
     print(json.dumps(rollback(args.name, tracking_uri=args.tracking_uri, alias=args.alias, reason=args.reason, actor=args.actor), indent=2))
 
 
+def command_history(args: argparse.Namespace) -> None:
+    from components.registry.history import history, render_table
+
+    events = history(args.name, tracking_uri=args.tracking_uri, alias=args.alias)
+    print(json.dumps(events, indent=2) if args.json else render_table(events))
+
+
 def command_stack(args: argparse.Namespace) -> None:
     from pipelines.stack import stack_command
 
@@ -265,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
         parser_.add_argument("--actor", default=None, help="who: recorded in tags (default: $USER)")
         parser_.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=help_for("tracking_uri") + " (default: %(default)s)")
         parser_.set_defaults(handler=handler)
+
+    history = commands.add_parser("history", help="every alias move of a registered model: when, from which version to which, by whom, why")
+    history.add_argument("name", help="registered model name")
+    history.add_argument("--alias", default=None, help="only this alias's moves (default: all)")
+    history.add_argument("--json", action="store_true", help="print the events as JSON instead of a table")
+    history.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=help_for("tracking_uri") + " (default: %(default)s)")
+    history.set_defaults(handler=command_history)
 
     stack = commands.add_parser("stack", help="start/stop a local SeaweedFS (S3) + MLflow server pair for trying the S3 path",
                                 description='Local S3 (SeaweedFS) and MLflow servers on free loopback ports. `eval "$(bertpipe stack up)"` exports their environment.')

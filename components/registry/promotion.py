@@ -30,6 +30,7 @@ from typing import Mapping
 
 from components.core.errors import BertpipeError
 from components.registry.register import METRIC_TAG_PREFIX, register_model
+from components.registry.history import record_move
 from components.registry.lock import alias_lock
 from components.core.tracking import Tracking, mlflow_errors
 
@@ -143,8 +144,9 @@ def _set_tags(client, name: str, version: str, tags: dict[str, str]) -> None:
         client.set_model_version_tag(name, version, key, str(value)[:MAX_TAG_VALUE])
 
 
-def _move_alias(client, name: str, alias: str, version: str, *, expected: str | None, actor: str, reason: str) -> tuple[bool, str | None, str]:
-    """Point alias at version if it still points at `expected`; returns (moved, alias now, why not)."""
+def _move_alias(client, name: str, alias: str, version: str, *, expected: str | None, actor: str, reason: str, action: str,
+                pipeline_run: str = "") -> tuple[bool, str | None, str]:
+    """Point alias at version if it still points at `expected`, and record the move in the history; returns (moved, alias now, why not)."""
     with alias_lock(client, name, actor=actor):
         current = alias_version(client, name, alias)
         if current != expected:
@@ -159,6 +161,7 @@ def _move_alias(client, name: str, alias: str, version: str, *, expected: str | 
             f"bertpipe.{alias}.promoted_by": actor,
             f"bertpipe.{alias}.reason": reason,
         })
+        record_move(client, name, alias=alias, previous=expected, version=version, action=action, actor=actor, reason=reason, pipeline_run=pipeline_run)
     log.info("%s of %s: %s -> %s (%s, by %s)", alias, name, expected or "none", version, reason, actor)
     return True, version, ""
 
@@ -174,6 +177,7 @@ def promote_if_better(
     policy: PromotionPolicy = PromotionPolicy(),
     dry_run: bool = False,
     actor: str | None = None,
+    pipeline_run: str = "",
 ) -> dict:
     """Make `version` the challenger and decide whether it becomes champion; apply that unless dry_run.
 
@@ -213,9 +217,15 @@ def promote_if_better(
             log.info("dry run: %s version %s would be %s: %s", name, version, result["decision"], "; ".join(reasons))
             return result
 
-        client.set_registered_model_alias(name, CHALLENGER, version)
+        with alias_lock(client, name, actor=actor):
+            before = alias_version(client, name, CHALLENGER)
+            client.set_registered_model_alias(name, CHALLENGER, version)
+            if before != version:
+                record_move(client, name, alias=CHALLENGER, previous=before, version=version, action="challenged", actor=actor,
+                            reason=f"newly evaluated against champion {current or 'none'}", pipeline_run=pipeline_run)
         if decision.promote:
-            moved, now, why_not = _move_alias(client, name, CHAMPION, version, expected=current, actor=actor, reason="; ".join(reasons))
+            moved, now, why_not = _move_alias(client, name, CHAMPION, version, expected=current, actor=actor, reason="; ".join(reasons),
+                                              action="promoted", pipeline_run=pipeline_run)
             if not moved:
                 result.update(decision="conflict", promoted=False, champion_after=now, reasons=[*reasons, why_not])
         _set_tags(client, name, version, {
@@ -241,7 +251,7 @@ def promote(registered_model_name: str, version: str, *, tracking_uri: str, alia
         previous = alias_version(client, name, alias)
         if previous == version:
             return {"name": name, "alias": alias, "version": version, "previous": previous}
-        moved, now, why_not = _move_alias(client, name, alias, version, expected=previous, actor=actor, reason=reason)
+        moved, now, why_not = _move_alias(client, name, alias, version, expected=previous, actor=actor, reason=reason, action="promote")
     if not moved:
         raise BertpipeError(f"{name}: {why_not}; check `{alias}` and retry")
     return {"name": name, "alias": alias, "version": version, "previous": previous}
@@ -272,6 +282,7 @@ def rollback(registered_model_name: str, *, tracking_uri: str, alias: str = CHAM
                                               f"bertpipe.{alias}.rollback_reason": reason, f"bertpipe.{alias}.rolled_back_to": previous})
             _set_tags(client, name, previous, {f"bertpipe.{alias}.restored_at": at, f"bertpipe.{alias}.restored_by": actor,
                                                f"bertpipe.{alias}.restore_reason": reason, f"bertpipe.{alias}.restored_from": current})
+            record_move(client, name, alias=alias, previous=current, version=previous, action="rollback", actor=actor, reason=reason, at=at)
     log.info("%s of %s rolled back from %s to %s (%s, by %s)", alias, name, current, previous, reason, actor)
     return {"name": name, "alias": alias, "version": previous, "rolled_back": current}
 
@@ -300,5 +311,6 @@ def register_and_promote(
     decision = promote_if_better(
         registered_model_name, registered["version"], tracking_uri=tracking.tracking_uri, challenger_metrics=metrics,
         champion_version=champion_version, champion_metrics=champion_metrics, policy=policy, dry_run=dry_run, actor=actor,
+        pipeline_run=tracking.pipeline_run_id or "",
     )
     return {**registered, "promotion": decision}
