@@ -221,6 +221,7 @@ def add_submission_arguments(parser: argparse.ArgumentParser, package_required: 
 
 def build_parser() -> argparse.ArgumentParser:
     from components.evaluation.evaluate import evaluate
+    from components.evaluation.probe import ProbeSettings, probe
     from components.data.create import create_pretraining_data
     from components.registry.register import register_model
     from components.training.phase import train_phase
@@ -291,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "export-vocab", "write vocab.txt + tokenizer files from a tokenizer, or train a WordPiece vocab on the corpus", VocabSettings,
         {"output_uri": (help_for("output_uri"), None), "source": (help_for("source"), ""), "corpus": (help_for("corpus"), "")},
         lambda args, settings, tracking: export_vocab(args.output_uri, source=args.source, corpus=args.corpus, settings=settings, tracking=tracking),
+    )
+    add_step_command(
+        commands, "probe", "train a small classifier on the model's frozen sentence representation (and the champion's): accuracy, macro-F1", ProbeSettings,
+        {"model_uri": ("the model: a folder, s3:// URI or models:/NAME@ALIAS", None), "dataset": ("labeled CSV/JSONL/Parquet (text, label[, split]), or 'demo'", "demo"),
+         "output_uri": ("folder for probe.json", None), "registered_model_name": ("also probe this registered model's champion ('' for none)", "")},
+        lambda args, settings, tracking: probe(args.model_uri, args.dataset, args.output_uri, registered_model_name=args.registered_model_name,
+                                               settings=settings, tracking=tracking),
     )
     for name, function, summary in (
         ("create-pretraining-data", create_pretraining_data, "corpus -> masked-LM/NSP instances as Parquet shards (Google's algorithm)"),
