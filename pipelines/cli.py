@@ -15,7 +15,7 @@ from typing import Callable
 
 from components.core.console import configure_logging
 from components.core.errors import BertpipeError
-from components.core.tracking import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, Tracking
+from components.core.tracking import DEFAULT_EXPERIMENT, FALLBACK_TRACKING_URI, Tracking, default_tracking_uri
 from pipelines.parameters import help_for
 
 log = logging.getLogger("bertpipe")
@@ -68,8 +68,15 @@ def parse_json_object(text: str) -> dict:
         raise argparse.ArgumentTypeError(f"not a JSON object: {error}") from error
 
 
+TRACKING_DEFAULT_HELP = f" (default: $MLFLOW_TRACKING_URI, else {FALLBACK_TRACKING_URI})"
+
+
+def add_tracking_uri_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", default=default_tracking_uri(), help=help_for("tracking_uri") + TRACKING_DEFAULT_HELP)
+
+
 def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=help_for("tracking_uri") + " (default: %(default)s)")
+    add_tracking_uri_flag(parser)
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=help_for("experiment") + " (default: %(default)s)")
     parser.add_argument("--pipeline-run-id", default="", help="nest this step's MLflow run under the pipeline run with this id (set by the pipeline)")
 
@@ -89,9 +96,11 @@ def step_command(function: Callable) -> Callable[[argparse.Namespace], None]:
     return command
 
 
-def add_step_command(commands, name: str, summary: str, settings_cls, inputs: dict[str, tuple[str, str | None]], run: Callable) -> None:
+def add_step_command(commands, name: str, summary: str, settings_cls, inputs: dict[str, tuple[str, str | None]], run: Callable,
+                     after: Callable[[dict], None] | None = None) -> None:
     """`bertpipe <name>`: flags for the step's inputs/outputs (name -> (help, default; None = required)),
-    flags generated from its settings dataclass, and the tracking flags; `run(args, settings, tracking)` calls the step."""
+    flags generated from its settings dataclass, and the tracking flags; `run(args, settings, tracking)` calls the step,
+    whose result is printed as JSON; `after(result)` may then raise to exit non-zero."""
     from pipelines.cli_flags import add_settings_flags, settings_from_args
 
     step = commands.add_parser(name, help=summary, description=summary)
@@ -104,8 +113,30 @@ def add_step_command(commands, name: str, summary: str, settings_cls, inputs: di
         settings = settings_from_args(settings_cls, args, name)
         result = run(args, settings, Tracking(args.tracking_uri, args.experiment, args.pipeline_run_id))
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
+        if after:
+            after(result)
 
     step.set_defaults(handler=command)
+
+
+def json_object(text: str, flag_name: str) -> dict:
+    try:
+        value = parse_json_object(text)
+    except argparse.ArgumentTypeError as error:
+        raise BertpipeError(f"{flag_name}: {error}") from error
+    if not isinstance(value, dict):
+        raise BertpipeError(f"{flag_name}: expected a JSON object, like {{\"128\": \"./data-128\"}}")
+    return value
+
+
+def refuse_conflict(registration: dict) -> None:
+    """A promotion conflict moved nothing and needs a person: exit 2 (after the result is printed) saying what to do."""
+    promotion = registration["promotion"]
+    if promotion["decision"] == "conflict":
+        raise BertpipeError(
+            f"promotion of {registration['name']} version {registration['version']} ended in a conflict ({promotion['reasons'][-1]}); "
+            f"nothing moved: evaluate again against the new champion, or `bertpipe promote {registration['name']} {registration['version']} --reason ...`"
+        )
 
 
 def command_run(args: argparse.Namespace) -> None:
@@ -118,6 +149,7 @@ def command_run(args: argparse.Namespace) -> None:
     arguments["tracking_uri"] = absolute_location(arguments["tracking_uri"])
     outputs = run_pipeline_locally(arguments, args.kfp_root or default_kfp_root(arguments["artifact_root"]))
     print("\n".join(summary_lines(outputs, arguments)))
+    refuse_conflict(outputs["registration"])
 
 
 def command_compile(args: argparse.Namespace) -> None:
@@ -220,10 +252,11 @@ def add_submission_arguments(parser: argparse.ArgumentParser, package_required: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from components.evaluation.evaluate import evaluate
-    from components.evaluation.probe import ProbeSettings, probe
     from components.data.create import create_pretraining_data
-    from components.registry.register import register_model
+    from components.evaluation.evaluate import EvaluationSettings, evaluate
+    from components.evaluation.probe import ProbeSettings, probe
+    from components.registry.promotion import PromotionSettings
+    from components.registry.step import register_and_promote
     from components.training.phase import train_phase
     from components.vocab.export import VocabSettings, export_vocab
     from pipelines.bert_pretraining import bert_pretraining
@@ -238,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the whole pipeline locally through kfp.local (demo defaults)",
                               description="Run vocab -> data(128, 512) -> phase 128 -> phase 512 -> evaluate -> register on this machine through kfp.local. Defaults: the bundled demo corpus, a tiny model, a local artifact folder and sqlite MLflow.")
-    add_signature_flags(run, bert_pretraining.pipeline_func, overrides={"artifact_root": "bertpipe-artifacts", **DEMO_SETTINGS})
+    add_signature_flags(run, bert_pretraining.pipeline_func, overrides={"artifact_root": "bertpipe-artifacts", "tracking_uri": default_tracking_uri(), **DEMO_SETTINGS})
     run.add_argument("--kfp-root", default="", help="kfp.local's pipeline_root (default: <artifact-root>/kfp-local, or ./bertpipe-artifacts/kfp-local for s3://)")
     run.set_defaults(handler=command_run)
 
@@ -272,14 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
         parser_.add_argument("--reason", required=True, help="why: recorded in the version's tags")
         parser_.add_argument("--alias", default="champion", help="alias to move (default: %(default)s)")
         parser_.add_argument("--actor", default=None, help="who: recorded in tags (default: $USER)")
-        parser_.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=help_for("tracking_uri") + " (default: %(default)s)")
+        add_tracking_uri_flag(parser_)
         parser_.set_defaults(handler=handler)
 
     history = commands.add_parser("history", help="every alias move of a registered model: when, from which version to which, by whom, why")
     history.add_argument("name", help="registered model name")
     history.add_argument("--alias", default=None, help="only this alias's moves (default: all)")
     history.add_argument("--json", action="store_true", help="print the events as JSON instead of a table")
-    history.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=help_for("tracking_uri") + " (default: %(default)s)")
+    add_tracking_uri_flag(history)
     history.set_defaults(handler=command_history)
 
     stack = commands.add_parser("stack", help="start/stop a local SeaweedFS (S3) + MLflow server pair for trying the S3 path",
@@ -303,13 +336,28 @@ def build_parser() -> argparse.ArgumentParser:
     for name, function, summary in (
         ("create-pretraining-data", create_pretraining_data, "corpus -> masked-LM/NSP instances as Parquet shards (Google's algorithm)"),
         ("train-phase", train_phase, "one pretraining phase of BertForPreTraining"),
-        ("evaluate", evaluate, "MLM and NSP metrics of a model on held-out instances"),
-        ("register", register_model, "log a model folder to MLflow and register a new version"),
     ):
         step = commands.add_parser(name, help=summary, description=(inspect.getdoc(function) or summary).split("\n\n")[0])
         add_signature_flags(step, function)
         add_tracking_flags(step)
         step.set_defaults(handler=step_command(function))
+    data_uris = {"data_uris": (help_for("data_uris"), None)}
+    add_step_command(
+        commands, "evaluate", "MLM and NSP metrics of a model, and of the registered model's champion, on the same held-out instances", EvaluationSettings,
+        {"model_uri": (help_for("model_uri"), None), **data_uris, "output_uri": (help_for("output_uri"), None),
+         "registered_model_name": ("also evaluate this registered model's champion on the same data ('' = none)", "")},
+        lambda args, settings, tracking: evaluate(args.model_uri, json_object(args.data_uris, "--data-uris"), args.output_uri,
+                                                  registered_model_name=args.registered_model_name, settings=settings, tracking=tracking),
+    )
+    add_step_command(
+        commands, "register", "register a model as a new version, let it challenge the champion, write the run report", PromotionSettings,
+        {"model_uri": (help_for("model_uri"), None), "evaluation_uri": (help_for("evaluation_uri"), None), **data_uris,
+         "registered_model_name": (help_for("registered_model_name"), None), "report_uri": (help_for("report_uri"), "")},
+        lambda args, settings, tracking: register_and_promote(args.model_uri, args.evaluation_uri, json_object(args.data_uris, "--data-uris"),
+                                                              registered_model_name=args.registered_model_name, report_uri=args.report_uri,
+                                                              settings=settings, tracking=tracking),
+        after=refuse_conflict,
+    )
     return parser
 
 

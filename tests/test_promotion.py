@@ -11,7 +11,8 @@ import mlflow
 import pytest
 
 from components.core.errors import BertpipeError
-from components.registry.promotion import CHALLENGER, CHAMPION, PromotionPolicy, alias_version, current_champion, decide, promote, promote_if_better, rollback
+from components.core.model_store import CHAMPION, alias_version, current_champion
+from components.registry.promotion import CHALLENGER, PromotionPolicy, decide, promote, promote_if_better, rollback
 from components.registry.lock import alias_lock, lock_name
 
 MLM, NSP = "mlm_accuracy_512", "nsp_accuracy_512"

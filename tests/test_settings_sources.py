@@ -7,13 +7,22 @@ import inspect
 import pytest
 
 from components.core import settings as settings_core
+from components.evaluation.evaluate import EvaluationSettings
+from components.registry.promotion import PromotionSettings
 from components.vocab.export import VocabSettings
 from pipelines import kfp_components
+from pipelines.bert_pretraining import bert_pretraining
 from pipelines.cli import build_parser
 
 # (KFP component, its settings dataclass): every field is a parameter of the component.
 COMPONENT_SETTINGS = [
     (kfp_components.export_vocab, VocabSettings),
+    (kfp_components.evaluate, EvaluationSettings),
+    (kfp_components.register_model, PromotionSettings),
+]
+# (pipeline, settings dataclass): the pipeline's parameters of that step.
+PIPELINE_SETTINGS = [
+    (bert_pretraining, PromotionSettings),
 ]
 
 
@@ -37,6 +46,11 @@ def test_component_signature_matches_its_settings(component, settings_cls):
     assert signature_mismatches(component.python_func, settings_cls) == []
 
 
+@pytest.mark.parametrize("pipeline,settings_cls", PIPELINE_SETTINGS, ids=lambda v: getattr(v, "__name__", getattr(v, "name", "")))
+def test_pipeline_signature_matches_its_settings(pipeline, settings_cls):
+    assert signature_mismatches(pipeline.pipeline_func, settings_cls) == []
+
+
 def test_the_check_catches_a_drifted_signature():
     def drifted(vocab_size: float = 8000, lowercase: str = "true"):
         pass
@@ -46,7 +60,7 @@ def test_the_check_catches_a_drifted_signature():
     ]
 
 
-@pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings)])
+@pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings), ("evaluate", EvaluationSettings), ("register", PromotionSettings)])
 def test_cli_flags_come_from_the_settings(command, settings_cls):
     parser = build_parser()
     step = parser._subparsers._group_actions[0].choices[command]

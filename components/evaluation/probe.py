@@ -24,7 +24,8 @@ from components.core import models
 from components.core import storage
 from components.core.errors import BertpipeError
 from components.core.settings import as_dict, check, setting
-from components.core.tracking import DEFAULT_TRACKING_URI, Tracking, log_metrics, step_run
+from components.core.model_store import current_champion, model_folder
+from components.core.tracking import Tracking, default_tracking_uri, log_metrics, step_run
 from components.evaluation.probe_data import LabeledSplits, load_labeled
 
 log = logging.getLogger(__name__)
@@ -154,9 +155,6 @@ def probe_model(folder: Path, data: LabeledSplits, settings: ProbeSettings, wher
 
 def _probe_champion(registered_model_name: str, data: LabeledSplits, settings: ProbeSettings, tracking_uri: str) -> tuple[str | None, dict | None, str]:
     """(champion version, its results, a note); a champion that cannot be loaded or probed gives no results and says why."""
-    from components.evaluation.evaluate import model_folder
-    from components.registry.promotion import current_champion
-
     version = current_champion(registered_model_name, tracking_uri=tracking_uri)
     if version is None:
         return None, None, f"{registered_model_name} has no champion yet"
@@ -177,9 +175,7 @@ def probe(model_uri: str, dataset: str, output_uri: str, *, registered_model_nam
     "settings", "challenger", "champion_version", "champion", "notes"}.
     """
     check(settings, "probe")
-    from components.evaluation.evaluate import model_folder
-
-    tracking_uri = tracking.tracking_uri if tracking else DEFAULT_TRACKING_URI
+    tracking_uri = tracking.tracking_uri if tracking else default_tracking_uri()
     data = load_labeled(dataset, text_column=settings.text_column, label_column=settings.label_column, split_column=settings.split_column,
                         test_fraction=settings.test_fraction, seed=settings.seed)
     majority = float(np.bincount(data.test_labels, minlength=len(data.classes)).max() / len(data.test_labels))
