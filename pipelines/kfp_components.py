@@ -185,6 +185,9 @@ def evaluate(
     split: str = "test",
     per_device_eval_batch_size: int = 64,
     max_eval_batches: int = 0,
+    confidence_level: float = 0.95,
+    bootstrap_resamples: int = 1000,
+    bootstrap_seed: int = 0,
 ) -> str:
     """MLM and NSP metrics on the held-out split at 128 and 512, for the new model and the current champion; returns the evaluation folder."""
     from components.core import storage

@@ -7,7 +7,8 @@ import pytest
 
 from components.core.errors import BertpipeError
 from components.evaluation.bootstrap import paired_bootstrap
-from components.evaluation.instance_results import compare, metrics_from
+from components.core.scoring import metrics_from
+from components.evaluation.instance_results import compare
 
 
 def synthetic(rng, instances: int, effect_sd: float = 1.0):

@@ -57,6 +57,7 @@ class PromotionPolicy:
     guard_metric: str = "nsp_accuracy_512"
     guard_tolerance: float = 0.01  # the guard metric may drop by at most this
     floor: float = 0.0  # the metric must reach at least this, champion or not
+    probe_tolerance: float | None = None  # the probe's accuracy may drop by at most this (None: the probe does not decide)
 
 
 PROMOTION_METRICS = tuple(f"{name}_{length}" for length in (128, 512) for name in HIGHER_IS_BETTER)
@@ -71,10 +72,13 @@ class PromotionSettings:
     nsp_tolerance: float = setting(0.01, "how much NSP accuracy at 512 may drop at most on promotion", minimum=0.0, maximum=1.0)
     promotion_floor: float = setting(0.0, "the metric's minimum for any champion, the first one included", minimum=0.0, maximum=1.0)
     promotion_dry_run: bool = setting(False, "decide and report, but move no alias")
+    require_probe: bool = setting(False, "the downstream probe's accuracy must not drop by more than --probe-tolerance either")
+    probe_tolerance: float = setting(0.01, "how much the probe's test accuracy may drop at most (with --require-probe)", minimum=0.0, maximum=1.0)
 
     @property
     def policy(self) -> "PromotionPolicy":
-        return PromotionPolicy(metric=self.promotion_metric, margin=self.promotion_margin, guard_tolerance=self.nsp_tolerance, floor=self.promotion_floor)
+        return PromotionPolicy(metric=self.promotion_metric, margin=self.promotion_margin, guard_tolerance=self.nsp_tolerance, floor=self.promotion_floor,
+                               probe_tolerance=self.probe_tolerance if self.require_probe else None)
 
 
 @dataclass(frozen=True)
@@ -88,9 +92,49 @@ def _value(metrics: Mapping[str, float] | None, key: str) -> float | None:
     return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
-def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None, policy: PromotionPolicy = PromotionPolicy()) -> Decision:
-    """Whether `challenger` should replace `champion` (None: there is none), with every reason. Pure: metrics in, decision out."""
-    metric, guard = policy.metric, policy.guard_metric
+def _interval_words(interval: Mapping) -> str:
+    return (f"{interval['level']:.0%} interval [{interval['low']:+.4f}, {interval['high']:+.4f}] over {interval['instances']} instances"
+            f" ({interval['units']} units)")
+
+
+def _beats(metric: str, value: float, best: float, margin: float, interval: Mapping | None) -> tuple[bool, str]:
+    """Whether the gain clears the margin: its interval's lower bound when there is one, else the point difference."""
+    gain = value - best
+    if interval is None:
+        beats = gain > margin + EPSILON
+        return beats, f"{metric} {value:.4f} vs champion {best:.4f} ({gain:+.4f}, {'more' if beats else 'not more'} than the margin {margin:.4f})"
+    beats = interval["low"] > margin + EPSILON
+    return beats, (f"{metric} {value:.4f} vs champion {best:.4f} ({gain:+.4f}, {_interval_words(interval)}: lower bound "
+                   f"{'above' if beats else 'not above'} the margin {margin:.4f})")
+
+
+def _within(name: str, value: float, best: float, tolerance: float, interval: Mapping | None) -> tuple[bool, str]:
+    """Whether a drop stays within the tolerance: the interval's lower bound must not fall below -tolerance."""
+    change = value - best
+    low = change if interval is None else interval["low"]
+    ok = low >= -tolerance - EPSILON
+    where = "" if interval is None else f"{_interval_words(interval)}; "
+    return ok, f"{name} {value:.4f} vs champion {best:.4f} (change {change:+.4f}, {where}{'within' if ok else 'beyond'} the tolerance {tolerance:.4f} for a drop)"
+
+
+def _probe_check(probe: Mapping | None, tolerance: float) -> tuple[bool, str]:
+    if not probe or not probe.get("challenger"):
+        return False, "the policy requires the downstream probe, but it did not run; run it (probe dataset) or drop --require-probe"
+    if not probe.get("champion"):
+        return True, "probe: " + ("; ".join(probe.get("notes") or []) or "the champion has no probe result") + "; not compared"
+    return _within("probe accuracy", probe["challenger"]["accuracy"], probe["champion"]["accuracy"], tolerance, probe.get("interval"))
+
+
+def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None, policy: PromotionPolicy = PromotionPolicy(),
+           intervals: Mapping[str, Mapping] | None = None, probe: Mapping | None = None) -> Decision:
+    """Whether `challenger` should replace `champion` (None: there is none), with every reason. Pure: metrics in, decision out.
+
+    `intervals` (metric -> paired bootstrap interval of challenger minus champion, from the evaluate step) make the
+    rule statistical: the lower bound must clear the margin, and must not fall below minus the tolerance for the
+    guard metric. Without an interval the point difference decides, and the reason says so. `probe` is the
+    probe step's result; it decides only when policy.probe_tolerance is set.
+    """
+    metric, guard, intervals = policy.metric, policy.guard_metric, intervals or {}
     value = _value(challenger, metric)
     if value is None:
         return Decision(False, (f"challenger has no {metric}",))
@@ -102,9 +146,8 @@ def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None
     best = _value(champion, metric)
     if best is None:
         return Decision(False, (f"champion has no {metric} to compare with",))
-    gain = value - best
-    beats = gain > policy.margin + EPSILON
-    reasons = [f"{metric} {value:.4f} vs champion {best:.4f} ({gain:+.4f}, {'more' if beats else 'not more'} than the margin {policy.margin:.4f})"]
+    beats, reason = _beats(metric, value, best, policy.margin, intervals.get(metric))
+    reasons = [reason]
 
     guard_value, guard_best = _value(challenger, guard), _value(champion, guard)
     guard_ok = True
@@ -114,10 +157,13 @@ def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None
         guard_ok = False
         reasons.append(f"challenger has no {guard} while the champion has {guard_best:.4f}")
     else:
-        drop = guard_best - guard_value
-        guard_ok = drop <= policy.guard_tolerance + EPSILON
-        reasons.append(f"{guard} {guard_value:.4f} vs champion {guard_best:.4f} (change {-drop:+.4f}, {'within' if guard_ok else 'beyond'} the tolerance {policy.guard_tolerance:.4f} for a drop)")
-    return Decision(beats and guard_ok, tuple(reasons))
+        guard_ok, reason = _within(guard, guard_value, guard_best, policy.guard_tolerance, intervals.get(guard))
+        reasons.append(reason)
+    probe_ok = True
+    if policy.probe_tolerance is not None:
+        probe_ok, reason = _probe_check(probe, policy.probe_tolerance)
+        reasons.append(reason)
+    return Decision(beats and guard_ok and probe_ok, tuple(reasons))
 
 
 def default_actor() -> str:
@@ -174,6 +220,8 @@ def promote_if_better(
     dry_run: bool = False,
     actor: str | None = None,
     pipeline_run: str = "",
+    intervals: Mapping[str, Mapping] | None = None,
+    probe: Mapping | None = None,
 ) -> dict:
     """Make `version` the challenger and decide whether it becomes champion; apply that unless dry_run.
 
@@ -193,6 +241,7 @@ def promote_if_better(
         challenger = dict(challenger_metrics) if challenger_metrics is not None else registered_metrics(client, name, version)
         current = alias_version(client, name, CHAMPION)
         label, reasons = "kept", []
+        re_evaluated = champion_metrics is not None  # intervals exist only for a champion measured on the same instances
         if current is not None and champion_metrics is None:
             champion_version, champion_metrics = current, registered_metrics(client, name, current)
             reasons.append(f"champion {current} compared by its registration metrics (not re-evaluated)")
@@ -204,7 +253,7 @@ def promote_if_better(
             label, decision = "conflict", Decision(False)
             reasons = [f"champion is {current or 'none'}, but the champion metrics given are for {champion_version or 'an unnamed version'}; evaluate the current champion"]
         else:
-            decision = decide(challenger, champion_metrics, policy)
+            decision = decide(challenger, champion_metrics, policy, intervals if re_evaluated else None, probe)
             reasons += decision.reasons
             label = "promoted" if decision.promote else "kept"
         result = {
