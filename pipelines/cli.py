@@ -352,10 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_step_command(
         commands, "register", "register a model as a new version, let it challenge the champion, write the run report", PromotionSettings,
         {"model_uri": (help_for("model_uri"), None), "evaluation_uri": (help_for("evaluation_uri"), None), **data_uris,
-         "registered_model_name": (help_for("registered_model_name"), None), "report_uri": (help_for("report_uri"), "")},
+         "registered_model_name": (help_for("registered_model_name"), None), "report_uri": (help_for("report_uri"), ""),
+         "probe_uri": ("folder of `bertpipe probe`'s probe.json, for the policy and the model card ('' = none)", "")},
         lambda args, settings, tracking: register_and_promote(args.model_uri, args.evaluation_uri, json_object(args.data_uris, "--data-uris"),
                                                               registered_model_name=args.registered_model_name, report_uri=args.report_uri,
-                                                              settings=settings, tracking=tracking),
+                                                              settings=settings, tracking=tracking, probe_uri=args.probe_uri),
         after=refuse_conflict,
     )
     return parser

@@ -31,6 +31,7 @@ from components.core.errors import BertpipeError
 # The evaluate step's output folder holds these; the register step reads them.
 EVALUATION_METRICS_FILE = "metrics.json"
 EVALUATION_REPORT_FILE = "report.md"
+PROBE_FILE = "probe.json"  # the probe step's output, read by the register step too
 INSTANCE_COLUMNS = ("masked", "mlm_hits", "mlm_top5_hits", "mlm_loss", "nsp_hit", "nsp_loss")
 METRIC_NAMES = ("mlm_loss", "perplexity", "mlm_accuracy", "mlm_top5_accuracy", "nsp_loss", "nsp_accuracy", "loss")
 # The metrics where higher is better: the only ones a promotion rule "must beat the champion by a margin" fits.

@@ -23,14 +23,15 @@ import torch
 from components.core import models
 from components.core import storage
 from components.core.errors import BertpipeError
+from components.core.scoring import PROBE_FILE
 from components.core.settings import as_dict, check, setting
 from components.core.model_store import current_champion, model_folder
 from components.core.tracking import Tracking, default_tracking_uri, log_metrics, step_run
+from components.evaluation.bootstrap import paired_bootstrap
 from components.evaluation.probe_data import LabeledSplits, load_labeled
 
 log = logging.getLogger(__name__)
 
-PROBE_FILE = "probe.json"
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class ProbeSettings:
     fine_tune_steps: int = setting(0, "steps of an optional full fine-tune (encoder + linear head) reported beside the frozen probe; 0: none", minimum=0)
     fine_tune_learning_rate: float = setting(3e-5, "AdamW learning rate of the fine-tune", above=0.0)
     batch_size: int = setting(32, "texts per batch when embedding and fine-tuning", minimum=1)
-    seed: int = setting(0, "seed of the split by fraction and of the fine-tune")
+    seed: int = setting(0, "seed of the split by fraction, the fine-tune and the bootstrap")
+    confidence_level: float = setting(0.95, "level of the paired bootstrap interval of the accuracy difference to the champion", above=0.0, below=1.0)
 
 
 class Encoder:
@@ -172,9 +174,15 @@ def probe(model_uri: str, dataset: str, output_uri: str, *, registered_model_nam
     """Probe the model (folder, s3:// or models:/ URI) and, given a registered model name, its current champion, on `dataset`.
 
     Writes probe.json to output_uri and returns it: {"dataset", "classes", "train_size", "test_size", "majority_rate",
-    "settings", "challenger", "champion_version", "champion", "notes"}.
+    "settings", "challenger", "champion_version", "champion", "notes", "interval" (accuracy, challenger minus champion)}.
+    An empty `dataset` probes nothing and says so (the pipeline's probe is optional).
     """
     check(settings, "probe")
+    if not dataset:
+        log.info("no probe dataset given: the downstream probe is skipped")
+        result = {"dataset": "", "skipped": True, "challenger": None, "champion": None, "notes": ["no probe dataset given"]}
+        storage.write_json(storage.join(output_uri, PROBE_FILE), result)
+        return result
     tracking_uri = tracking.tracking_uri if tracking else default_tracking_uri()
     data = load_labeled(dataset, text_column=settings.text_column, label_column=settings.label_column, split_column=settings.split_column,
                         test_fraction=settings.test_fraction, seed=settings.seed)
@@ -188,8 +196,11 @@ def probe(model_uri: str, dataset: str, output_uri: str, *, registered_model_nam
         result = {
             "dataset": dataset, "classes": list(data.classes), "train_size": len(data.train_texts), "test_size": len(data.test_texts),
             "majority_rate": majority, "settings": as_dict(settings), "challenger": challenger, "champion_version": champion_version,
-            "champion": champion, "notes": [note] if note else [],
+            "champion": champion, "notes": [note] if note else [], "interval": None,
         }
+        if champion:
+            hits, best = np.array(challenger["hits"]), np.array(champion["hits"])
+            result["interval"] = paired_bootstrap(hits, best, np.ones(len(hits)), level=settings.confidence_level, seed=settings.seed).as_dict()
         storage.write_json(storage.join(output_uri, PROBE_FILE), result)
         if tracking:
             log_metrics({f"probe_{key}": challenger[key] for key in ("accuracy", "macro_f1")})
