@@ -272,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the whole pipeline locally through kfp.local (demo defaults)",
                               description="Run vocab -> data(128, 512) -> phase 128 -> phase 512 -> evaluate -> register on this machine through kfp.local. Defaults: the bundled demo corpus, a tiny model, a local artifact folder and sqlite MLflow.")
     add_signature_flags(run, bert_pretraining.pipeline_func, overrides={"artifact_root": "bertpipe-artifacts", "tracking_uri": default_tracking_uri(), **DEMO_SETTINGS})
+    next(action for action in run._actions if action.dest == "tracking_uri").help = help_for("tracking_uri") + TRACKING_DEFAULT_HELP  # no credentials in --help
     run.add_argument("--kfp-root", default="", help="kfp.local's pipeline_root (default: <artifact-root>/kfp-local, or ./bertpipe-artifacts/kfp-local for s3://)")
     run.set_defaults(handler=command_run)
 

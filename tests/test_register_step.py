@@ -24,10 +24,12 @@ from components.registry.promotion import PromotionSettings, promote
 from components.registry.register import register_model
 from components.registry.step import register_and_promote
 from components.training.phase import train_phase
+from pipelines.local_run import summary_lines
 from tests.instance_factory import make_data, make_vocab
 
 NAME = "step-bert"
 EXPERIMENT = "register-step"
+AT_128 = PromotionSettings(promotion_metric="mlm_accuracy_128")  # the test data has 64 and 128 tokens
 
 
 def bertpipe(*args, env=None, cwd=None):
@@ -60,7 +62,7 @@ def first(trained):
     evaluation = evaluate(trained["model"], trained["data"], str(run / "evaluation"), registered_model_name=NAME,
                           settings=EvaluationSettings(per_device_eval_batch_size=4), tracking=tracking(trained, "run-1"))
     result = register_and_promote(trained["model"], str(run / "evaluation"), trained["data"], registered_model_name=NAME,
-                                  tracking=tracking(trained, "run-1"), actor="pipeline")
+                                  settings=AT_128, tracking=tracking(trained, "run-1"), actor="pipeline")
     return evaluation, result
 
 
@@ -111,11 +113,17 @@ def test_a_conflict_exits_non_zero_from_the_cli_and_tags_the_version_it_was_comp
     env = {**os.environ, "MLFLOW_TRACKING_URI": trained["tracking_uri"]}
     result = bertpipe("register", "--model-uri", trained["model"], "--evaluation-uri", str(run / "evaluation-3"), "--experiment", EXPERIMENT,
                       "--data-uris", json.dumps(trained["data"]), "--registered-model-name", NAME, "--report-uri", str(tmp_path / "report.md"),
-                      env=env, cwd=tmp_path)
+                      "--promotion-metric", AT_128.promotion_metric, env=env, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"bertpipe: error: promotion of {NAME} version 3 ended in a conflict (champion is 2, but the champion metrics given are for 1")
-    assert json.loads(result.stdout)["promotion"]["decision"] == "conflict"
+    registration = json.loads(result.stdout)
+    assert registration["promotion"]["decision"] == "conflict"
+    # `bertpipe run` prints the same registration in its summary (and then exits 2 the same way).
+    summary = summary_lines({"registration": registration, "metrics": {}, "model_uri": trained["model"]},
+                            {"artifact_root": str(run), "tracking_uri": "http://alice:pw@mlflow.example", "experiment": EXPERIMENT})
+    assert "promotion:         conflict: champion is 2, but the champion metrics given are for 1; evaluate the current champion" in summary
+    assert "MLflow:            http://***@mlflow.example (experiment register-step)" in summary
     client = mlflow.MlflowClient(trained["tracking_uri"])
     assert client.get_model_version(NAME, "3").tags["bertpipe.promotion.compared_with"] == "1"
     assert alias_version(client, NAME, CHAMPION) == "2"

@@ -24,13 +24,14 @@ def runs_of(tracking: Tracking):
 
 
 def test_mlflow_tracking_uri_is_the_default_of_every_command_that_takes_one(monkeypatch, tmp_path):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:pw@mlflow.example:5000")
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
     for name in ("run", "promote", "rollback", "evaluate", "register", "export-vocab", "train-phase"):
         defaults = {action.dest: action.default for action in commands[name]._actions}
-        assert defaults["tracking_uri"] == "http://mlflow.example:5000", name
-    assert Tracking().tracking_uri == "http://mlflow.example:5000"
+        assert defaults["tracking_uri"] == "http://alice:pw@mlflow.example:5000", name
+        assert "alice:pw" not in commands[name].format_help() and "$MLFLOW_TRACKING_URI" in commands[name].format_help(), name
+    assert Tracking().tracking_uri == "http://alice:pw@mlflow.example:5000"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert Tracking().tracking_uri == "sqlite:///mlflow.db"
 
