@@ -11,6 +11,7 @@ from components.evaluation.evaluate import EvaluationSettings
 from components.registry.promotion import PromotionSettings
 from components.vocab.export import VocabSettings
 from pipelines import kfp_components
+from components.evaluation.probe import ProbeSettings
 from pipelines.bert_pretraining import bert_pretraining
 from pipelines.cli import build_parser
 
@@ -19,6 +20,7 @@ COMPONENT_SETTINGS = [
     (kfp_components.export_vocab, VocabSettings),
     (kfp_components.evaluate, EvaluationSettings),
     (kfp_components.register_model, PromotionSettings),
+    (kfp_components.probe, ProbeSettings),
 ]
 # (pipeline, settings dataclass): the pipeline's parameters of that step.
 PIPELINE_SETTINGS = [
@@ -60,7 +62,7 @@ def test_the_check_catches_a_drifted_signature():
     ]
 
 
-@pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings), ("evaluate", EvaluationSettings), ("register", PromotionSettings)])
+@pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings), ("evaluate", EvaluationSettings), ("register", PromotionSettings), ("probe", ProbeSettings)])
 def test_cli_flags_come_from_the_settings(command, settings_cls):
     parser = build_parser()
     step = parser._subparsers._group_actions[0].choices[command]
