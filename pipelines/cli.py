@@ -10,11 +10,13 @@ import argparse
 import inspect
 import json
 import logging
+import os
 import sys
 from typing import Callable
 
 from components.core.console import configure_logging
 from components.core.errors import BertpipeError
+from components.core.redact import mask
 from components.core.tracking import DEFAULT_EXPERIMENT, FALLBACK_TRACKING_URI, Tracking, default_tracking_uri
 from pipelines.parameters import help_for
 
@@ -25,7 +27,7 @@ examples:
   bertpipe run                                   # the whole pipeline, locally, on the demo corpus
   bertpipe run --artifact-root s3://bucket/bert --tracking-uri http://127.0.0.1:5000
   bertpipe compile --output bert-pretraining.yaml --gpu-type nvidia-tesla-a100 --node-selector pool=gpu
-  bertpipe submit --host http://localhost:8080 --package bert-pretraining.yaml --run-name try-1 --param artifact_root=s3://bucket/bert
+  bertpipe submit --host http://localhost:8080 --package bert-pretraining.yaml --run-name try-1 --param artifact_root=s3://bucket/bert --param tracking_uri=http://mlflow:5000
   bertpipe schedule --host http://localhost:8080 --package bert-pretraining.yaml --name weekly --cron '0 0 3 * * 0'
   bertpipe promote bert-pretraining 3 --reason "better on the new eval set"
   bertpipe history bert-pretraining
@@ -91,7 +93,7 @@ def step_command(function: Callable) -> Callable[[argparse.Namespace], None]:
 
     def command(args: argparse.Namespace) -> None:
         result = call_with_args(function, args, tracking=Tracking(args.tracking_uri, args.experiment, args.pipeline_run_id))
-        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+        print(mask(json.dumps(result, indent=2, sort_keys=True, default=str)))
 
     return command
 
@@ -112,7 +114,7 @@ def add_step_command(commands, name: str, summary: str, settings_cls, inputs: di
     def command(args: argparse.Namespace) -> None:
         settings = settings_from_args(settings_cls, args, name)
         result = run(args, settings, Tracking(args.tracking_uri, args.experiment, args.pipeline_run_id))
-        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+        print(mask(json.dumps(result, indent=2, sort_keys=True, default=str)))
         if after:
             after(result)
 
@@ -157,8 +159,13 @@ def command_compile(args: argparse.Namespace) -> None:
 
     from pipelines.bert_pretraining import build_pipeline
     from pipelines.kubernetes import cluster_settings_from_args
+    from pipelines.locations import check_cluster_locations
 
-    compiler.Compiler().compile(build_pipeline(cluster_settings_from_args(args)), args.output)
+    locations = {name: value for name, value in (("artifact_root", args.artifact_root), ("tracking_uri", args.tracking_uri)) if value}
+    if locations:  # compiled-in defaults must be cluster locations too; unset ones are checked at submit
+        check_cluster_locations({"artifact_root": "s3://unset", "tracking_uri": "http://unset", **locations},
+                                allow_local=args.allow_local_storage, action="bertpipe compile")
+    compiler.Compiler().compile(build_pipeline(cluster_settings_from_args(args), locations), args.output)
     print(f"wrote {args.output}")
 
 
@@ -172,21 +179,37 @@ def pipeline_arguments(pairs: list[str]) -> dict:
         name, sep, value = pair.partition("=")
         if not sep or name not in parameters:
             raise BertpipeError(f"--param {pair!r}: expected NAME=VALUE with NAME one of {', '.join(parameters)}")
-        kind = parameters[name].annotation
-        if kind in (bool, "bool"):
+        kind = getattr(parameters[name].annotation, "__name__", parameters[name].annotation)
+        if kind == "bool":
+            if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise BertpipeError(f"--param {name}={value!r}: expected true or false")
             arguments[name] = value.lower() in ("1", "true", "yes", "on")
-        else:
-            arguments[name] = {"int": int, "float": float}.get(getattr(kind, "__name__", kind), str)(value)
+            continue
+        try:
+            arguments[name] = {"int": int, "float": float}.get(kind, str)(value)
+        except ValueError:
+            raise BertpipeError(f"--param {name}={value!r}: expected {'an integer' if kind == 'int' else 'a number'}") from None
+    return arguments
+
+
+def cluster_run_arguments(args: argparse.Namespace, action: str) -> dict:
+    """--param values, checked: a cluster run needs S3 artifacts and an MLflow server (pipelines.locations)."""
+    from pipelines.locations import check_cluster_locations, package_defaults
+
+    arguments = pipeline_arguments(args.param)
+    compiled = package_defaults(args.package) if args.package and os.path.isfile(args.package) else {}
+    check_cluster_locations({**compiled, **arguments}, allow_local=args.allow_local_storage, action=action)
     return arguments
 
 
 def command_submit(args: argparse.Namespace) -> None:
     from pipelines import kfp_client
 
+    arguments = cluster_run_arguments(args, "bertpipe submit")
     client = kfp_client.connect(kfp_client.endpoint_from_args(args))
-    run = kfp_client.submit(client, args.package, pipeline_arguments(args.param), run_name=args.run_name, experiment=args.experiment,
+    run = kfp_client.submit(client, args.package, arguments, run_name=args.run_name, experiment=args.experiment,
                             namespace=args.namespace, service_account=args.service_account)
-    print(f"run {run.run_id}: {run.url}")
+    print(mask(f"run {run.run_id}: {run.url}"))
 
 
 def command_schedule(args: argparse.Namespace) -> None:
@@ -198,7 +221,7 @@ def command_schedule(args: argparse.Namespace) -> None:
     if args.action == "create":
         if not (args.package and args.name and args.cron):
             raise BertpipeError("bertpipe schedule needs --package, --name and --cron to create a schedule")
-        schedules = [kfp_client.create_schedule(client, args.package, pipeline_arguments(args.param), name=args.name, cron=args.cron,
+        schedules = [kfp_client.create_schedule(client, args.package, cluster_run_arguments(args, "bertpipe schedule"), name=args.name, cron=args.cron,
                                                 experiment=args.experiment, namespace=args.namespace, max_concurrency=args.max_concurrency,
                                                 catchup=args.catchup, service_account=args.service_account)]
     elif args.action == "list":
@@ -249,6 +272,12 @@ def add_submission_arguments(parser: argparse.ArgumentParser, package_required: 
     parser.add_argument("--experiment", default="bertpipe", help="KFP experiment (default: %(default)s)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter; repeat for more")
     parser.add_argument("--service-account", help="Kubernetes service account of the run's pods")
+    add_allow_local_storage(parser)
+
+
+def add_allow_local_storage(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-local-storage", action="store_true",
+                        help="accept a local artifact_root and tracking store (only for clusters whose pods all mount the same volume there)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     compile_ = commands.add_parser("compile", help="compile the pipeline to KFP YAML for a cluster (images, GPUs, node pools, secrets)")
     compile_.add_argument("--output", default="bert-pretraining.yaml", help="YAML file to write (default: %(default)s)")
+    compile_.add_argument("--artifact-root", default="", help="compile this artifact_root in as the default: s3://bucket/prefix (default: none, each run passes it)")
+    compile_.add_argument("--tracking-uri", default="", help="compile this MLflow server in as the default tracking_uri (default: none, each run passes it)")
+    add_allow_local_storage(compile_)
     add_cluster_arguments(compile_)
     compile_.set_defaults(handler=command_compile)
 
@@ -369,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         args.handler(args)
     except BertpipeError as error:
-        print(f"bertpipe: error: {error}", file=sys.stderr)
+        print(f"bertpipe: error: {mask(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bertpipe: interrupted", file=sys.stderr)
