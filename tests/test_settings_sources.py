@@ -7,17 +7,23 @@ import inspect
 import pytest
 
 from components.core import settings as settings_core
+from components.core.recipe import PHASES
+from components.data.settings import DataSettings
 from components.evaluation.evaluate import EvaluationSettings
 from components.registry.promotion import PromotionSettings
+from components.training.settings import LaunchSettings, TrainingSettings
 from components.vocab.export import VocabSettings
 from pipelines import kfp_components
 from components.evaluation.probe import ProbeSettings
-from pipelines.bert_pretraining import bert_pretraining
+from pipelines.bert_pretraining import bert_pretraining, pretraining_data
 from pipelines.cli import build_parser
 
-# (KFP component, its settings dataclass): every field is a parameter of the component.
+# (KFP component or pipeline, its settings dataclass): every field is a parameter of the component.
 COMPONENT_SETTINGS = [
     (kfp_components.export_vocab, VocabSettings),
+    (kfp_components.plan_pretraining_data, DataSettings),
+    (kfp_components.train_phase, TrainingSettings),
+    (kfp_components.train_phase, LaunchSettings),
     (kfp_components.evaluate, EvaluationSettings),
     (kfp_components.register_model, PromotionSettings),
     (kfp_components.probe, ProbeSettings),
@@ -25,6 +31,7 @@ COMPONENT_SETTINGS = [
 # (pipeline, settings dataclass): the pipeline's parameters of that step.
 PIPELINE_SETTINGS = [
     (bert_pretraining, PromotionSettings),
+    (pretraining_data, DataSettings),
 ]
 
 
@@ -62,7 +69,27 @@ def test_the_check_catches_a_drifted_signature():
     ]
 
 
-@pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings), ("evaluate", EvaluationSettings), ("register", PromotionSettings), ("probe", ProbeSettings)])
+def test_the_pipeline_takes_every_data_setting():
+    """The pipeline's data parameters are the dataclass's, bar the recipe's per-phase ones; only the
+    defaults named here differ (Google's dupe_factor for a real corpus)."""
+    per_phase = {"max_seq_length", "max_predictions_per_seq"}
+    renamed = {"seed": "data_seed"}
+    overridden = {"dupe_factor": 5}
+    parameters = inspect.signature(bert_pretraining.pipeline_func).parameters
+    found, expected = {}, {}
+    for entry in settings_core.describe(DataSettings):
+        if entry["name"] not in per_phase:
+            name = renamed.get(entry["name"], entry["name"])
+            found[name] = (parameters[name].annotation, parameters[name].default)
+            expected[name] = (entry["type"], overridden.get(entry["name"], entry["default"]))
+    assert found == expected
+    assert (DataSettings().max_seq_length, DataSettings().max_predictions_per_seq) == (PHASES[0].max_seq_length, PHASES[0].max_predictions_per_seq)
+
+
+@pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings), ("create-pretraining-data", DataSettings),
+                                                  ("train-phase", TrainingSettings), ("train-phase", LaunchSettings),
+                                                  ("evaluate", EvaluationSettings), ("register", PromotionSettings),
+                                                  ("probe", ProbeSettings)])
 def test_cli_flags_come_from_the_settings(command, settings_cls):
     parser = build_parser()
     step = parser._subparsers._group_actions[0].choices[command]
