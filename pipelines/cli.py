@@ -130,9 +130,11 @@ def refuse_conflict(registration: dict) -> None:
 def command_run(args: argparse.Namespace) -> None:
     from pipelines.bert_pretraining import bert_pretraining
     from pipelines.local_run import absolute_location, default_kfp_root, run_pipeline_locally, summary_lines
+    from pipelines.pipeline_parameters import check_arguments
 
     names = inspect.signature(bert_pretraining.pipeline_func).parameters
     arguments = {name: getattr(args, name) for name in names}
+    check_arguments(arguments, "bertpipe run")  # every bad value now, not a step failing minutes later
     arguments["artifact_root"] = absolute_location(arguments["artifact_root"])
     arguments["tracking_uri"] = absolute_location(arguments["tracking_uri"])
     outputs = run_pipeline_locally(arguments, args.kfp_root or default_kfp_root(arguments["artifact_root"]))

@@ -49,10 +49,12 @@ def pipeline_arguments(pairs: list[str]) -> dict:
 
 
 def cluster_run_arguments(args: argparse.Namespace, action: str) -> dict:
-    """--param values, checked: a cluster run needs S3 artifacts and an MLflow server (pipelines.locations)."""
+    """--param values, checked by their steps' rules; a cluster run needs S3 artifacts and an MLflow server (pipelines.locations)."""
     from pipelines.locations import check_cluster_locations, package_defaults
+    from pipelines.pipeline_parameters import check_arguments
 
     arguments = pipeline_arguments(args.param)
+    check_arguments(arguments, action)
     compiled = package_defaults(args.package) if args.package and os.path.isfile(args.package) else {}
     check_cluster_locations({**compiled, **arguments}, allow_local=args.allow_local_storage, action=action)
     return arguments
