@@ -6,7 +6,8 @@ import torch
 
 from components.core import instances as instance_format
 from components.core import models, storage
-from components.core.batches import TrainingStream, evaluation_batches
+from components.core.batches import evaluation_batches
+from components.training.stream import TrainingStream
 from components.core.scoring import metrics_from, score_instances
 from components.evaluation.evaluate import EvaluationSettings, compare_with_champion, flatten
 from components.evaluation.probe import ProbeSettings, probe_model
