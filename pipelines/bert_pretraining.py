@@ -139,6 +139,10 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         promotion_floor: float = 0.0,
         promotion_over_baseline: bool = True,
         promotion_dry_run: bool = False,
+        require_probe: bool = False,
+        probe_tolerance: float = 0.01,
+        probe_dataset: str = "",
+        confidence_level: float = 0.95,
     ) -> PipelineOutputs:
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         where = dict(artifact_root=artifact_root, pipeline_run_id=run_id, tracking_uri=tracking_uri, experiment=experiment)
@@ -183,15 +187,20 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
 
         evaluation = steps.evaluate(
             model_uri=model_uri, data_128=data[128].output, data_512=data[512].output,
-            registered_model_name=registered_model_name, **where,
+            registered_model_name=registered_model_name, confidence_level=confidence_level, **where,
         )
         configure(evaluation.set_display_name("evaluate"), "evaluation")
+        # The downstream probe, beside the evaluation; with no probe_dataset it only records that it was skipped.
+        probe = steps.probe(model_uri=model_uri, dataset=probe_dataset, registered_model_name=registered_model_name,
+                            confidence_level=confidence_level, **where)
+        configure(probe.set_display_name("probe"), "evaluation")
 
         registration = steps.register_model(
             model_uri=model_uri, evaluation_uri=evaluation.outputs["Output"], data_128=data[128].output,
             data_512=data[512].output, registered_model_name=registered_model_name, promotion_metric=promotion_metric,
             promotion_margin=promotion_margin, nsp_tolerance=nsp_tolerance, promotion_floor=promotion_floor,
-            promotion_over_baseline=promotion_over_baseline, promotion_dry_run=promotion_dry_run, pipeline_run_id=run_id, tracking_uri=tracking_uri, experiment=experiment,
+            promotion_over_baseline=promotion_over_baseline, promotion_dry_run=promotion_dry_run, require_probe=require_probe, probe_tolerance=probe_tolerance,
+            probe_uri=probe.outputs["Output"], pipeline_run_id=run_id, tracking_uri=tracking_uri, experiment=experiment,
         )
         configure(registration.set_display_name("register-model"), "registry")
 

@@ -10,7 +10,6 @@ import argparse
 import inspect
 import json
 import logging
-import os
 import sys
 from typing import Callable
 
@@ -30,6 +29,7 @@ examples:
   bertpipe submit --host http://localhost:8080 --package bert-pretraining.yaml --run-name try-1 --param artifact_root=s3://bucket/bert --param tracking_uri=http://mlflow:5000
   bertpipe schedule --host http://localhost:8080 --package bert-pretraining.yaml --name weekly --cron '0 0 3 * * 0'
   bertpipe promote bert-pretraining 3 --reason "better on the new eval set"
+  bertpipe history bert-pretraining
   bertpipe export-vocab --source ./my-bert --output-uri ./vocab
   bertpipe create-pretraining-data --corpus 'books/*.txt.gz' --vocab-uri ./vocab --output-uri ./data-128
 """
@@ -130,94 +130,16 @@ def refuse_conflict(registration: dict) -> None:
 def command_run(args: argparse.Namespace) -> None:
     from pipelines.bert_pretraining import bert_pretraining
     from pipelines.local_run import absolute_location, default_kfp_root, run_pipeline_locally, summary_lines
+    from pipelines.pipeline_parameters import check_arguments
 
     names = inspect.signature(bert_pretraining.pipeline_func).parameters
     arguments = {name: getattr(args, name) for name in names}
+    check_arguments(arguments, "bertpipe run")  # every bad value now, not a step failing minutes later
     arguments["artifact_root"] = absolute_location(arguments["artifact_root"])
     arguments["tracking_uri"] = absolute_location(arguments["tracking_uri"])
     outputs = run_pipeline_locally(arguments, args.kfp_root or default_kfp_root(arguments["artifact_root"]), verbose=args.verbose)
     print("\n".join(summary_lines(outputs, arguments)))
     refuse_conflict(outputs["registration"])
-
-
-def command_compile(args: argparse.Namespace) -> None:
-    from kfp import compiler
-
-    from pipelines.bert_pretraining import build_pipeline
-    from pipelines.kubernetes import cluster_settings_from_args
-    from pipelines.locations import check_cluster_locations
-
-    locations = {name: value for name, value in (("artifact_root", args.artifact_root), ("tracking_uri", args.tracking_uri)) if value}
-    if locations:  # compiled-in defaults must be cluster locations too; unset ones are checked at submit
-        check_cluster_locations({"artifact_root": "s3://unset", "tracking_uri": "http://unset", **locations},
-                                allow_local=args.allow_local_storage, action="bertpipe compile")
-    compiler.Compiler().compile(build_pipeline(cluster_settings_from_args(args), locations), args.output)
-    print(f"wrote {args.output}")
-
-
-def pipeline_arguments(pairs: list[str]) -> dict:
-    """--param NAME=VALUE pairs, typed by the pipeline's signature (KFP rejects "900" for an int)."""
-    from pipelines.bert_pretraining import bert_pretraining
-
-    parameters = inspect.signature(bert_pretraining.pipeline_func).parameters
-    arguments = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or name not in parameters:
-            raise BertpipeError(f"--param {pair!r}: expected NAME=VALUE with NAME one of {', '.join(parameters)}")
-        kind = getattr(parameters[name].annotation, "__name__", parameters[name].annotation)
-        if kind == "bool":
-            if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-                raise BertpipeError(f"--param {name}={value!r}: expected true or false")
-            arguments[name] = value.lower() in ("1", "true", "yes", "on")
-            continue
-        try:
-            arguments[name] = {"int": int, "float": float}.get(kind, str)(value)
-        except ValueError:
-            raise BertpipeError(f"--param {name}={value!r}: expected {'an integer' if kind == 'int' else 'a number'}") from None
-    return arguments
-
-
-def cluster_run_arguments(args: argparse.Namespace, action: str) -> dict:
-    """--param values, checked: a cluster run needs S3 artifacts and an MLflow server (pipelines.locations)."""
-    from pipelines.locations import check_cluster_locations, package_defaults
-
-    arguments = pipeline_arguments(args.param)
-    compiled = package_defaults(args.package) if args.package and os.path.isfile(args.package) else {}
-    check_cluster_locations({**compiled, **arguments}, allow_local=args.allow_local_storage, action=action)
-    return arguments
-
-
-def command_submit(args: argparse.Namespace) -> None:
-    from pipelines import kfp_client
-
-    arguments = cluster_run_arguments(args, "bertpipe submit")
-    client = kfp_client.connect(kfp_client.endpoint_from_args(args))
-    run = kfp_client.submit(client, args.package, arguments, run_name=args.run_name, experiment=args.experiment,
-                            namespace=args.namespace, service_account=args.service_account)
-    print(mask(f"run {run.run_id}: {run.url}"))
-
-
-def command_schedule(args: argparse.Namespace) -> None:
-    from pipelines import kfp_client
-
-    if args.action != "create" and args.action != "list" and not args.target:
-        raise BertpipeError(f"bertpipe schedule {args.action} needs the schedule's name or id")
-    client = kfp_client.connect(kfp_client.endpoint_from_args(args))
-    if args.action == "create":
-        if not (args.package and args.name and args.cron):
-            raise BertpipeError("bertpipe schedule needs --package, --name and --cron to create a schedule")
-        schedules = [kfp_client.create_schedule(client, args.package, cluster_run_arguments(args, "bertpipe schedule"), name=args.name, cron=args.cron,
-                                                experiment=args.experiment, namespace=args.namespace, max_concurrency=args.max_concurrency,
-                                                catchup=args.catchup, service_account=args.service_account)]
-    elif args.action == "list":
-        schedules = kfp_client.list_schedules(client, args.namespace)
-    else:
-        change = {"pause": kfp_client.pause_schedule, "resume": kfp_client.resume_schedule, "delete": kfp_client.delete_schedule}[args.action]
-        schedules = [change(client, args.target, args.namespace)]
-    for schedule in schedules:
-        state = "enabled" if schedule.enabled else "paused"
-        print(f"{schedule.recurring_run_id}  {schedule.name}  {schedule.cron!r}  {state}")
 
 
 def command_promote(args: argparse.Namespace) -> None:
@@ -239,6 +161,13 @@ def command_fill_mask(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2) if args.json else format_table(result))
 
 
+def command_history(args: argparse.Namespace) -> None:
+    from components.registry.history import history, render_table
+
+    events = history(args.name, tracking_uri=args.tracking_uri, alias=args.alias)
+    print(json.dumps(events, indent=2) if args.json else render_table(events))
+
+
 def command_stack(args: argparse.Namespace) -> None:
     from pipelines.stack import stack_command
 
@@ -250,26 +179,11 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", default="bertpipe", help="S3 bucket to create (default: %(default)s)")
 
 
-def add_submission_arguments(parser: argparse.ArgumentParser, package_required: bool = True) -> None:
-    from pipelines.kfp_client import add_endpoint_arguments
-
-    add_endpoint_arguments(parser)
-    parser.add_argument("--package", required=package_required, help="compiled pipeline YAML (bertpipe compile)")
-    parser.add_argument("--experiment", default="bertpipe", help="KFP experiment (default: %(default)s)")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter; repeat for more")
-    parser.add_argument("--service-account", help="Kubernetes service account of the run's pods")
-    add_allow_local_storage(parser)
-
-
-def add_allow_local_storage(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--allow-local-storage", action="store_true",
-                        help="accept a local artifact_root and tracking store (only for clusters whose pods all mount the same volume there)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from components.data.local import create_pretraining_data
     from components.data.settings import DataSettings
     from components.evaluation.evaluate import EvaluationSettings, evaluate
+    from components.evaluation.probe import ProbeSettings, probe
     from components.registry.promotion import PromotionSettings
     from components.registry.step import register_and_promote
     from components.training.phase import train_phase
@@ -277,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     from components.vocab.export import VocabSettings, export_vocab
     from pipelines.cli_flags import add_settings_flags, settings_from_args
     from pipelines.bert_pretraining import bert_pretraining
-    from pipelines.kubernetes import add_cluster_arguments
+    from pipelines.cli_cluster import add_cluster_commands
     from pipelines.local_run import DEMO_SETTINGS
 
     parser = argparse.ArgumentParser(
@@ -294,29 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="stream every task's full output (kfp.local's own view) instead of a line per task")
     run.set_defaults(handler=command_run)
 
-    compile_ = commands.add_parser("compile", help="compile the pipeline to KFP YAML for a cluster (images, GPUs, node pools, secrets)")
-    compile_.add_argument("--output", default="bert-pretraining.yaml", help="YAML file to write (default: %(default)s)")
-    compile_.add_argument("--artifact-root", default="", help="compile this artifact_root in as the default: s3://bucket/prefix (default: none, each run passes it)")
-    compile_.add_argument("--tracking-uri", default="", help="compile this MLflow server in as the default tracking_uri (default: none, each run passes it)")
-    add_allow_local_storage(compile_)
-    add_cluster_arguments(compile_)
-    compile_.set_defaults(handler=command_compile)
-
-    submit = commands.add_parser("submit", help="start a run of a compiled pipeline on a Kubeflow Pipelines endpoint")
-    add_submission_arguments(submit)
-    submit.add_argument("--run-name", required=True, help="name of the run in the KFP UI")
-    submit.set_defaults(handler=command_submit)
-
-    schedule = commands.add_parser("schedule", help="create, list, pause, resume or delete recurring runs",
-                                   description="Create a recurring run (default action), or manage existing ones by name or id.")
-    schedule.add_argument("action", nargs="?", default="create", choices=["create", "list", "pause", "resume", "delete"], help="what to do (default: create)")
-    schedule.add_argument("target", nargs="?", help="the schedule's name or id (pause, resume, delete)")
-    add_submission_arguments(schedule, package_required=False)
-    schedule.add_argument("--name", help="name of the new schedule")
-    schedule.add_argument("--cron", help="6-field cron, seconds first: '0 0 3 * * 0' = Sundays 03:00")
-    schedule.add_argument("--max-concurrency", type=int, default=1, help="runs of this schedule at once (default: %(default)s)")
-    schedule.add_argument("--catchup", action="store_true", help="start the runs missed while paused (default: skip them)")
-    schedule.set_defaults(handler=command_schedule)
+    add_cluster_commands(commands)
 
     promote = commands.add_parser("promote", help="point an alias (default: champion) at a model version by hand")
     promote.add_argument("name", help="registered model name")
@@ -339,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--tracking-uri", default="", help="MLflow tracking URI for models:/ URIs (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     fill.set_defaults(handler=command_fill_mask)
 
+    history = commands.add_parser("history", help="every alias move of a registered model: when, from which version to which, by whom, why")
+    history.add_argument("name", help="registered model name")
+    history.add_argument("--alias", default=None, help="only this alias's moves (default: all)")
+    history.add_argument("--json", action="store_true", help="print the events as JSON instead of a table")
+    add_tracking_uri_flag(history)
+    history.set_defaults(handler=command_history)
+
     stack = commands.add_parser("stack", help="start/stop a local SeaweedFS (S3) + MLflow server pair for trying the S3 path",
                                 description='Local S3 (SeaweedFS) and MLflow servers on free loopback ports. `eval "$(bertpipe stack up)"` exports their environment.')
     stack.add_argument("action", choices=["up", "down", "status"])
@@ -349,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "export-vocab", "write vocab.txt + tokenizer files from a tokenizer, or train a WordPiece vocab on the corpus", VocabSettings,
         {"output_uri": (help_for("output_uri"), None), "source": (help_for("source"), ""), "corpus": (help_for("corpus"), "")},
         lambda args, settings, tracking: export_vocab(args.output_uri, source=args.source, corpus=args.corpus, settings=settings, tracking=tracking),
+    )
+    add_step_command(
+        commands, "probe", "train a small classifier on the model's frozen sentence representation (and the champion's): accuracy, macro-F1", ProbeSettings,
+        {"model_uri": ("the model: a folder, s3:// URI or models:/NAME@ALIAS", None), "dataset": ("labeled CSV/JSONL/Parquet (text, label[, split]), or 'demo'", "demo"),
+         "output_uri": ("folder for probe.json", None), "registered_model_name": ("also probe this registered model's champion ('' for none)", "")},
+        lambda args, settings, tracking: probe(args.model_uri, args.dataset, args.output_uri, registered_model_name=args.registered_model_name,
+                                               settings=settings, tracking=tracking),
     )
     train = add_step_command(
         commands, "train-phase", "one pretraining phase of BertForPreTraining (in this process, under torchrun, or as a TrainJob)", TrainingSettings,
@@ -377,10 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_step_command(
         commands, "register", "register a model as a new version, let it challenge the champion, write the run report", PromotionSettings,
         {"model_uri": (help_for("model_uri"), None), "evaluation_uri": (help_for("evaluation_uri"), None), **data_uris,
-         "registered_model_name": (help_for("registered_model_name"), None), "report_uri": (help_for("report_uri"), "")},
+         "registered_model_name": (help_for("registered_model_name"), None), "report_uri": (help_for("report_uri"), ""),
+         "probe_uri": ("folder of `bertpipe probe`'s probe.json, for the policy and the model card ('' = none)", "")},
         lambda args, settings, tracking: register_and_promote(args.model_uri, args.evaluation_uri, json_object(args.data_uris, "--data-uris"),
                                                               registered_model_name=args.registered_model_name, report_uri=args.report_uri,
-                                                              settings=settings, tracking=tracking),
+                                                              settings=settings, tracking=tracking, probe_uri=args.probe_uri),
         after=refuse_conflict,
     )
     return parser

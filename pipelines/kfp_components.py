@@ -169,6 +169,9 @@ def evaluate(
     split: str = "test",
     per_device_eval_batch_size: int = 64,
     max_eval_batches: int = 0,
+    confidence_level: float = 0.95,
+    bootstrap_resamples: int = 1000,
+    bootstrap_seed: int = 0,
 ) -> str:
     """MLM and NSP metrics on the held-out split at 128 and 512, for the new model and the current champion; returns the evaluation folder."""
     from components.core import storage
@@ -204,6 +207,9 @@ def register_model(
     promotion_floor: float = 0.0,
     promotion_over_baseline: bool = True,
     promotion_dry_run: bool = False,
+    require_probe: bool = False,
+    probe_tolerance: float = 0.01,
+    probe_uri: str = "",
 ) -> str:
     """Register the model (MLflow transformers flavour, fill-mask), let it challenge the champion, write the run report;
     returns the registration (name, version, decision and reasons) as JSON."""
@@ -219,6 +225,43 @@ def register_model(
     configure_logging()
     result = register_and_promote(model_uri, evaluation_uri, {128: step_io.uri_of(data_128), 512: step_io.uri_of(data_512)},
                                   registered_model_name=registered_model_name, settings=pick(PromotionSettings, locals()),
-                                  tracking=Tracking(tracking_uri, experiment, pipeline_run_id))
+                                  tracking=Tracking(tracking_uri, experiment, pipeline_run_id), probe_uri=probe_uri)
     step_io.publish_text(report, result["report_uri"])
     return json.dumps(result, sort_keys=True)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def probe(
+    model_uri: str,
+    dataset: str,
+    registered_model_name: str,
+    artifact_root: str,
+    pipeline_run_id: str,
+    tracking_uri: str,
+    experiment: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    split_column: str = "split",
+    test_fraction: float = 0.2,
+    pooling: str = "mean",
+    max_length: int = 128,
+    l2: float = 1e-3,
+    max_iter: int = 200,
+    fine_tune_steps: int = 0,
+    fine_tune_learning_rate: float = 3e-5,
+    batch_size: int = 32,
+    seed: int = 0,
+    confidence_level: float = 0.95,
+) -> str:
+    """The downstream probe of the new model and the champion on a labeled dataset ('' skips it); returns the probe folder."""
+    from components.core.console import configure_logging
+    from components.core.settings import pick
+    from components.core.tracking import Tracking
+    from components.evaluation.probe import ProbeSettings, probe as probe_step
+    from pipelines import step_io
+
+    configure_logging()
+    uri = step_io.output_uri(artifact_root, pipeline_run_id, "probe")
+    probe_step(model_uri, dataset, uri, registered_model_name=registered_model_name, settings=pick(ProbeSettings, locals()),
+               tracking=Tracking(tracking_uri, experiment, pipeline_run_id))
+    return uri

@@ -35,6 +35,7 @@ DEMO_SETTINGS = {
     "phase2_learning_rate": 5e-4,
     "phase2_warmup_steps": 3,
     "save_steps": 100,
+    "probe_dataset": "demo",
 }
 
 

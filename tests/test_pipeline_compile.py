@@ -26,7 +26,7 @@ def test_the_dag_has_every_step(spec):
     tasks, _ = named(spec["root"]["dag"])
     assert sorted(tasks) == [
         "create-pretraining-data-128", "create-pretraining-data-512", "evaluate", "export-vocab",
-        "register-model", "train-phase-128", "train-phase-512",
+        "probe", "register-model", "train-phase-128", "train-phase-512",
     ]
 
 
@@ -41,11 +41,12 @@ def test_wiring_follows_the_recipe(spec):
     assert upstream("train-phase-128") == ["create-pretraining-data-128", "export-vocab"]
     assert upstream("train-phase-512") == ["create-pretraining-data-512", "export-vocab", "train-phase-128"]
     assert upstream("evaluate") == ["create-pretraining-data-128", "create-pretraining-data-512", "train-phase-512"]
-    assert upstream("register-model") == ["create-pretraining-data-128", "create-pretraining-data-512", "evaluate", "train-phase-512"]
+    assert upstream("probe") == ["train-phase-512"]
+    assert upstream("register-model") == ["create-pretraining-data-128", "create-pretraining-data-512", "evaluate", "probe", "train-phase-512"]
     # Phase 512 starts from phase 128's model; evaluation and registration use phase 512's.
     init = tasks["train-phase-512"]["inputs"]["parameters"]["init_model"]["taskOutputParameter"]
     assert names[init["producerTask"]] == "train-phase-128"
-    for name in ("evaluate", "register-model"):
+    for name in ("evaluate", "probe", "register-model"):
         model = tasks[name]["inputs"]["parameters"]["model_uri"]["taskOutputParameter"]
         assert names[model["producerTask"]] == "train-phase-512"
 

@@ -14,6 +14,7 @@ from components.registry.promotion import PromotionSettings
 from components.training.settings import LaunchSettings, TrainingSettings
 from components.vocab.export import VocabSettings
 from pipelines import kfp_components
+from components.evaluation.probe import ProbeSettings
 from pipelines.bert_pretraining import bert_pretraining, pretraining_data
 from pipelines.cli import build_parser
 
@@ -25,6 +26,7 @@ COMPONENT_SETTINGS = [
     (kfp_components.train_phase, LaunchSettings),
     (kfp_components.evaluate, EvaluationSettings),
     (kfp_components.register_model, PromotionSettings),
+    (kfp_components.probe, ProbeSettings),
 ]
 # (pipeline, settings dataclass): the pipeline's parameters of that step.
 PIPELINE_SETTINGS = [
@@ -86,7 +88,8 @@ def test_the_pipeline_takes_every_data_setting():
 
 @pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings), ("create-pretraining-data", DataSettings),
                                                   ("train-phase", TrainingSettings), ("train-phase", LaunchSettings),
-                                                  ("evaluate", EvaluationSettings), ("register", PromotionSettings)])
+                                                  ("evaluate", EvaluationSettings), ("register", PromotionSettings),
+                                                  ("probe", ProbeSettings)])
 def test_cli_flags_come_from_the_settings(command, settings_cls):
     parser = build_parser()
     step = parser._subparsers._group_actions[0].choices[command]

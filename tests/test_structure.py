@@ -10,21 +10,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("components", "pipelines")
 MAX_LINES = 400
-
-# Violations other work in progress removes (issue 10), kept out of the main checks so those guard everything
-# else meanwhile; test_pending_violations_are_gone is an xfail until they land. Delete an entry once it XPASSes.
-PENDING_EDGES = {
-    ("training", "pipelines"): "the TrainJob launch moves out of components/training/launch.py (train)",
-}
-PENDING_LONG = {
-    "components/training/phase.py": "split by the train-phase rework (train)",
-}
-
 
 def module_files() -> dict[str, Path]:
     """Dotted module name -> file, for every module under components/ and pipelines/."""
@@ -116,10 +104,6 @@ def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str, str]]:
     return found
 
 
-def is_pending(source: str, target: str) -> bool:
-    return (step_of(source), step_of(target) or target.split(".")[0]) in PENDING_EDGES
-
-
 def long_modules() -> dict[str, int]:
     return {str(path.relative_to(ROOT)): lines for path in module_files().values()
             if (lines := len(path.read_text().splitlines())) > MAX_LINES}
@@ -145,15 +129,8 @@ def test_the_import_graph_has_no_cycles():
 
 
 def test_imports_flow_one_way():
-    assert [f"{s} -> {t} ({why})" for s, t, why in upward_imports(import_graph()) if not is_pending(s, t)] == []
+    assert [f"{s} -> {t} ({why})" for s, t, why in upward_imports(import_graph())] == []
 
 
 def test_no_module_is_over_400_lines():
-    assert {path: lines for path, lines in long_modules().items() if path not in PENDING_LONG} == {}
-
-
-@pytest.mark.xfail(reason="other work in progress removes these: see PENDING_EDGES and PENDING_LONG", strict=False)
-def test_pending_violations_are_gone():
-    pending = [f"{s} -> {t} ({PENDING_EDGES[(step_of(s), step_of(t) or t.split('.')[0])]})"
-               for s, t, _ in upward_imports(import_graph()) if is_pending(s, t)]
-    assert (pending, {path: lines for path, lines in long_modules().items() if path in PENDING_LONG}) == ([], {})
+    assert long_modules() == {}

@@ -8,13 +8,18 @@ Metrics (keys of `pretraining_metrics`):
     nsp_loss, nsp_accuracy   over sequences
     loss              mlm_loss + nsp_loss (the pretraining objective)
 
-Batches stream through under inference_mode; only running sums are kept, never logits.
+Batches stream through under inference_mode; per instance only a few sums are kept
+(masked tokens, top-1/top-5 hits, summed losses), never logits: the metrics are ratios of
+their totals, and the evaluate step keeps the per-instance columns so two models can be
+compared instance by instance (components.evaluation.bootstrap).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+
+import numpy as np
 from typing import Iterable
 
 import torch
@@ -26,6 +31,8 @@ from components.core.errors import BertpipeError
 # The evaluate step's output folder holds these; the register step reads them.
 EVALUATION_METRICS_FILE = "metrics.json"
 EVALUATION_REPORT_FILE = "report.md"
+PROBE_FILE = "probe.json"  # the probe step's output, read by the register step too
+INSTANCE_COLUMNS = ("masked", "mlm_hits", "mlm_top5_hits", "mlm_loss", "nsp_hit", "nsp_loss")
 METRIC_NAMES = ("mlm_loss", "perplexity", "mlm_accuracy", "mlm_top5_accuracy", "nsp_loss", "nsp_accuracy", "loss")
 # The metrics where higher is better: the only ones a promotion rule "must beat the champion by a margin" fits.
 HIGHER_IS_BETTER = ("mlm_accuracy", "mlm_top5_accuracy", "nsp_accuracy")
@@ -39,36 +46,55 @@ def autocast_for(device: torch.device):
 
 
 @torch.inference_mode()
-def pretraining_metrics(forward: models.MaskedPretrainingModel, batches: Iterable[dict], device: torch.device) -> dict[str, float]:
-    """MLM/NSP metrics (METRIC_NAMES) over all batches, from running sums."""
+def score_instances(forward: models.MaskedPretrainingModel, batches: Iterable[dict], device: torch.device) -> dict[str, np.ndarray]:
+    """The INSTANCE_COLUMNS for every instance of `batches`, in order."""
     was_training = forward.training
     forward.eval()
-    sums = {"mlm_loss": 0.0, "top1": 0, "top5": 0, "masked": 0, "nsp_loss": 0.0, "nsp_correct": 0, "sequences": 0}
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in INSTANCE_COLUMNS}
     for batch in batches:
         batch = batching.batch_to(batch, device)
         with autocast_for(device):
             mlm_logits, nsp_logits = forward(*(batch[name] for name in models.MODEL_INPUTS))
         mlm_logits, nsp_logits = mlm_logits.float(), nsp_logits.float()
-        labels, nsp_labels = batch["mlm_labels"], batch["next_sentence_label"]
+        labels, nsp_labels, row = batch["mlm_labels"], batch["next_sentence_label"], batch["mlm_batch_index"]
+        rows = nsp_labels.numel()
         top5 = mlm_logits.topk(min(5, mlm_logits.shape[-1]), dim=-1).indices
-        sums["mlm_loss"] += torch.nn.functional.cross_entropy(mlm_logits, labels, reduction="sum").item()
-        sums["top1"] += (top5[:, 0] == labels).sum().item()
-        sums["top5"] += (top5 == labels[:, None]).any(dim=-1).sum().item()
-        sums["masked"] += labels.numel()
-        sums["nsp_loss"] += torch.nn.functional.cross_entropy(nsp_logits, nsp_labels, reduction="sum").item()
-        sums["nsp_correct"] += (nsp_logits.argmax(-1) == nsp_labels).sum().item()
-        sums["sequences"] += nsp_labels.numel()
+        per_row = lambda values: torch.zeros(rows, dtype=torch.float64, device=device).index_add_(0, row, values.double())  # noqa: E731
+        columns = {
+            "masked": per_row(torch.ones_like(labels)),
+            "mlm_hits": per_row(top5[:, 0] == labels),
+            "mlm_top5_hits": per_row((top5 == labels[:, None]).any(dim=-1)),
+            "mlm_loss": per_row(torch.nn.functional.cross_entropy(mlm_logits, labels, reduction="none")),
+            "nsp_hit": (nsp_logits.argmax(-1) == nsp_labels).double(),
+            "nsp_loss": torch.nn.functional.cross_entropy(nsp_logits, nsp_labels, reduction="none").double(),
+        }
+        for name, values in columns.items():
+            parts[name].append(values.cpu().numpy())
     forward.train(was_training)
-    if not sums["masked"] or not sums["sequences"]:
+    results = {name: np.concatenate(values) if values else np.zeros(0) for name, values in parts.items()}
+    for name in ("masked", "mlm_hits", "mlm_top5_hits", "nsp_hit"):
+        results[name] = results[name].astype(np.int32)
+    return results
+
+
+def metrics_from(results: dict[str, np.ndarray]) -> dict[str, float]:
+    """The aggregate metrics (evaluate.METRIC_NAMES) of per-instance results."""
+    masked, sequences = int(results["masked"].sum()), len(results["nsp_hit"])
+    if not masked or not sequences:
         raise BertpipeError("no held-out instances to evaluate on")
-    mlm_loss = sums["mlm_loss"] / sums["masked"]
-    nsp_loss = sums["nsp_loss"] / sums["sequences"]
+    mlm_loss = float(results["mlm_loss"].sum()) / masked
+    nsp_loss = float(results["nsp_loss"].sum()) / sequences
     return {
         "mlm_loss": mlm_loss,
         "perplexity": math.exp(min(mlm_loss, 700.0)),
-        "mlm_accuracy": sums["top1"] / sums["masked"],
-        "mlm_top5_accuracy": sums["top5"] / sums["masked"],
+        "mlm_accuracy": int(results["mlm_hits"].sum()) / masked,
+        "mlm_top5_accuracy": int(results["mlm_top5_hits"].sum()) / masked,
         "nsp_loss": nsp_loss,
-        "nsp_accuracy": sums["nsp_correct"] / sums["sequences"],
+        "nsp_accuracy": int(results["nsp_hit"].sum()) / sequences,
         "loss": mlm_loss + nsp_loss,
     }
+
+
+def pretraining_metrics(forward: models.MaskedPretrainingModel, batches: Iterable[dict], device: torch.device) -> dict[str, float]:
+    """MLM/NSP metrics (METRIC_NAMES) over all batches."""
+    return metrics_from(score_instances(forward, batches, device))

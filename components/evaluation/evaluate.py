@@ -23,10 +23,11 @@ from components.core import storage
 from components.core.baselines import trivial_baselines
 from components.core.errors import BertpipeError
 from components.core.model_store import current_champion, model_folder
-from components.core.scoring import EVALUATION_METRICS_FILE, EVALUATION_REPORT_FILE, pretraining_metrics
+from components.core.scoring import EVALUATION_METRICS_FILE, EVALUATION_REPORT_FILE, HIGHER_IS_BETTER, metrics_from, score_instances
 from components.core.settings import as_dict, check, setting
 from components.core.tracking import Tracking, default_tracking_uri, log_metrics, step_run
 from components.core.vocab_files import load_vocab_info
+from components.evaluation import instance_results
 from components.evaluation.report import fill_mask_examples, render_report
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,13 @@ class EvaluationSettings:
     split: str = setting("test", "held-out split to evaluate on", choices=("dev", "test"))
     per_device_eval_batch_size: int = setting(64, "sequences per evaluation batch", minimum=1)
     max_eval_batches: int = setting(0, "cap on evaluation batches per length, for quick checks (0: the whole split)", minimum=0)
+    confidence_level: float = setting(0.95, "level of the paired bootstrap interval of new model minus champion", above=0.0, below=1.0)
+    bootstrap_resamples: int = setting(1000, "resamples of the paired bootstrap (of instances, not tokens)", minimum=100)
+    bootstrap_seed: int = setting(0, "seed of the paired bootstrap")
 
 
-def measure(model_uri: str, data_uris: dict[int, str], settings: EvaluationSettings, tracking_uri: str) -> tuple[dict, dict]:
-    """(metrics per length, fill-mask examples per length) of one model on `settings.split` of each data folder."""
+def measure(model_uri: str, data_uris: dict[int, str], settings: EvaluationSettings, tracking_uri: str) -> tuple[dict, dict, dict]:
+    """(metrics, fill-mask examples, per-instance results; each per length) of one model on `settings.split` of each data folder."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with model_folder(model_uri, tracking_uri) as folder:
         if not (folder / "vocab_info.json").is_file():
@@ -55,7 +59,7 @@ def measure(model_uri: str, data_uris: dict[int, str], settings: EvaluationSetti
     models.check_vocab_size(model, vocab_info["size"], model_uri)
     forward = models.MaskedPretrainingModel(model).to(device)
     split = settings.split
-    results, examples = {}, {}
+    results, examples, instances = {}, {}, {}
     for length, data_uri in data_uris.items():
         manifest = instance_format.read_manifest(data_uri)
         instance_format.check_compatible(manifest, data_uri, max_seq_length=length, vocab_sha256=vocab_info["sha256"])
@@ -65,18 +69,19 @@ def measure(model_uri: str, data_uris: dict[int, str], settings: EvaluationSetti
             raise BertpipeError(f"{data_uri} has {length}-token sequences; the model takes at most {model.config.max_position_embeddings}")
         log.info("evaluating %s on the %s split of %s", model_uri, split, data_uri)
         batches = batching.evaluation_batches(data_uri, manifest, split, settings.per_device_eval_batch_size, settings.max_eval_batches or None)
-        results[length] = {**pretraining_metrics(forward, batches, device), **trivial_baselines(data_uri, manifest, split)}
+        instances[length] = score_instances(forward, batches, device)
+        results[length] = {**metrics_from(instances[length]), **trivial_baselines(data_uri, manifest, split)}
         examples[length] = fill_mask_examples(forward, data_uri, manifest, split, tokens, device)
         log.info("length %d: %s", length, ", ".join(f"{k}={v:.4f}" for k, v in results[length].items()))
-    return results, examples
+    return results, examples, instances
 
 
 def flatten(results: dict[int, dict]) -> dict[str, float]:
     return {f"{name}_{length}": value for length, metrics in results.items() for name, value in metrics.items()}
 
 
-def evaluate_champion(registered_model_name: str, data_uris: dict[int, str], settings: EvaluationSettings, tracking_uri: str) -> dict:
-    """{"registered_model_name", "version", "metrics", "note"}: the champion's metrics on this data.
+def evaluate_champion(registered_model_name: str, data_uris: dict[int, str], settings: EvaluationSettings, tracking_uri: str) -> tuple[dict, dict | None]:
+    """({"registered_model_name", "version", "metrics", "note"}, per-instance results or None): the champion on this data.
 
     version None: no champion yet. metrics None with a version: the champion cannot
     read this data (another vocab, say); promotion then falls back to its
@@ -87,15 +92,30 @@ def evaluate_champion(registered_model_name: str, data_uris: dict[int, str], set
     if version is None:
         champion["note"] = f"{registered_model_name} has no champion yet: the new version is compared with the promotion floor only."
         log.info("%s", champion["note"])
-        return champion
+        return champion, None
     champion["version"] = version
     log.info("evaluating champion %s version %s on the same data", registered_model_name, version)
     try:
-        champion["metrics"] = flatten(measure(f"models:/{registered_model_name}/{version}", data_uris, settings, tracking_uri)[0])
+        results, _, instances = measure(f"models:/{registered_model_name}/{version}", data_uris, settings, tracking_uri)
+        champion["metrics"] = flatten(results)
+        return champion, instances
     except BertpipeError as error:
         champion["note"] = f"Champion version {version} cannot be evaluated on this data ({error}); its registered metrics will be used."
         log.warning("%s", champion["note"])
-    return champion
+    return champion, None
+
+
+def compare_with_champion(instances: dict, champion_instances: dict, settings: EvaluationSettings) -> dict:
+    """Paired bootstrap intervals of new model minus champion, per higher-is-better metric and length."""
+    intervals = {
+        f"{metric}_{length}": instance_results.compare(instances[length], champion_instances[length], metric, level=settings.confidence_level,
+                                                       resamples=settings.bootstrap_resamples, seed=settings.bootstrap_seed).as_dict()
+        for length in instances for metric in HIGHER_IS_BETTER
+    }
+    for name, interval in intervals.items():
+        log.info("%s, new model minus champion: %+.4f [%+.4f, %+.4f] at %.0f%% (%d instances)", name, interval["difference"], interval["low"],
+                 interval["high"], 100 * interval["level"], interval["instances"])
+    return intervals
 
 
 def evaluate(
@@ -121,12 +141,18 @@ def evaluate(
     params = {"model_uri": model_uri, "registered_model_name": registered_model_name, **as_dict(settings)}
     params.update({f"data_uri_{length}": uri for length, uri in data_uris.items()})
     with step_run(tracking, STEP_NAME, params) if tracking else contextlib.nullcontext():
-        results, examples = measure(model_uri, data_uris, settings, tracking_uri)
+        results, examples, instances = measure(model_uri, data_uris, settings, tracking_uri)
         flat = flatten(results)
-        champion = evaluate_champion(registered_model_name, data_uris, settings, tracking_uri) if registered_model_name else None
+        champion, champion_instances = evaluate_champion(registered_model_name, data_uris, settings, tracking_uri) if registered_model_name else (None, None)
         # Which data the numbers are from: the register step checks it was given the same.
         data = {str(length): {"uri": uri, "manifest_sha256": instance_format.manifest_sha256(uri)} for length, uri in data_uris.items()}
-        record = {"model_uri": model_uri, "split": settings.split, "data": data, "metrics": flat, "champion": champion}
+        for length, columns in instances.items():
+            test_data = f"{data[str(length)]['manifest_sha256']}:{settings.split}"
+            instance_results.save(storage.join(output_uri, instance_results.results_file(length)), columns, test_data)
+            if champion_instances:
+                instance_results.save(storage.join(output_uri, "champion", instance_results.results_file(length)), champion_instances[length], test_data)
+        intervals = compare_with_champion(instances, champion_instances, settings) if champion_instances else {}
+        record = {"model_uri": model_uri, "split": settings.split, "data": data, "metrics": flat, "champion": champion, "intervals": intervals}
         report = render_report(model_uri, settings.split, results, examples, flat, champion)
         storage.write_json(storage.join(output_uri, EVALUATION_METRICS_FILE), record)
         storage.write_text(storage.join(output_uri, EVALUATION_REPORT_FILE), report)

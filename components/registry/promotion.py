@@ -37,6 +37,7 @@ from components.core.model_store import CHAMPION, alias_version, registry_client
 from components.core.scoring import HIGHER_IS_BETTER
 from components.core.settings import setting
 from components.core.tracking import mlflow_errors
+from components.registry.history import record_move
 from components.registry.lock import alias_lock
 from components.registry.register import METRIC_TAG_PREFIX
 
@@ -61,6 +62,7 @@ class PromotionPolicy:
     guard_tolerance: float = 0.01  # the guard metric may drop by at most this
     floor: float = 0.0  # the metric must reach at least this, champion or not
     beat_baselines: bool = True  # metric and guard must beat their trivial baselines (core.baselines), when measured
+    probe_tolerance: float | None = None  # the probe's accuracy may drop by at most this (None: the probe does not decide)
 
 
 PROMOTION_METRICS = tuple(f"{name}_{length}" for length in (128, 512) for name in HIGHER_IS_BETTER)
@@ -76,11 +78,14 @@ class PromotionSettings:
     promotion_floor: float = setting(0.0, "the metric's minimum for any champion, the first one included", minimum=0.0, maximum=1.0)
     promotion_over_baseline: bool = setting(True, "the metric and NSP accuracy must also beat their trivial baselines (most frequent token, majority NSP label)")
     promotion_dry_run: bool = setting(False, "decide and report, but move no alias")
+    require_probe: bool = setting(False, "the downstream probe's accuracy must not drop by more than --probe-tolerance either")
+    probe_tolerance: float = setting(0.01, "how much the probe's test accuracy may drop at most (with --require-probe)", minimum=0.0, maximum=1.0)
 
     @property
     def policy(self) -> "PromotionPolicy":
         return PromotionPolicy(metric=self.promotion_metric, margin=self.promotion_margin, guard_tolerance=self.nsp_tolerance, floor=self.promotion_floor,
-                               beat_baselines=self.promotion_over_baseline)
+                               beat_baselines=self.promotion_over_baseline,
+                               probe_tolerance=self.probe_tolerance if self.require_probe else None)
 
 
 @dataclass(frozen=True)
@@ -94,9 +99,49 @@ def _value(metrics: Mapping[str, float] | None, key: str) -> float | None:
     return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
-def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None, policy: PromotionPolicy = PromotionPolicy()) -> Decision:
-    """Whether `challenger` should replace `champion` (None: there is none), with every reason. Pure: metrics in, decision out."""
-    metric, guard = policy.metric, policy.guard_metric
+def _interval_words(interval: Mapping) -> str:
+    return (f"{interval['level']:.0%} interval [{interval['low']:+.4f}, {interval['high']:+.4f}] over {interval['instances']} instances"
+            f" ({interval['units']} units)")
+
+
+def _beats(metric: str, value: float, best: float, margin: float, interval: Mapping | None) -> tuple[bool, str]:
+    """Whether the gain clears the margin: its interval's lower bound when there is one, else the point difference."""
+    gain = value - best
+    if interval is None:
+        beats = gain > margin + EPSILON
+        return beats, f"{metric} {value:.4f} vs champion {best:.4f} ({gain:+.4f}, {'more' if beats else 'not more'} than the margin {margin:.4f})"
+    beats = interval["low"] > margin + EPSILON
+    return beats, (f"{metric} {value:.4f} vs champion {best:.4f} ({gain:+.4f}, {_interval_words(interval)}: lower bound "
+                   f"{'above' if beats else 'not above'} the margin {margin:.4f})")
+
+
+def _within(name: str, value: float, best: float, tolerance: float, interval: Mapping | None) -> tuple[bool, str]:
+    """Whether a drop stays within the tolerance: the interval's lower bound must not fall below -tolerance."""
+    change = value - best
+    low = change if interval is None else interval["low"]
+    ok = low >= -tolerance - EPSILON
+    where = "" if interval is None else f"{_interval_words(interval)}; "
+    return ok, f"{name} {value:.4f} vs champion {best:.4f} (change {change:+.4f}, {where}{'within' if ok else 'beyond'} the tolerance {tolerance:.4f} for a drop)"
+
+
+def _probe_check(probe: Mapping | None, tolerance: float) -> tuple[bool, str]:
+    if not probe or not probe.get("challenger"):
+        return False, "the policy requires the downstream probe, but it did not run; run it (probe dataset) or drop --require-probe"
+    if not probe.get("champion"):
+        return True, "probe: " + ("; ".join(probe.get("notes") or []) or "the champion has no probe result") + "; not compared"
+    return _within("probe accuracy", probe["challenger"]["accuracy"], probe["champion"]["accuracy"], tolerance, probe.get("interval"))
+
+
+def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None, policy: PromotionPolicy = PromotionPolicy(),
+           intervals: Mapping[str, Mapping] | None = None, probe: Mapping | None = None) -> Decision:
+    """Whether `challenger` should replace `champion` (None: there is none), with every reason. Pure: metrics in, decision out.
+
+    `intervals` (metric -> paired bootstrap interval of challenger minus champion, from the evaluate step) make the
+    rule statistical: the lower bound must clear the margin, and must not fall below minus the tolerance for the
+    guard metric. Without an interval the point difference decides, and the reason says so. `probe` is the
+    probe step's result; it decides only when policy.probe_tolerance is set.
+    """
+    metric, guard, intervals = policy.metric, policy.guard_metric, intervals or {}
     value = _value(challenger, metric)
     if value is None:
         return Decision(False, (f"challenger has no {metric}",))
@@ -116,9 +161,8 @@ def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None
     best = _value(champion, metric)
     if best is None:
         return Decision(False, (f"champion has no {metric} to compare with",))
-    gain = value - best
-    beats = gain > policy.margin + EPSILON
-    reasons = [f"{metric} {value:.4f} vs champion {best:.4f} ({gain:+.4f}, {'more' if beats else 'not more'} than the margin {policy.margin:.4f})"]
+    beats, reason = _beats(metric, value, best, policy.margin, intervals.get(metric))
+    reasons = [reason]
 
     guard_value, guard_best = _value(challenger, guard), _value(champion, guard)
     guard_ok = True
@@ -128,10 +172,13 @@ def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None
         guard_ok = False
         reasons.append(f"challenger has no {guard} while the champion has {guard_best:.4f}")
     else:
-        drop = guard_best - guard_value
-        guard_ok = drop <= policy.guard_tolerance + EPSILON
-        reasons.append(f"{guard} {guard_value:.4f} vs champion {guard_best:.4f} (change {-drop:+.4f}, {'within' if guard_ok else 'beyond'} the tolerance {policy.guard_tolerance:.4f} for a drop)")
-    return Decision(beats and guard_ok, tuple(reasons + above_baselines))
+        guard_ok, reason = _within(guard, guard_value, guard_best, policy.guard_tolerance, intervals.get(guard))
+        reasons.append(reason)
+    probe_ok = True
+    if policy.probe_tolerance is not None:
+        probe_ok, reason = _probe_check(probe, policy.probe_tolerance)
+        reasons.append(reason)
+    return Decision(beats and guard_ok and probe_ok, tuple(reasons + above_baselines))
 
 
 def default_actor() -> str:
@@ -165,8 +212,9 @@ def _set_tags(client, name: str, version: str, tags: dict[str, str]) -> None:
         client.set_model_version_tag(name, version, key, str(value)[:MAX_TAG_VALUE])
 
 
-def _move_alias(client, name: str, alias: str, version: str, *, expected: str | None, actor: str, reason: str) -> tuple[bool, str | None, str]:
-    """Point alias at version if it still points at `expected`; returns (moved, alias now, why not)."""
+def _move_alias(client, name: str, alias: str, version: str, *, expected: str | None, actor: str, reason: str, action: str,
+                pipeline_run: str = "") -> tuple[bool, str | None, str]:
+    """Point alias at version if it still points at `expected`, and record the move in the history; returns (moved, alias now, why not)."""
     with alias_lock(client, name, actor=actor):
         current = alias_version(client, name, alias)
         if current != expected:
@@ -181,6 +229,7 @@ def _move_alias(client, name: str, alias: str, version: str, *, expected: str | 
             f"bertpipe.{alias}.promoted_by": actor,
             f"bertpipe.{alias}.reason": reason,
         })
+        record_move(client, name, alias=alias, previous=expected, version=version, action=action, actor=actor, reason=reason, pipeline_run=pipeline_run)
     log.info("%s of %s: %s -> %s (%s, by %s)", alias, name, expected or "none", version, reason, actor)
     return True, version, ""
 
@@ -196,6 +245,9 @@ def promote_if_better(
     policy: PromotionPolicy = PromotionPolicy(),
     dry_run: bool = False,
     actor: str | None = None,
+    pipeline_run: str = "",
+    intervals: Mapping[str, Mapping] | None = None,
+    probe: Mapping | None = None,
 ) -> dict:
     """Make `version` the challenger and decide whether it becomes champion; apply that unless dry_run.
 
@@ -215,6 +267,7 @@ def promote_if_better(
         challenger = dict(challenger_metrics) if challenger_metrics is not None else registered_metrics(client, name, version)
         current = alias_version(client, name, CHAMPION)
         label, reasons = "kept", []
+        re_evaluated = champion_metrics is not None  # intervals exist only for a champion measured on the same instances
         if current is not None and champion_metrics is None:
             champion_version, champion_metrics = current, registered_metrics(client, name, current)
             reasons.append(f"champion {current} compared by its registration metrics (not re-evaluated)")
@@ -226,7 +279,7 @@ def promote_if_better(
             label, decision = "conflict", Decision(False)
             reasons = [f"champion is {current or 'none'}, but the champion metrics given are for {champion_version or 'an unnamed version'}; evaluate the current champion"]
         else:
-            decision = decide(challenger, champion_metrics, policy)
+            decision = decide(challenger, champion_metrics, policy, intervals if re_evaluated else None, probe)
             reasons += decision.reasons
             label = "promoted" if decision.promote else "kept"
         result = {
@@ -237,9 +290,15 @@ def promote_if_better(
             log.info("dry run: %s version %s would be %s: %s", name, version, result["decision"], "; ".join(reasons))
             return result
 
-        client.set_registered_model_alias(name, CHALLENGER, version)
+        with alias_lock(client, name, actor=actor):
+            before = alias_version(client, name, CHALLENGER)
+            client.set_registered_model_alias(name, CHALLENGER, version)
+            if before != version:
+                record_move(client, name, alias=CHALLENGER, previous=before, version=version, action="challenged", actor=actor,
+                            reason=f"newly evaluated against champion {current or 'none'}", pipeline_run=pipeline_run)
         if decision.promote:
-            moved, now, why_not = _move_alias(client, name, CHAMPION, version, expected=current, actor=actor, reason="; ".join(reasons))
+            moved, now, why_not = _move_alias(client, name, CHAMPION, version, expected=current, actor=actor, reason="; ".join(reasons),
+                                              action="promoted", pipeline_run=pipeline_run)
             if not moved:
                 result.update(decision="conflict", promoted=False, champion_after=now, reasons=[*reasons, why_not])
         _set_tags(client, name, version, {
@@ -265,7 +324,7 @@ def promote(registered_model_name: str, version: str, *, tracking_uri: str, alia
         previous = alias_version(client, name, alias)
         if previous == version:
             return {"name": name, "alias": alias, "version": version, "previous": previous}
-        moved, now, why_not = _move_alias(client, name, alias, version, expected=previous, actor=actor, reason=reason)
+        moved, now, why_not = _move_alias(client, name, alias, version, expected=previous, actor=actor, reason=reason, action="promote")
     if not moved:
         raise BertpipeError(f"{name}: {why_not}; check `{alias}` and retry")
     return {"name": name, "alias": alias, "version": version, "previous": previous}
@@ -296,5 +355,6 @@ def rollback(registered_model_name: str, *, tracking_uri: str, alias: str = CHAM
                                               f"bertpipe.{alias}.rollback_reason": reason, f"bertpipe.{alias}.rolled_back_to": previous})
             _set_tags(client, name, previous, {f"bertpipe.{alias}.restored_at": at, f"bertpipe.{alias}.restored_by": actor,
                                                f"bertpipe.{alias}.restore_reason": reason, f"bertpipe.{alias}.restored_from": current})
+            record_move(client, name, alias=alias, previous=current, version=previous, action="rollback", actor=actor, reason=reason, at=at)
     log.info("%s of %s rolled back from %s to %s (%s, by %s)", alias, name, current, previous, reason, actor)
     return {"name": name, "alias": alias, "version": previous, "rolled_back": current}

@@ -79,13 +79,14 @@ def _link(report_uri: str, target: str) -> str:
     return target[len(folder):] if target.startswith(folder) else target
 
 
-def write_run_report(report_uri: str, evaluation_uri: str, registered: dict, phases: list[dict]) -> str:
-    """Write the run report to report_uri and return its text; `phases` are the training summaries, first phase first."""
+def write_run_report(report_uri: str, evaluation_uri: str, registered: dict, phases: list[dict], extra: list[str] = ()) -> str:
+    """Write the run report to report_uri and return its text; `phases` are the training summaries, first phase first;
+    `extra` lines follow the promotion section (the intervals and the probe)."""
     evaluation = storage.read_text(storage.join(evaluation_uri, EVALUATION_REPORT_FILE)).splitlines()
     curves = ["## Loss curves", ""]
     curves += [f"![phase {phase['max_seq_length']}]({_link(report_uri, storage.join(phase['output_uri'], 'plots', 'loss_curve.png'))})" for phase in phases]
     metrics = _read_json(storage.join(evaluation_uri, EVALUATION_METRICS_FILE)).get("metrics", {})
-    text = "\n".join(["# bert-pretraining run", ""] + summary_section(metrics, registered, phases) + promotion_section(registered)
+    text = "\n".join(["# bert-pretraining run", ""] + summary_section(metrics, registered, phases) + promotion_section(registered) + list(extra)
                      + curves + [""] + evaluation[1:]) + "\n"
     storage.write_text(report_uri, text)
     log.info("run report written to %s", report_uri)

@@ -14,9 +14,10 @@ import logging
 from components.core import instances as instance_format
 from components.core import storage
 from components.core.errors import BertpipeError
-from components.core.scoring import EVALUATION_METRICS_FILE
+from components.core.scoring import EVALUATION_METRICS_FILE, PROBE_FILE
 from components.core.settings import check
 from components.core.tracking import Tracking, close_pipeline_run
+from components.registry.model_card import MODEL_CARD_FILE, description, interval_lines, probe_lines, render_model_card
 from components.registry.promotion import PromotionSettings, promote_if_better
 from components.registry.register import register_model
 from components.registry.run_report import write_run_report
@@ -58,6 +59,31 @@ def traceability_tags(data: dict[int, str], phases: list[dict]) -> dict[str, str
     return tags
 
 
+def comparison_tags(intervals: dict, probe: dict | None) -> dict[str, str]:
+    """The intervals and probe scores as version tags: `bertpipe.interval.<metric>` = "diff [low, high] level instances units"."""
+    tags = {f"bertpipe.interval.{name}": f"{i['difference']:+.6f} [{i['low']:+.6f}, {i['high']:+.6f}] level {i['level']} instances {i['instances']} units {i['units']}"
+            for name, i in intervals.items()}
+    if probe and probe.get("challenger"):
+        tags.update({"bertpipe.probe.dataset": probe["dataset"], "bertpipe.probe.accuracy": repr(probe["challenger"]["accuracy"]),
+                     "bertpipe.probe.macro_f1": repr(probe["challenger"]["macro_f1"])})
+    return tags
+
+
+def publish_model_card(card: str, registered: dict, model_uri: str, tracking: Tracking) -> str:
+    """The card as the version's description, an artifact of the registration run, and a file beside the model; returns the file's URI."""
+    from components.core.model_store import registry_client
+    from components.core.tracking import mlflow_errors
+
+    with mlflow_errors(tracking.tracking_uri, f"writing the model card of {registered['model_uri']}"):
+        client = registry_client(tracking.tracking_uri)
+        client.update_model_version(registered["name"], registered["version"], description=description(card))
+        client.log_text(registered["run_id"], card, MODEL_CARD_FILE)
+    uri = storage.join(parent(model_uri), MODEL_CARD_FILE) if not model_uri.startswith("models:/") else ""
+    if uri:
+        storage.write_text(uri, card)
+    return uri
+
+
 def read_evaluation(evaluation_uri: str, data: dict[int, str], registered_model_name: str) -> dict:
     """The evaluate step's metrics.json, checked to be about this data and this registered model."""
     evaluation = storage.read_json(storage.join(evaluation_uri, EVALUATION_METRICS_FILE))
@@ -82,10 +108,13 @@ def register_and_promote(
     tracking: Tracking | None = None,
     report_uri: str = "",
     actor: str | None = None,
+    probe_uri: str = "",
 ) -> dict:
     """Register model_uri as a new version of registered_model_name with its traceability tags, let it challenge
     the champion (metrics from evaluation_uri), and write the run report (default: report.md beside the
-    evaluation folder). In a pipeline run, it then closes the pipeline's MLflow run.
+    evaluation folder). `probe_uri`: the probe step's folder (probe.json), for the policy and the model card.
+    The version's model card becomes its description and model_card.md (run artifacts, beside the model).
+    In a pipeline run, it then closes the pipeline's MLflow run.
 
     Returns {"name", "version", "model_uri", "run_id", "report_uri", "promotion": {"decision": "promoted" |
     "kept" | "conflict", "reasons", "champion_before", "champion_after", ...}}.
@@ -96,14 +125,18 @@ def register_and_promote(
     evaluation = read_evaluation(evaluation_uri, data, registered_model_name)
     phases = training_phases(model_uri)
     champion = evaluation.get("champion") or {}
-    registered = register_model(model_uri, registered_model_name, tracking=tracking, tags=traceability_tags(data, phases), metrics=evaluation["metrics"])
+    probe = storage.read_json(storage.join(probe_uri, PROBE_FILE)) if probe_uri else None
+    tags = {**traceability_tags(data, phases), **comparison_tags(evaluation.get("intervals") or {}, probe)}
+    registered = register_model(model_uri, registered_model_name, tracking=tracking, tags=tags, metrics=evaluation["metrics"])
     decision = promote_if_better(
         registered_model_name, registered["version"], tracking_uri=tracking.tracking_uri, challenger_metrics=evaluation["metrics"],
         champion_version=champion.get("version"), champion_metrics=champion.get("metrics"), policy=settings.policy,
-        dry_run=settings.promotion_dry_run, actor=actor,
+        dry_run=settings.promotion_dry_run, actor=actor, pipeline_run=tracking.pipeline_run_id or "",
+        intervals=evaluation.get("intervals"), probe=probe,
     )
     result = {**registered, "promotion": decision, "report_uri": report_uri or storage.join(parent(evaluation_uri), RUN_REPORT_FILE)}
-    write_run_report(result["report_uri"], evaluation_uri, result, phases)
+    result["model_card_uri"] = publish_model_card(render_model_card(result, evaluation, probe, phases, tracking.pipeline_run_id), result, model_uri, tracking)
+    write_run_report(result["report_uri"], evaluation_uri, result, phases, extra=interval_lines(evaluation.get("intervals") or {}) + probe_lines(probe))
     try:
         close_pipeline_run(tracking)
     except BertpipeError as error:  # the version is registered and decided: bookkeeping must not fail the step now

@@ -1,0 +1,75 @@
+"""The pipeline's parameters, each traced to the step setting it feeds, whose checks then apply.
+
+`bertpipe run`, `submit` and `schedule` check every argument with the step's own rules before
+anything starts: every bad value at once, named as the pipeline names it, exit 2, instead of a
+step failing hours later. A test keeps this table and the pipeline signature in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Mapping
+from functools import lru_cache
+
+from components.core import settings as settings_core
+from components.core.errors import BertpipeError
+from components.core.recipe import PHASES
+
+SETTINGS_CLASSES = (
+    "components.vocab.export:VocabSettings",
+    "components.core.corpus:CorpusSettings",
+    "components.data.settings:DataSettings",
+    "components.training.settings:TrainingSettings",
+    "components.evaluation.evaluate:EvaluationSettings",
+    "components.evaluation.probe:ProbeSettings",
+    "components.registry.promotion:PromotionSettings",
+)
+# Pipeline names that differ from the field they feed.
+RENAMED = {
+    "data_seed": ("DataSettings", "seed"),
+    "train_seed": ("TrainingSettings", "seed"),
+    "init_checkpoint": ("TrainingSettings", "init_model"),
+    **{f"phase{phase.number}_{suffix}": ("TrainingSettings", field)
+       for phase in PHASES
+       for suffix, field in (("steps", "max_steps"), ("batch_size", "per_device_train_batch_size"),
+                             ("learning_rate", "learning_rate"), ("warmup_steps", "warmup_steps"),
+                             ("gradient_accumulation_steps", "gradient_accumulation_steps"))},
+}
+@lru_cache(maxsize=None)
+def settings_classes() -> dict[str, type]:
+    """The step settings classes that exist, by class name."""
+    found = {}
+    for spec in SETTINGS_CLASSES:
+        module, _, name = spec.partition(":")
+        try:
+            found[name] = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+    return found
+
+
+def source_of(parameter: str) -> tuple[type, str] | None:
+    """(settings class, field) that a pipeline parameter feeds, or None for an input/location."""
+    classes = settings_classes()
+    if parameter in RENAMED:
+        cls_name, field = RENAMED[parameter]
+        return (classes[cls_name], field) if cls_name in classes else None
+    owners = [cls for cls in classes.values() if parameter in {f.name for f in dataclasses.fields(cls)}]
+    return (owners[0], parameter) if owners else None
+
+
+def argument_problems(arguments: Mapping[str, object]) -> list[str]:
+    """Every bad pipeline argument, one line each, checked by the rules of the setting it feeds."""
+    found = []
+    for name, value in arguments.items():
+        source = source_of(name)
+        if source is not None:
+            found += settings_core.value_problems(source[0], source[1], value, shown_as=name)
+    return found
+
+
+def check_arguments(arguments: Mapping[str, object], action: str) -> None:
+    found = argument_problems(arguments)
+    if found:
+        raise BertpipeError(f"{action}: " + "; ".join(found))
