@@ -137,8 +137,12 @@ def test_plain_view_reports_training_by_quarters():
 
 
 def run_failing_pipeline(tmp_path, **streams):
+    """A run whose export-vocab task fails (a vocab.txt with a repeated line: every check before the run passes)."""
+    source = tmp_path / "repeating-vocab"
+    source.mkdir()
+    (source / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "the"]) + "\n")
     command = [sys.executable, "-m", "pipelines.cli", "run", "--artifact-root", str(tmp_path / "artifacts"),
-               "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--vocab-size", "5"]
+               "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--vocab-source", str(source)]
     return subprocess.Popen(command, env={**os.environ, "COLUMNS": "100"}, **streams)
 
 
@@ -147,11 +151,12 @@ def test_a_failed_task_is_named_with_its_cause_log_tail_and_log_path(tmp_path):
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 2
     log = next((tmp_path / "artifacts" / "runs").glob("*/logs/export-vocab.log"))
-    assert stderr.splitlines() == [f"bertpipe: error: the pipeline failed in export-vocab: export-vocab: vocab_size=5: must be at least 6 (full log: {log})"]
+    cause = f"vocab from {tmp_path / 'repeating-vocab'} repeats tokens; every line of vocab.txt must be unique"
+    assert stderr.splitlines() == [f"bertpipe: error: the pipeline failed in export-vocab: {cause} (full log: {log})"]
     lines = stdout.splitlines()
-    assert re.fullmatch(r"[\d:]{8} FAILED   export-vocab in [\d.]+s: export-vocab: vocab_size=5: must be at least 6", lines[2])
+    assert re.fullmatch(r"[\d:]{8} FAILED   export-vocab in [\d.]+s: " + re.escape(cause), lines[2])
     assert lines[3] == f"last lines of {log}:"
-    assert lines[-1] == "  components.core.errors.BertpipeError: export-vocab: vocab_size=5: must be at least 6"
+    assert lines[-1] == f"  components.core.errors.BertpipeError: {cause}"
     assert len(lines) <= 20 and "executor_input" not in stdout.replace("Got executor_input:", "")
     assert "Traceback (most recent call last):" in log.read_text()  # the whole story stays in the log
 

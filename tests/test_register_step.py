@@ -24,12 +24,13 @@ from components.registry.promotion import PromotionSettings, promote
 from components.registry.register import register_model
 from components.registry.step import register_and_promote
 from components.training.phase import train_phase
+from components.training.settings import TrainingSettings
 from pipelines.local_run import summary_lines
 from tests.instance_factory import make_data, make_vocab
 
 NAME = "step-bert"
 EXPERIMENT = "register-step"
-AT_128 = PromotionSettings(promotion_metric="mlm_accuracy_128")  # the test data has 64 and 128 tokens
+AT_128 = PromotionSettings(promotion_metric="mlm_accuracy_128", promotion_over_baseline=False)  # 64- and 128-token test data; 3-step models
 
 
 def bertpipe(*args, env=None, cwd=None):
@@ -43,9 +44,10 @@ def trained(tmp_path_factory):
     vocab = make_vocab(str(run / "vocab"), vocab_size=1000)
     data = {length: make_data(str(run / f"data-{length}"), vocab, max_seq_length=length, shards={"train": [24], "test": [12]}, seed=length)
             for length in (64, 128)}
-    train_phase(data[64], vocab, str(run / "phase-64"), max_seq_length=64, max_steps=3, per_device_train_batch_size=4, warmup_steps=1, seed=1)
-    train_phase(data[128], vocab, str(run / "phase-128"), init_model=str(run / "phase-64" / "model"), max_seq_length=128,
-                max_steps=2, per_device_train_batch_size=4, warmup_steps=1, seed=1)
+    train_phase(data[64], vocab, str(run / "phase-64"),
+                settings=TrainingSettings(max_seq_length=64, max_steps=3, per_device_train_batch_size=4, warmup_steps=1, seed=1))
+    train_phase(data[128], vocab, str(run / "phase-128"), settings=TrainingSettings(
+        init_model=str(run / "phase-64" / "model"), max_seq_length=128, max_steps=2, per_device_train_batch_size=4, warmup_steps=1, seed=1))
     uri = f"sqlite:///{run}/mlflow.db"
     mlflow.MlflowClient(tracking_uri=uri).create_experiment(EXPERIMENT, artifact_location=str(run / "mlflow-artifacts"))
     return {"run": run, "data": data, "model": str(run / "phase-128" / "model"), "tracking_uri": uri}
@@ -88,7 +90,7 @@ def test_mlflow_runs_are_closed_the_parent_run_too(trained, first):
     client = mlflow.MlflowClient(trained["tracking_uri"])
     runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id], filter_string="tags.`bertpipe.pipeline_run_id` = 'run-1'")
     statuses = {run.data.tags.get("bertpipe.step", "parent"): run.info.status for run in runs}
-    assert statuses == {"parent": "FINISHED", "evaluate": "FINISHED", "register": "FINISHED"}
+    assert statuses == {"parent": "FINISHED", "evaluate": "FINISHED", "register": "FINISHED", "report": "FINISHED"}
 
 
 def test_the_next_evaluation_measures_the_champion_on_the_same_instances(trained, first):
@@ -120,7 +122,7 @@ def test_a_conflict_exits_non_zero_from_the_cli_and_tags_the_version_it_was_comp
     registration = json.loads(result.stdout)
     assert registration["promotion"]["decision"] == "conflict"
     # `bertpipe run` prints the same registration in its summary (and then exits 2 the same way).
-    summary = summary_lines({"registration": registration, "metrics": {}, "model_uri": trained["model"]},
+    summary = summary_lines({"registration": registration, "metrics": {}, "model_uri": trained["model"], "logs": str(run / "logs")},
                             {"artifact_root": str(run), "tracking_uri": "http://alice:pw@mlflow.example", "experiment": EXPERIMENT})
     assert "promotion:         conflict: champion is 2, but the champion metrics given are for 1; evaluate the current champion" in summary
     assert "MLflow:            http://***@mlflow.example (experiment register-step)" in summary

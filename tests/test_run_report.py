@@ -32,25 +32,31 @@ def run_folder(tmp_path_factory) -> Path:
         history = [{"step": step, "loss": 9 - step / 200, "mlm_loss": 8.3 - step / 200, "nsp_loss": 0.7} for step in range(10, steps + 1, 10)]
         plot_loss_curve(history, run / f"phase-{length}" / "plots" / "loss_curve.png", f"train-phase {length}")
         summary = {"steps": steps, "global_batch_size": 32, "train_seconds": 181.4 if length == 128 else 20.2, "final_loss": history[-1]["loss"],
-                   "num_parameters": 1_290_000, "model_shape": {"num_hidden_layers": 2, "hidden_size": 128}, "settings": {"model_size": "tiny"}}
+                   "num_parameters": 1_290_000, "model_shape": {"num_hidden_layers": 2, "hidden_size": 128}, "max_seq_length": length,
+                   "output_uri": str(run / f"phase-{length}"), "settings": {"model_size": "tiny", "data_uri": str(run / f"data-{length}")}}
         (run / f"phase-{length}" / "training_summary.json").write_text(json.dumps(summary))
     (run / "evaluation").mkdir()
     results = {length: {key.rsplit("_", 1)[0]: value for key, value in METRICS.items() if key.endswith(f"_{length}")} for length in (128, 512)}
     examples = {length: [{"text": "the king loves the queen", "masked": [{"truth": "loves", "predicted": ["loves", "and", "is"]}]}] for length in (128, 512)}
-    (run / "evaluation" / "report.md").write_text(render_report("/m", "test", results, examples))
-    write_run_report(str(run), str(run / "evaluation"), METRICS, None, None, REGISTERED)
+    (run / "evaluation" / "report.md").write_text(render_report("/m", "test", results, examples, METRICS, None))
+    (run / "evaluation" / "metrics.json").write_text(json.dumps({"metrics": METRICS}))
+    write_run_report(str(run / "report.md"), str(run / "evaluation"), REGISTERED, phases_of(run))
     return run
+
+
+def phases_of(run: Path) -> list[dict]:
+    return [json.loads((run / f"phase-{length}" / "training_summary.json").read_text()) for length in (128, 512)]
 
 
 def test_report_opens_with_the_summary_table(run_folder):
     lines = (run_folder / "report.md").read_text().splitlines()
     assert lines[:4] == ["# bert-pretraining run", "", "| | |", "|---|---|"]
-    assert lines[4] == "| data | corpus `demo`, 4000-token vocab; 128: 12,000 / 600 / 580, 512: 3,000 / 600 / 580 train / dev / test instances (19 held-out test documents) |"
+    assert lines[4] == "| data | corpus `demo`, 4000-token vocab; 128: 12,000 / 600 / 580, 512: 3,000 / 600 / 580 train / dev / test instances |"
     assert lines[5] == "| model | `tiny`: 2 layers, hidden 128, 1.29M parameters |"
     assert lines[6] == "| phase 128 | 900 steps, batch 32, 181 s, final loss 4.500 |"
     assert lines[9] == ("| test at 512 | mlm_accuracy 0.1500 (trivial 0.0800), nsp_accuracy 0.7000 (trivial 0.5000), "
                         "mlm_top5_accuracy 0.3000, perplexity 210.5 |")
-    assert lines[10] == "| promotion | **promoted** models:/demo/1: no champion yet; mlm_accuracy_512 0.1500 beats the trivial baseline 0.0800 |"
+    assert lines[10] == "| promotion | **promoted**: no champion yet; mlm_accuracy_512 0.1500 beats the trivial baseline 0.0800 |"
     text = "\n".join(lines)
     assert text.index("## Loss curves") < text.index("Fill-mask examples")
 
@@ -84,7 +90,7 @@ def test_report_and_curves_go_to_mlflow_under_the_pipeline_run(run_folder, tmp_p
     from components.core.tracking import Tracking
 
     tracking = Tracking(f"sqlite:///{tmp_path}/mlflow.db", "report-test", "run-1")
-    text = write_run_report(str(run_folder), str(run_folder / "evaluation"), METRICS, None, None, REGISTERED, tracking=tracking)
+    text = write_run_report(str(run_folder / "report.md"), str(run_folder / "evaluation"), REGISTERED, phases_of(run_folder), tracking=tracking)
     client = mlflow.MlflowClient(tracking.tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("report-test").experiment_id], "tags.`bertpipe.step` = 'report'")
     assert len(runs) == 1 and runs[0].data.tags.get("mlflow.parentRunId")

@@ -1,20 +1,19 @@
 """`bertpipe fill-mask`: try a trained model by hand, the top guesses for each [MASK] in a sentence.
 
-The model is loaded exactly as evaluation loads it (`evaluate.model_folder`): a
+The model is loaded exactly as evaluation loads it (`core.model_store.model_folder`): a
 folder, an s3:// prefix or a registry URI such as models:/bert-pretraining@champion.
 """
 
 from __future__ import annotations
 
-import os
 
 import torch
 
 from components.core import models
 from components.core.errors import BertpipeError
-from components.core.tracking import DEFAULT_TRACKING_URI, mlflow_errors
+from components.core.model_store import model_folder
+from components.core.tracking import default_tracking_uri, mlflow_errors
 from components.core.vocab_files import VOCAB_FILE, load_vocab_info, tokenizer_for
-from components.evaluation.evaluate import model_folder
 
 DEFAULT_REGISTERED_MODEL = "bert-pretraining"
 MASK = "[MASK]"
@@ -50,7 +49,7 @@ def fill_mask(text: str, model_uri: str = "", *, top_k: int = 5, tracking_uri: s
         raise BertpipeError(f"the text has no {MASK}: put {MASK} where the model should guess a word, e.g. 'the [MASK] of denmark'")
     if top_k < 1:
         raise BertpipeError("--top-k must be at least 1")
-    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    tracking_uri = tracking_uri or default_tracking_uri()
     model_uri = model_uri or default_model_uri(tracking_uri)
     with model_folder(model_uri, tracking_uri) as folder:
         if not (folder / VOCAB_FILE).is_file():

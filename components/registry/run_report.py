@@ -7,6 +7,7 @@ import logging
 from components.core import storage
 from components.core.baselines import baseline_key
 from components.core.scoring import EVALUATION_METRICS_FILE, EVALUATION_REPORT_FILE
+from components.core.tracking import Tracking, step_run
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,11 @@ def _link(report_uri: str, target: str) -> str:
     return target[len(folder):] if target.startswith(folder) else target
 
 
-def write_run_report(report_uri: str, evaluation_uri: str, registered: dict, phases: list[dict], extra: list[str] = ()) -> str:
+def write_run_report(report_uri: str, evaluation_uri: str, registered: dict, phases: list[dict], extra: list[str] = (),
+                     tracking: Tracking | None = None) -> str:
     """Write the run report to report_uri and return its text; `phases` are the training summaries, first phase first;
-    `extra` lines follow the promotion section (the intervals and the probe)."""
+    `extra` lines follow the promotion section (the intervals and the probe). With `tracking`, the report and the
+    loss curves also go to MLflow, in a "report" run under the pipeline's run."""
     evaluation = storage.read_text(storage.join(evaluation_uri, EVALUATION_REPORT_FILE)).splitlines()
     curves = ["## Loss curves", ""]
     curves += [f"![phase {phase['max_seq_length']}]({_link(report_uri, storage.join(phase['output_uri'], 'plots', 'loss_curve.png'))})" for phase in phases]
@@ -90,4 +93,18 @@ def write_run_report(report_uri: str, evaluation_uri: str, registered: dict, pha
                      + curves + [""] + evaluation[1:]) + "\n"
     storage.write_text(report_uri, text)
     log.info("run report written to %s", report_uri)
+    if tracking:
+        _log_to_mlflow(text, phases, tracking)
     return text
+
+
+def _log_to_mlflow(text: str, phases: list[dict], tracking: Tracking) -> None:
+    import mlflow
+
+    with step_run(tracking, "report", strict_close=False):
+        mlflow.log_text(text, "report.md")
+        for phase in phases:
+            plots = storage.join(phase["output_uri"], "plots")
+            if storage.exists(storage.join(plots, "loss_curve.png")):
+                with storage.local_dir(plots) as folder:
+                    mlflow.log_artifact(str(folder / "loss_curve.png"), f"phase-{phase['max_seq_length']}/plots")

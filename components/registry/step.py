@@ -136,7 +136,8 @@ def register_and_promote(
     )
     result = {**registered, "promotion": decision, "report_uri": report_uri or storage.join(parent(evaluation_uri), RUN_REPORT_FILE)}
     result["model_card_uri"] = publish_model_card(render_model_card(result, evaluation, probe, phases, tracking.pipeline_run_id), result, model_uri, tracking)
-    write_run_report(result["report_uri"], evaluation_uri, result, phases, extra=interval_lines(evaluation.get("intervals") or {}) + probe_lines(probe))
+    write_run_report(result["report_uri"], evaluation_uri, result, phases, extra=interval_lines(evaluation.get("intervals") or {}) + probe_lines(probe),
+                     tracking=tracking)
     try:
         close_pipeline_run(tracking)
     except BertpipeError as error:  # the version is registered and decided: bookkeeping must not fail the step now
