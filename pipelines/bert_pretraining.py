@@ -26,6 +26,15 @@ MAX_PARALLEL_SHARDS = 16  # shard pods at once per sequence length (KFP fixes it
 PipelineOutputs = NamedTuple("PipelineOutputs", [("model_version", str), ("evaluation_json", str), ("model_uri", str)])
 
 
+def corpus_reading(namespace: dict) -> dict:
+    """The CorpusSettings fields among a pipeline's parameters, to pass on to the tasks that read the corpus."""
+    import dataclasses
+
+    from components.core.corpus import CorpusSettings
+
+    return {f.name: namespace[f.name] for f in dataclasses.fields(CorpusSettings)}
+
+
 def build_pipelines(settings: Optional[ClusterSettings] = None):
     """The pipeline and its pretraining-data sub-pipeline, with `settings` applied to every task."""
 
@@ -63,12 +72,21 @@ def build_pipelines(settings: Optional[ClusterSettings] = None):
         pipeline_run_id: str,
         tracking_uri: str,
         experiment: str,
+        corpus_format: str,
+        text_column: str,
+        sentences: str,
+        normalize_unicode: bool,
+        normalize_whitespace: bool,
+        min_document_chars: int,
+        dedup: bool,
+        clean_text_format: bool,
+        skip_bad_records: bool,
     ) -> dsl.Dataset:
         plan = steps.plan_pretraining_data(
             corpus=corpus, artifact_root=artifact_root, pipeline_run_id=pipeline_run_id, max_seq_length=max_seq_length,
             max_predictions_per_seq=max_predictions_per_seq, masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
             dupe_factor=dupe_factor, do_whole_word_mask=do_whole_word_mask, dev_fraction=dev_fraction,
-            test_fraction=test_fraction, seed=seed, shard_size_mb=shard_size_mb,
+            test_fraction=test_fraction, seed=seed, shard_size_mb=shard_size_mb, **corpus_reading(locals()),
         )
         configure(plan.set_display_name("plan-shards"), "data")
         with dsl.ParallelFor(plan.output, parallelism=MAX_PARALLEL_SHARDS) as work:
@@ -98,6 +116,15 @@ def build_pipelines(settings: Optional[ClusterSettings] = None):
         test_fraction: float = 0.02,
         data_seed: int = 12345,
         shard_size_mb: float = 16.0,
+        corpus_format: str = "auto",
+        text_column: str = "text",
+        sentences: str = "split",
+        normalize_unicode: bool = True,
+        normalize_whitespace: bool = True,
+        min_document_chars: int = 50,
+        dedup: bool = True,
+        clean_text_format: bool = False,
+        skip_bad_records: bool = False,
         phase1_steps: int = 900,
         phase1_batch_size: int = 32,
         phase1_learning_rate: float = 1e-4,
@@ -120,7 +147,8 @@ def build_pipelines(settings: Optional[ClusterSettings] = None):
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         where = dict(artifact_root=artifact_root, pipeline_run_id=run_id, tracking_uri=tracking_uri, experiment=experiment)
 
-        vocab = steps.export_vocab(vocab_source=vocab_source, corpus=corpus, vocab_size=vocab_size, lowercase=lowercase, **where)
+        reading = corpus_reading(locals())
+        vocab = steps.export_vocab(vocab_source=vocab_source, corpus=corpus, vocab_size=vocab_size, lowercase=lowercase, **reading, **where)
         configure(vocab.set_display_name("export-vocab"), "vocab")
 
         data = {}
@@ -128,7 +156,7 @@ def build_pipelines(settings: Optional[ClusterSettings] = None):
             data[length] = pretraining_data(
                 corpus=corpus, vocab=vocab.outputs["vocab"], max_seq_length=length, max_predictions_per_seq=max_predictions,
                 masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor, do_whole_word_mask=do_whole_word_mask,
-                dev_fraction=dev_fraction, test_fraction=test_fraction, seed=data_seed, shard_size_mb=shard_size_mb, **where,
+                dev_fraction=dev_fraction, test_fraction=test_fraction, seed=data_seed, shard_size_mb=shard_size_mb, **reading, **where,
             ).set_display_name(f"create-pretraining-data-{length}")
 
         # Phase 512 starts from phase 128's weights, with a fresh optimizer and schedule.

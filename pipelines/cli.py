@@ -74,7 +74,12 @@ def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def call_with_args(function: Callable, args: argparse.Namespace, **extra):
-    names = [name for name in inspect.signature(function).parameters if name != "tracking"]
+    names = [name for name in inspect.signature(function).parameters if name not in ("tracking", "corpus_settings")]
+    if "corpus_settings" in inspect.signature(function).parameters:
+        from components.core.corpus import CorpusSettings
+        from pipelines.cli_flags import settings_from_args
+
+        extra["corpus_settings"] = settings_from_args(CorpusSettings, args, "corpus")
     return function(**{name: getattr(args, name) for name in names}, **extra)
 
 
@@ -88,20 +93,23 @@ def step_command(function: Callable) -> Callable[[argparse.Namespace], None]:
     return command
 
 
-def add_step_command(commands, name: str, summary: str, settings_cls, inputs: dict[str, tuple[str, str | None]], run: Callable) -> None:
+def add_step_command(commands, name: str, summary: str, settings_cls, inputs: dict[str, tuple[str, str | None]], run: Callable,
+                     also: tuple = ()) -> None:
     """`bertpipe <name>`: flags for the step's inputs/outputs (name -> (help, default; None = required)),
-    flags generated from its settings dataclass, and the tracking flags; `run(args, settings, tracking)` calls the step."""
+    flags generated from its settings dataclass (and the classes in `also`, e.g. CorpusSettings), and the
+    tracking flags; `run(args, settings, tracking, *also_settings)` calls the step."""
     from pipelines.cli_flags import add_settings_flags, settings_from_args
 
     step = commands.add_parser(name, help=summary, description=summary)
     for input_name, (text, default) in inputs.items():
         step.add_argument(_flag(input_name), required=default is None, default=default, help=text)
-    add_settings_flags(step, settings_cls)
+    for cls in (settings_cls, *also):
+        add_settings_flags(step, cls)
     add_tracking_flags(step)
 
     def command(args: argparse.Namespace) -> None:
-        settings = settings_from_args(settings_cls, args, name)
-        result = run(args, settings, Tracking(args.tracking_uri, args.experiment, args.pipeline_run_id))
+        settings = [settings_from_args(cls, args, name) for cls in (settings_cls, *also)]
+        result = run(args, settings[0], Tracking(args.tracking_uri, args.experiment, args.pipeline_run_id), *settings[1:])
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
 
     step.set_defaults(handler=command)
@@ -217,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     from components.registry.register import register_model
     from components.training.phase import train_phase
     from components.vocab.export import VocabSettings, export_vocab
+    from components.core.corpus import CorpusSettings
+    from pipelines.cli_flags import add_settings_flags
     from pipelines.bert_pretraining import bert_pretraining
     from pipelines.kubernetes import add_cluster_arguments
     from pipelines.local_run import DEMO_SETTINGS
@@ -275,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_step_command(
         commands, "export-vocab", "write vocab.txt + tokenizer files from a tokenizer, or train a WordPiece vocab on the corpus", VocabSettings,
         {"output_uri": (help_for("output_uri"), None), "source": (help_for("source"), ""), "corpus": (help_for("corpus"), "")},
-        lambda args, settings, tracking: export_vocab(args.output_uri, source=args.source, corpus=args.corpus, settings=settings, tracking=tracking),
+        lambda args, settings, tracking, corpus_settings: export_vocab(args.output_uri, source=args.source, corpus=args.corpus, settings=settings,
+                                                                       corpus_settings=corpus_settings, tracking=tracking),
+        also=(CorpusSettings,),
     )
     for name, function, summary in (
         ("create-pretraining-data", create_pretraining_data, "corpus -> masked-LM/NSP instances as Parquet shards (Google's algorithm)"),
@@ -284,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("register", register_model, "log a model folder to MLflow and register a new version"),
     ):
         step = commands.add_parser(name, help=summary, description=(inspect.getdoc(function) or summary).split("\n\n")[0])
-        add_signature_flags(step, function)
+        add_signature_flags(step, function, skip=("tracking", "corpus_settings"))
+        if "corpus_settings" in inspect.signature(function).parameters:
+            add_settings_flags(step, CorpusSettings)
         add_tracking_flags(step)
         step.set_defaults(handler=step_command(function))
     return parser

@@ -24,9 +24,19 @@ def export_vocab(
     vocab: dsl.Output[dsl.Artifact],
     vocab_size: int = 8000,
     lowercase: str = "auto",
+    corpus_format: str = "auto",
+    text_column: str = "text",
+    sentences: str = "split",
+    normalize_unicode: bool = True,
+    normalize_whitespace: bool = True,
+    min_document_chars: int = 50,
+    dedup: bool = True,
+    clean_text_format: bool = False,
+    skip_bad_records: bool = False,
 ):
     """Export the vocab of a pretrained tokenizer (vocab_source), or train a WordPiece vocab on the corpus."""
     from components.core.console import configure_logging
+    from components.core.corpus import CorpusSettings
     from components.core.settings import pick
     from components.core.tracking import Tracking
     from components.vocab.export import VocabSettings, export_vocab
@@ -35,7 +45,7 @@ def export_vocab(
     configure_logging()
     uri = step_io.output_uri(artifact_root, pipeline_run_id, "vocab")
     info = export_vocab(uri, source=vocab_source, corpus=corpus, settings=pick(VocabSettings, locals()),
-                        tracking=Tracking(tracking_uri, experiment, pipeline_run_id))
+                        corpus_settings=pick(CorpusSettings, locals()), tracking=Tracking(tracking_uri, experiment, pipeline_run_id))
     step_io.publish(vocab, uri, info)
 
 
@@ -54,6 +64,15 @@ def plan_pretraining_data(
     test_fraction: float,
     seed: int,
     shard_size_mb: float,
+    corpus_format: str = "auto",
+    text_column: str = "text",
+    sentences: str = "split",
+    normalize_unicode: bool = True,
+    normalize_whitespace: bool = True,
+    min_document_chars: int = 50,
+    dedup: bool = True,
+    clean_text_format: bool = False,
+    skip_bad_records: bool = False,
 ) -> list:
     """Split the corpus by document into train/dev/test shards of raw text; returns one work item per shard.
 
@@ -65,6 +84,8 @@ def plan_pretraining_data(
 
     from pipelines import step_io
     from components.core.console import configure_logging
+    from components.core.corpus import CorpusSettings
+    from components.core.settings import pick
     from components.data.create import DataSettings, plan_shards
 
     configure_logging()
@@ -76,7 +97,7 @@ def plan_pretraining_data(
     uri = step_io.output_uri(artifact_root, pipeline_run_id, f"data-{max_seq_length}")
     # Settings travel as a JSON string: kfp.local turns every number inside a dict into a float.
     settings_json = json.dumps(asdict(settings))
-    return [{"shard": shard, "settings_json": settings_json, "output_uri": uri} for shard in plan_shards(corpus, uri, settings)]
+    return [{"shard": shard, "settings_json": settings_json, "output_uri": uri} for shard in plan_shards(corpus, uri, settings, pick(CorpusSettings, locals()))]
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

@@ -74,10 +74,21 @@ PHASE_HELP = {
 }
 
 
+def _corpus_help() -> dict[str, str]:
+    """How the corpus is read: the help texts live with CorpusSettings (their one home)."""
+    from components.core.corpus import CorpusSettings
+    from components.core.settings import describe
+
+    return {entry["name"]: entry["help"] for entry in describe(CorpusSettings)}
+
+
 def help_for(name: str) -> str:
     """The help text of a parameter; phase{N}_* parameters share one text per suffix."""
     if name in HELP:
         return HELP[name]
+    corpus_help = _corpus_help()
+    if name in corpus_help:
+        return corpus_help[name]
     if name.startswith(("phase1_", "phase2_")):
         phase, suffix = name.split("_", 1)
         return PHASE_HELP[suffix].format(n=f"{phase[-1]} ({128 if phase == 'phase1' else 512} tokens)")

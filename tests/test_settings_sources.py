@@ -7,6 +7,7 @@ import inspect
 import pytest
 
 from components.core import settings as settings_core
+from components.core.corpus import CorpusSettings
 from components.vocab.export import VocabSettings
 from pipelines import kfp_components
 from pipelines.cli import build_parser
@@ -14,6 +15,8 @@ from pipelines.cli import build_parser
 # (KFP component, its settings dataclass): every field is a parameter of the component.
 COMPONENT_SETTINGS = [
     (kfp_components.export_vocab, VocabSettings),
+    (kfp_components.export_vocab, CorpusSettings),
+    (kfp_components.plan_pretraining_data, CorpusSettings),
 ]
 
 
@@ -46,7 +49,8 @@ def test_the_check_catches_a_drifted_signature():
     ]
 
 
-@pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings)])
+@pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings), ("export-vocab", CorpusSettings),
+                                                  ("create-pretraining-data", CorpusSettings), ("run", CorpusSettings)])
 def test_cli_flags_come_from_the_settings(command, settings_cls):
     parser = build_parser()
     step = parser._subparsers._group_actions[0].choices[command]

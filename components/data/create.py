@@ -40,8 +40,9 @@ import numpy as np
 from components.data import statistics as data_statistics
 from components.core import instances
 from components.core import storage
-from components.core.corpus import iter_documents
+from components.core.corpus import Corpus, CorpusCounts, CorpusSettings, split_sentences
 from components.core.errors import BertpipeError
+from components.core.settings import check
 from components.data.instance_creation import InstanceSettings, TokenizedDocuments, create_instances, load_compiled
 from components.core.masking import MaskingConfig
 from components.data.tokenization import CorpusTokenizer
@@ -50,6 +51,7 @@ from components.core.tracking import Tracking, log_metrics, step_run
 log = logging.getLogger(__name__)
 
 WORK_DIR = ".work"
+CORPUS_FILE = "corpus.json"
 STEP_NAME = "create-pretraining-data"
 _TOKENIZE_BATCH_LINES = 16384
 
@@ -123,8 +125,9 @@ def _shard_name(split: str, index: int) -> str:
 class _ShardWriter:
     """Collects one split's documents and writes a shard of raw text whenever it reaches the size limit."""
 
-    def __init__(self, output_uri: str, split: str, settings: DataSettings):
+    def __init__(self, output_uri: str, split: str, settings: DataSettings, split_sentences: bool):
         self.output_uri, self.split, self.settings = output_uri, split, settings
+        self.split_sentences = split_sentences
         self.limit = int(settings.shard_size_mb * 2**20)
         self.pending: list[str] = []
         self.pending_bytes = 0
@@ -159,22 +162,31 @@ class _ShardWriter:
                 "num_documents": self.pending_docs,
                 "num_bytes": len(data),
                 "text_sha256": hashlib.sha256(data).hexdigest(),
+                "split_sentences": self.split_sentences,
             }
         )
         self.pending, self.pending_bytes, self.pending_docs = [], 0, 0
 
 
-def plan_shards(corpus: str, output_uri: str, settings: DataSettings) -> list[dict]:
-    """Split the corpus's documents into train/dev/test shards of raw text under output_uri/.work/; returns their descriptors."""
+def plan_shards(corpus: str, output_uri: str, settings: DataSettings, corpus_settings: CorpusSettings = CorpusSettings()) -> list[dict]:
+    """Split the corpus's documents into train/dev/test shards of raw text under output_uri/.work/; returns their descriptors.
+
+    This one pass sees every document, so it also cleans and deduplicates them (across all
+    shards); raw documents go into the shards as paragraphs and are sentence-split by the
+    shard workers, in parallel. What it counted goes to .work/corpus.json for the merge.
+    """
     settings.validate()
-    writers = {split: _ShardWriter(output_uri, split, settings) for split in instances.SPLITS}
-    for lines in iter_documents(corpus):
+    check(corpus_settings, STEP_NAME)
+    reader = Corpus(corpus, corpus_settings)
+    writers = {split: _ShardWriter(output_uri, split, settings, reader.needs_splitting) for split in instances.SPLITS}
+    for lines in reader.documents(split=False):
         writers[document_split(lines, settings.dev_fraction, settings.test_fraction)].add(lines)
     for writer in writers.values():
         writer.flush()
     total = sum(w.documents for w in writers.values())
     if total == 0:
-        raise BertpipeError(f"corpus {corpus} holds no documents (only blank lines); it needs one sentence per line, blank lines between documents")
+        raise BertpipeError(_no_documents(corpus, reader))
+    storage.write_json(_work(output_uri, CORPUS_FILE), {"format": reader.format, "settings": asdict(corpus_settings), "counts": reader.counts.as_dict()})
     fractions = {"dev": settings.dev_fraction, "test": settings.test_fraction, "train": 1.0}
     for split, writer in writers.items():
         if fractions[split] > 0 and writer.documents == 0:
@@ -185,7 +197,7 @@ def plan_shards(corpus: str, output_uri: str, settings: DataSettings) -> list[di
     if total == 1:
         log.warning("corpus %s is ONE document (no blank lines?): every random-next segment comes from the same document; separate documents with blank lines", corpus)
     one_sentence = sum(w.one_sentence for w in writers.values())
-    if one_sentence > 0.05 * total:
+    if not reader.needs_splitting and one_sentence > 0.05 * total:
         log.warning("%d of %d documents have a single sentence: they only make random-next pairs; is the corpus one sentence per line?", one_sentence, total)
     descriptors = [d for split in instances.SPLITS for d in writers[split].descriptors]
     log.info(
@@ -193,6 +205,14 @@ def plan_shards(corpus: str, output_uri: str, settings: DataSettings) -> list[di
         len(descriptors), total, writers["train"].documents, writers["dev"].documents, writers["test"].documents,
     )
     return descriptors
+
+
+def _no_documents(corpus: str, reader: Corpus) -> str:
+    counts = reader.counts
+    if not reader.is_raw:
+        return f"corpus {corpus} holds no documents (only blank lines); it needs one sentence per line, blank lines between documents"
+    dropped = f"{counts.empty} empty, {counts.short} under --min-document-chars={reader.settings.min_document_chars}, {counts.duplicates} duplicates"
+    return f"corpus {corpus} ({reader.format}) left no documents: {counts.records} read, {dropped}, {counts.bad_records} bad records skipped"
 
 
 def _read_documents(uri: str) -> list[list[str]]:
@@ -262,12 +282,15 @@ def _process_shard(descriptor: dict, vocab: _Vocab, output_uri: str, settings: D
     done_uri = _work(output_uri, "done", f"{name}.json")
     if storage.exists(done_uri):
         record = storage.read_json(done_uri)
-        if record.get("fingerprint") == fingerprint and record.get("text_sha256") == descriptor["text_sha256"]:
+        if record.get("fingerprint") == fingerprint and all(record.get(key) == descriptor.get(key) for key in ("text_sha256", "split_sentences")):
             log.info("shard %s already done, skipped", name)
             return record
     started = time.perf_counter()
     tokenizer = _tokenizer(vocab.info["sha256"], tuple(vocab.tokens), bool(vocab.info["lowercase"]))
-    documents = _tokenize_documents(_read_documents(descriptor["documents_uri"]), tokenizer)
+    raw = _read_documents(descriptor["documents_uri"])
+    if descriptor.get("split_sentences"):  # raw documents: paragraphs, split here so that shards split in parallel
+        raw = [sentences for sentences in map(split_sentences, raw) if sentences]
+    documents = _tokenize_documents(raw, tokenizer)
     long_sentences = int((documents.sentence_lengths() > settings.max_seq_length - 3).sum())
     tokenized = time.perf_counter()
     table, stats = create_instances(documents, descriptor["seed"], _instance_settings(settings, vocab, descriptor["split"]))
@@ -280,6 +303,8 @@ def _process_shard(descriptor: dict, vocab: _Vocab, output_uri: str, settings: D
         "path": path,
         **written,
         "text_sha256": descriptor["text_sha256"],
+        "split_sentences": descriptor.get("split_sentences", False),
+        "sentences": sum(map(len, raw)),
         "fingerprint": fingerprint,
         "counts": data_statistics.counts_to_json(stats, long_sentences),
     }
@@ -315,6 +340,16 @@ def _manifest_header(corpus: str, settings: DataSettings, vocab_info: dict, corp
     }
 
 
+def _corpus_reading(output_uri: str, records: list[dict]) -> dict:
+    """The corpus format, its settings and counts from the planning pass; sentences come from the shards
+    when they split the documents."""
+    reading = storage.read_json(_work(output_uri, CORPUS_FILE))
+    counts = CorpusCounts(**reading["counts"])
+    if any(record.get("split_sentences") for record in records):
+        counts.sentences = sum(record.get("sentences", 0) for record in records)
+    return {**reading, "counts": counts.summary()}
+
+
 def corpus_fingerprint(descriptors: list[dict]) -> str:
     """One hash over every shard's text: equal iff the planned documents are equal."""
     joined = "".join(f"{d['split']}/{d['index']}:{d['text_sha256']};" for d in descriptors)
@@ -330,6 +365,7 @@ def merge_manifests(
     """
     vocab_info = _load_vocab(vocab_uri).info
     manifest = _manifest_header(corpus, settings, vocab_info, corpus_sha256)
+    manifest["corpus_reading"] = _corpus_reading(output_uri, records)
     manifest["splits"], manifest["statistics"] = {}, {}
     for split in instances.SPLITS:
         mine = sorted((r for r in records if r["split"] == split), key=lambda r: r["index"])
@@ -358,8 +394,11 @@ def merge_manifests(
             "if that is many, check that the corpus has one sentence per line", long_sentences, settings.max_seq_length - 3,
         )
     if tracking:
-        with step_run(tracking, STEP_NAME, {"corpus": corpus, "vocab_uri": vocab_uri, "output_uri": output_uri, **asdict(settings)}):
-            log_metrics(data_statistics.metrics_for_mlflow(manifest["statistics"]))
+        reading = manifest["corpus_reading"]
+        params = {"corpus": corpus, "vocab_uri": vocab_uri, "output_uri": output_uri, "corpus_format": reading["format"], **asdict(settings),
+                  **{key: value for key, value in reading["settings"].items() if key != "corpus_format"}}
+        with step_run(tracking, STEP_NAME, params):
+            log_metrics({**data_statistics.metrics_for_mlflow(manifest["statistics"]), **data_statistics.corpus_metrics(reading["counts"])})
     storage.write_json(storage.join(output_uri, instances.MANIFEST_FILE), manifest)
     _remove_tree(_work(output_uri))
     log.info(
@@ -454,6 +493,7 @@ def create_pretraining_data(
     seed: int = 12345,
     shard_size_mb: float = 16.0,
     num_workers: int = 1,
+    corpus_settings: CorpusSettings = CorpusSettings(),
     tracking: Tracking | None = None,
 ) -> dict:
     """Corpus -> pretraining data folder (Parquet shards, manifest.json, data_card.md); returns the manifest.
@@ -474,7 +514,7 @@ def create_pretraining_data(
         folder_existed = storage.is_s3(output_uri) or os.path.exists(output_uri)
         resumable = folder_existed and bool(storage.list_files(_work(output_uri, "done")))
         try:
-            descriptors = plan_shards(corpus, output_uri, settings)
+            descriptors = plan_shards(corpus, output_uri, settings, corpus_settings)
         except BaseException:
             # Bad input: leave nothing behind (but keep an interrupted run's finished shards).
             if not resumable:
@@ -484,7 +524,8 @@ def create_pretraining_data(
             raise
         corpus_sha256 = corpus_fingerprint(descriptors)
         previous = _existing_manifest(output_uri)
-        if previous and previous.get("settings") == asdict(settings) and previous.get("vocab_sha256") == vocab.info["sha256"] and previous.get("corpus_sha256") == corpus_sha256:
+        same_reading = previous and previous.get("corpus_reading", {}).get("settings") == asdict(corpus_settings)
+        if same_reading and previous.get("settings") == asdict(settings) and previous.get("vocab_sha256") == vocab.info["sha256"] and previous.get("corpus_sha256") == corpus_sha256:
             log.info("%s already holds this data (same corpus, vocab and settings); reused", output_uri)
             _remove_tree(_work(output_uri))
             return previous
