@@ -106,6 +106,8 @@ def jsonl_records(uri: str, column: str, strict: Strictness) -> Iterator[str | N
                 raise BertpipeError(f"{uri} is one JSON array, not JSON Lines (one object per line); convert it, e.g. jq -c '.[]'") from error
             strict.bad_record(f"{where} is not JSON ({error.msg})")
             continue
+        if number == 1 and isinstance(record, list):
+            raise BertpipeError(f"{uri} is one JSON array, not JSON Lines (one object per line); convert it, e.g. jq -c '.[]'")
         if not isinstance(record, dict):
             strict.bad_record(f"{where} is {_kind(record)}, not a JSON object with a '{column}' field")
         elif column not in record:
@@ -192,6 +194,8 @@ def hf_records(spec: str, column: str) -> Iterator[str | None]:
     with storage.local_dir(spec, verify=False) as folder:
         try:
             loaded = datasets.load_from_disk(str(folder))
+        except IndexError as error:  # datasets fails this way on a dataset saved with no rows
+            raise BertpipeError(f"dataset {spec} holds no rows") from error
         except (FileNotFoundError, ValueError) as error:
             raise BertpipeError(f"{spec}: not a dataset saved with save_to_disk ({error})") from error
         parts = [(name, loaded[name]) for name in sorted(loaded)] if isinstance(loaded, datasets.DatasetDict) else [("", loaded)]
