@@ -42,11 +42,13 @@ def content_hash(units: list[str]) -> int:
 
 
 class ContentHashes:
-    """A set of 64-bit hashes in about 9-10 bytes per document (a Python set would take ~60).
+    """A set of 64-bit hashes in under 20 MB per million documents (a Python set of them: 66 MB).
 
-    Hashes live in one sorted uint64 array plus a small Python set of recent ones, merged
-    into the array when the set outgrows an eighth of it, so merging costs O(log n)
-    amortized per document and a lookup is one set probe plus one binary search.
+    Hashes live in one sorted uint64 array (8 bytes each) plus a Python set of recent ones
+    (at most an eighth as many, ~75 bytes each), merged into the array when it fills, so
+    merging costs O(log n) amortized per document (a merge briefly holds two more copies of
+    the array) and a lookup is one set probe plus one binary search. Measured: 1 million
+    documents, 7.6 + 3.9 bytes each at the end.
     A false duplicate needs two different documents with equal 64-bit hashes: about
     n^2 / 2^65, i.e. 1 in 370,000 for 10 million documents.
     """
@@ -63,8 +65,9 @@ class ContentHashes:
         """Record `value`; False if it was there already."""
         if value in self.pending:
             return False
-        position = int(np.searchsorted(self.sorted, value))
-        if position < len(self.sorted) and int(self.sorted[position]) == value:
+        key = np.uint64(value)  # a plain int above 2**63 would make numpy convert the whole array per lookup
+        position = int(self.sorted.searchsorted(key))
+        if position < len(self.sorted) and self.sorted[position] == key:
             return False
         self.pending.add(value)
         if len(self.pending) >= max(self.min_pending, len(self.sorted) // 8):
