@@ -35,8 +35,12 @@ def corpus_reading(namespace: dict) -> dict:
     return {f.name: namespace[f.name] for f in dataclasses.fields(CorpusSettings)}
 
 
-def build_pipelines(settings: Optional[ClusterSettings] = None):
-    """The pipeline and its pretraining-data sub-pipeline, with `settings` applied to every task."""
+def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optional[dict] = None):
+    """The pipeline and its pretraining-data sub-pipeline, with `settings` applied to every task.
+
+    `locations` = defaults of artifact_root and tracking_uri compiled into the package (else empty: every
+    run must pass them; `submit` refuses a run without them, pipelines.locations)."""
+    where_default = {"artifact_root": "", "tracking_uri": "", **(locations or {})}
 
     multi_node = settings is not None and settings.num_nodes > 1
     # Compile-time constants of the training tasks: how many processes, and where they run.
@@ -101,7 +105,8 @@ def build_pipelines(settings: Optional[ClusterSettings] = None):
 
     @dsl.pipeline(name=PIPELINE_NAME, description="BERT pretraining (masked LM + NSP): vocab, data, two phases, evaluation, registration")
     def bert_pretraining(
-        artifact_root: str,
+        artifact_root: str = where_default["artifact_root"],
+        tracking_uri: str = where_default["tracking_uri"],
         corpus: str = "demo",
         vocab_source: str = "",
         vocab_size: int = 8000,
@@ -135,7 +140,6 @@ def build_pipelines(settings: Optional[ClusterSettings] = None):
         phase2_warmup_steps: int = 10,
         train_seed: int = 42,
         save_steps: int = 500,
-        tracking_uri: str = "sqlite:///mlflow.db",
         experiment: str = "bert-pretraining",
         registered_model_name: str = "bert-pretraining",
         promotion_metric: str = "mlm_accuracy_512",
@@ -193,9 +197,9 @@ def build_pipelines(settings: Optional[ClusterSettings] = None):
     return bert_pretraining, pretraining_data
 
 
-def build_pipeline(settings: Optional[ClusterSettings] = None):
+def build_pipeline(settings: Optional[ClusterSettings] = None, locations: Optional[dict] = None):
     """The pipeline, with `settings` applied to every task (None: no cluster settings, for local runs)."""
-    return build_pipelines(settings)[0]
+    return build_pipelines(settings, locations)[0]
 
 
 bert_pretraining, pretraining_data = build_pipelines()

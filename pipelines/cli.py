@@ -10,6 +10,7 @@ import argparse
 import inspect
 import json
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -25,7 +26,7 @@ examples:
   bertpipe run                                   # the whole pipeline, locally, on the demo corpus
   bertpipe run --artifact-root s3://bucket/bert --tracking-uri http://127.0.0.1:5000
   bertpipe compile --output bert-pretraining.yaml --gpu-type nvidia-tesla-a100 --node-selector pool=gpu
-  bertpipe submit --host http://localhost:8080 --package bert-pretraining.yaml --run-name try-1 --param artifact_root=s3://bucket/bert
+  bertpipe submit --host http://localhost:8080 --package bert-pretraining.yaml --run-name try-1 --param artifact_root=s3://bucket/bert --param tracking_uri=http://mlflow:5000
   bertpipe schedule --host http://localhost:8080 --package bert-pretraining.yaml --name weekly --cron '0 0 3 * * 0'
   bertpipe promote bert-pretraining 3 --reason "better on the new eval set"
   bertpipe export-vocab --source ./my-bert --output-uri ./vocab
@@ -132,8 +133,13 @@ def command_compile(args: argparse.Namespace) -> None:
 
     from pipelines.bert_pretraining import build_pipeline
     from pipelines.kubernetes import cluster_settings_from_args
+    from pipelines.locations import check_cluster_locations
 
-    compiler.Compiler().compile(build_pipeline(cluster_settings_from_args(args)), args.output)
+    locations = {name: value for name, value in (("artifact_root", args.artifact_root), ("tracking_uri", args.tracking_uri)) if value}
+    if locations:  # compiled-in defaults must be cluster locations too; unset ones are checked at submit
+        check_cluster_locations({"artifact_root": "s3://unset", "tracking_uri": "http://unset", **locations},
+                                allow_local=args.allow_local_storage, action="bertpipe compile")
+    compiler.Compiler().compile(build_pipeline(cluster_settings_from_args(args), locations), args.output)
     print(f"wrote {args.output}")
 
 
@@ -147,19 +153,35 @@ def pipeline_arguments(pairs: list[str]) -> dict:
         name, sep, value = pair.partition("=")
         if not sep or name not in parameters:
             raise BertpipeError(f"--param {pair!r}: expected NAME=VALUE with NAME one of {', '.join(parameters)}")
-        kind = parameters[name].annotation
-        if kind in (bool, "bool"):
+        kind = getattr(parameters[name].annotation, "__name__", parameters[name].annotation)
+        if kind == "bool":
+            if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise BertpipeError(f"--param {name}={value!r}: expected true or false")
             arguments[name] = value.lower() in ("1", "true", "yes", "on")
-        else:
-            arguments[name] = {"int": int, "float": float}.get(getattr(kind, "__name__", kind), str)(value)
+            continue
+        try:
+            arguments[name] = {"int": int, "float": float}.get(kind, str)(value)
+        except ValueError:
+            raise BertpipeError(f"--param {name}={value!r}: expected {'an integer' if kind == 'int' else 'a number'}") from None
+    return arguments
+
+
+def cluster_run_arguments(args: argparse.Namespace, action: str) -> dict:
+    """--param values, checked: a cluster run needs S3 artifacts and an MLflow server (pipelines.locations)."""
+    from pipelines.locations import check_cluster_locations, package_defaults
+
+    arguments = pipeline_arguments(args.param)
+    compiled = package_defaults(args.package) if args.package and os.path.isfile(args.package) else {}
+    check_cluster_locations({**compiled, **arguments}, allow_local=args.allow_local_storage, action=action)
     return arguments
 
 
 def command_submit(args: argparse.Namespace) -> None:
     from pipelines import kfp_client
 
+    arguments = cluster_run_arguments(args, "bertpipe submit")
     client = kfp_client.connect(kfp_client.endpoint_from_args(args))
-    run = kfp_client.submit(client, args.package, pipeline_arguments(args.param), run_name=args.run_name, experiment=args.experiment,
+    run = kfp_client.submit(client, args.package, arguments, run_name=args.run_name, experiment=args.experiment,
                             namespace=args.namespace, service_account=args.service_account)
     print(f"run {run.run_id}: {run.url}")
 
@@ -173,7 +195,7 @@ def command_schedule(args: argparse.Namespace) -> None:
     if args.action == "create":
         if not (args.package and args.name and args.cron):
             raise BertpipeError("bertpipe schedule needs --package, --name and --cron to create a schedule")
-        schedules = [kfp_client.create_schedule(client, args.package, pipeline_arguments(args.param), name=args.name, cron=args.cron,
+        schedules = [kfp_client.create_schedule(client, args.package, cluster_run_arguments(args, "bertpipe schedule"), name=args.name, cron=args.cron,
                                                 experiment=args.experiment, namespace=args.namespace, max_concurrency=args.max_concurrency,
                                                 catchup=args.catchup, service_account=args.service_account)]
     elif args.action == "list":
@@ -217,6 +239,12 @@ def add_submission_arguments(parser: argparse.ArgumentParser, package_required: 
     parser.add_argument("--experiment", default="bertpipe", help="KFP experiment (default: %(default)s)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter; repeat for more")
     parser.add_argument("--service-account", help="Kubernetes service account of the run's pods")
+    add_allow_local_storage(parser)
+
+
+def add_allow_local_storage(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-local-storage", action="store_true",
+                        help="accept a local artifact_root and tracking store (only for clusters whose pods all mount the same volume there)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,12 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the whole pipeline locally through kfp.local (demo defaults)",
                               description="Run vocab -> data(128, 512) -> phase 128 -> phase 512 -> evaluate -> register on this machine through kfp.local. Defaults: the bundled demo corpus, a tiny model, a local artifact folder and sqlite MLflow.")
-    add_signature_flags(run, bert_pretraining.pipeline_func, overrides={"artifact_root": "bertpipe-artifacts", **DEMO_SETTINGS})
+    add_signature_flags(run, bert_pretraining.pipeline_func, overrides={"artifact_root": "bertpipe-artifacts", "tracking_uri": DEFAULT_TRACKING_URI, **DEMO_SETTINGS})
     run.add_argument("--kfp-root", default="", help="kfp.local's pipeline_root (default: <artifact-root>/kfp-local, or ./bertpipe-artifacts/kfp-local for s3://)")
     run.set_defaults(handler=command_run)
 
     compile_ = commands.add_parser("compile", help="compile the pipeline to KFP YAML for a cluster (images, GPUs, node pools, secrets)")
     compile_.add_argument("--output", default="bert-pretraining.yaml", help="YAML file to write (default: %(default)s)")
+    compile_.add_argument("--artifact-root", default="", help="compile this artifact_root in as the default: s3://bucket/prefix (default: none, each run passes it)")
+    compile_.add_argument("--tracking-uri", default="", help="compile this MLflow server in as the default tracking_uri (default: none, each run passes it)")
+    add_allow_local_storage(compile_)
     add_cluster_arguments(compile_)
     compile_.set_defaults(handler=command_compile)
 

@@ -33,7 +33,8 @@ MLFLOW_SECRET_KEYS = {
     "MLFLOW_TRACKING_TOKEN": "MLFLOW_TRACKING_TOKEN",
 }
 
-_CREDENTIAL_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY|CREDENTIAL|PRIVATE_KEY", re.IGNORECASE)
+_CREDENTIAL_ENDINGS = ("PASSWORD", "PASSWD", "PWD", "SECRET", "SECRETS", "TOKEN", "TOKENS", "KEY", "KEYS", "CREDENTIAL", "CREDENTIALS", "COOKIE")
+_URL_USERINFO = re.compile(r"[a-z][a-z0-9+.-]*://[^/@\s]+@", re.IGNORECASE)
 _CPU_QUANTITY = re.compile(r"^([0-9]*[.])?[0-9]+m?$")
 _MEMORY_QUANTITY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
 _DURATION = re.compile(r"^[0-9]+s$")
@@ -158,8 +159,9 @@ class ClusterSettings:
         for name in (self.s3_secret, self.mlflow_secret, *self.image_pull_secrets):
             if name is not None and not _DNS_SUBDOMAIN.match(name):
                 raise BertpipeError(f"secret name {name!r} is not a valid Kubernetes object name")
-        for name in self.env:
+        for name, value in self.env.items():
             check_plain_env_name(name)
+            check_plain_env_value(name, value)
         unknown = set(self.caching) - set(TASK_KINDS)
         if unknown:
             raise BertpipeError(f"caching for unknown task kinds {sorted(unknown)}; kinds are {', '.join(TASK_KINDS)}")
@@ -182,13 +184,22 @@ def _check_label(key: str, value: str) -> None:
 
 
 def check_plain_env_name(name: str) -> None:
-    """Refuse env names that carry credentials: those belong in a Kubernetes secret."""
+    """Refuse env names that carry credentials (*PASS*, *TOKEN*, *SECRET*, *KEY*, ...): those belong in a Kubernetes secret."""
     if not _ENV_NAME.match(name):
         raise BertpipeError(f"{name!r} is not a valid environment variable name")
-    if _CREDENTIAL_NAME.search(name):
+    if any(part.startswith("PASS") or part.endswith(_CREDENTIAL_ENDINGS) for part in name.upper().split("_")):
         raise BertpipeError(
             f"{name} looks like a credential: put it in a Kubernetes secret "
             "(--s3-secret / --mlflow-secret) instead of the compiled pipeline"
+        )
+
+
+def check_plain_env_value(name: str, value: str) -> None:
+    """Refuse values with credentials in a URL (scheme://user:password@host)."""
+    if _URL_USERINFO.search(value):
+        raise BertpipeError(
+            f"--env {name}: the URL carries a user name/password; drop it from the URL and put the credentials in a "
+            "Kubernetes secret (--mlflow-secret holds MLFLOW_TRACKING_USERNAME/PASSWORD)"
         )
 
 

@@ -341,12 +341,12 @@ def test_cli_submit_types_the_parameters_by_the_pipeline_signature(fake_kfp, ber
 
     monkeypatch.setenv(kfp_client.TOKEN_ENV, "tok-123-secret")
     code = main(["submit", "--host", fake_kfp.url, "--package", str(bert_package), "--run-name", "nightly",
-                 "--param", "artifact_root=s3://bucket/bert", "--param", "phase1_steps=50",
+                 "--param", "artifact_root=s3://bucket/bert", "--param", "tracking_uri=http://mlflow:5000", "--param", "phase1_steps=50",
                  "--param", "phase1_learning_rate=2e-4", "--param", "do_whole_word_mask=false"])
     assert code == 0
     body = fake_kfp.requests[-1][2]
     assert body["runtime_config"]["parameters"] == {
-        "artifact_root": "s3://bucket/bert", "phase1_steps": 50, "phase1_learning_rate": 2e-4, "do_whole_word_mask": False,
+        "artifact_root": "s3://bucket/bert", "tracking_uri": "http://mlflow:5000", "phase1_steps": 50, "phase1_learning_rate": 2e-4, "do_whole_word_mask": False,
     }
     run_id = next(iter(fake_kfp.runs))
     assert f"run {run_id}: {fake_kfp.url}/#/runs/details/{run_id}" in capsys.readouterr().out
@@ -357,7 +357,7 @@ def test_cli_schedule_create_list_pause(fake_kfp, bert_package, capsys):
 
     common = ["--host", fake_kfp.url]
     assert main(["schedule", *common, "--package", str(bert_package), "--name", "weekly", "--cron", "0 0 3 * * 0",
-                 "--param", "artifact_root=s3://bucket/bert"]) == 0
+                 "--param", "artifact_root=s3://bucket/bert", "--param", "tracking_uri=http://mlflow:5000"]) == 0
     assert main(["schedule", "list", *common]) == 0
     assert main(["schedule", "pause", "weekly", *common]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "weekly" in line]
@@ -366,9 +366,17 @@ def test_cli_schedule_create_list_pause(fake_kfp, bert_package, capsys):
     assert len(lines) == 3
 
 
+CLUSTER_LOCATIONS = ["--param", "artifact_root=s3://bucket/bert", "--param", "tracking_uri=http://mlflow:5000"]
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--cron", "0 3 * * 0"], "has 5 fields; KFP wants 6"),
+    (["--cron", "0 3 * * 0", *CLUSTER_LOCATIONS], "has 5 fields; KFP wants 6"),
     (["--cron", "0 0 3 * * 0", "--param", "no_such_parameter=1"], "no_such_parameter"),
+    (["--cron", "0 0 3 * * 0"], "artifact_root is not set: pass --param artifact_root=s3://bucket/prefix"),
+    (["--cron", "0 0 3 * * 0", "--param", "artifact_root=s3://b/p", "--param", "tracking_uri=sqlite:///mlflow.db"],
+     "tracking_uri='sqlite:///mlflow.db' is a store inside each pod"),
+    (["--cron", "0 0 3 * * 0", "--param", "artifact_root=/data/bert", "--param", "tracking_uri=http://mlflow:5000"],
+     "artifact_root='/data/bert' is a local folder, private to each pod"),
 ])
 def test_cli_schedule_refuses_bad_input_before_sending(fake_kfp, bert_package, capsys, args, message):
     from pipelines.cli import main
@@ -377,3 +385,28 @@ def test_cli_schedule_refuses_bad_input_before_sending(fake_kfp, bert_package, c
     assert main(["schedule", "--host", fake_kfp.url, "--package", str(bert_package), "--name", "bad", *args]) == 2
     assert message in capsys.readouterr().err
     assert not [r for r in fake_kfp.requests[before:] if r[0] == "POST"]
+
+
+def test_cli_submit_refuses_laptop_locations_unless_told_the_pods_share_a_volume(fake_kfp, bert_package, capsys):
+    from pipelines.cli import main
+
+    base = ["submit", "--host", fake_kfp.url, "--package", str(bert_package), "--run-name", "r"]
+    before = len(fake_kfp.requests)
+    assert main([*base, "--param", "artifact_root=./art", "--param", "tracking_uri=sqlite:///mlflow.db"]) == 2
+    err = capsys.readouterr().err
+    assert "artifact_root='./art' is a local folder" in err and "tracking_uri='sqlite:///mlflow.db'" in err
+    assert not [r for r in fake_kfp.requests[before:] if r[0] == "POST"]
+    assert main([*base, "--param", "artifact_root=/mnt/nfs/bert", "--param", "tracking_uri=sqlite:////mnt/nfs/mlflow.db", "--allow-local-storage"]) == 0
+
+
+@pytest.mark.parametrize("param, message", [
+    ("phase1_steps=abc", "--param phase1_steps='abc': expected an integer"),
+    ("phase1_learning_rate=fast", "expected a number"),
+    ("do_whole_word_mask=maybe", "expected true or false"),
+])
+def test_cli_submit_refuses_mistyped_parameters_in_one_line(fake_kfp, bert_package, capsys, param, message):
+    from pipelines.cli import main
+
+    assert main(["submit", "--host", fake_kfp.url, "--package", str(bert_package), "--run-name", "r", *CLUSTER_LOCATIONS, "--param", param]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -185,6 +185,9 @@ def test_toleration_parse(spec, expected):
     (["--train-cpu", "lots"], "give a CPU count"),
     (["--env", "AWS_SECRET_ACCESS_KEY=abc"], "looks like a credential"),
     (["--env", "MLFLOW_TRACKING_TOKEN=abc"], "looks like a credential"),
+    (["--env", "DB_PASSWD=abc"], "looks like a credential"),
+    (["--env", "HF_APIKEY=abc"], "looks like a credential"),
+    (["--env", "MLFLOW_TRACKING_URI=http://user:pw@mlflow:5000"], "the URL carries a user name/password"),
     (["--s3-secret", "Team_S3"], "not a valid Kubernetes object name"),
     (["--cache", "training=maybe"], "is not on/off"),
     (["--cache", "everything=on"], "kinds are"),
@@ -205,3 +208,9 @@ def test_dataclasses_validate_direct_construction():
         ClusterSettings(caching={"train": False})
     with pytest.raises(BertpipeError, match="unknown task kind"):
         ClusterSettings().caches("train")
+
+
+def test_plain_settings_that_merely_contain_token_are_accepted():
+    assert parse_flags("--env", "TOKENIZERS_PARALLELISM=false", "--env", "AWS_ENDPOINT_URL=http://minio:9000").env == {
+        "TOKENIZERS_PARALLELISM": "false", "AWS_ENDPOINT_URL": "http://minio:9000",
+    }

@@ -121,3 +121,11 @@ def test_load_and_vocab_errors_name_the_fix(tmp_path):
     torch.manual_seed(0)
     with pytest.raises(BertpipeError, match="1000-token vocab but vocab v has 999 tokens"):
         models.check_vocab_size(models.build_model("tiny", 1000), 999, "vocab v")
+
+
+@pytest.mark.parametrize("source", ["./no/such/model", "/no/such/model", "../no-such-model"])
+def test_a_missing_model_path_is_not_taken_for_a_hub_id(source):
+    from components.core.models import load_model
+
+    with pytest.raises(BertpipeError, match=f"model folder {source} does not exist"):
+        load_model(source)

@@ -79,11 +79,24 @@ def test_data_is_cached_training_and_registration_are_not(spec):
         assert task["cachingOptions"] == {"enableCache": True}
 
 
-def test_pipeline_parameters_have_defaults_except_the_artifact_root(spec):
+def test_no_laptop_location_is_compiled_in(spec):
     parameters = spec["root"]["inputDefinitions"]["parameters"]
-    assert [name for name, p in parameters.items() if not p.get("isOptional")] == ["artifact_root"]
-    assert parameters["tracking_uri"]["defaultValue"] == "sqlite:///mlflow.db"
+    assert parameters["artifact_root"]["defaultValue"] == ""
+    assert parameters["tracking_uri"]["defaultValue"] == ""
     assert parameters["promotion_metric"]["defaultValue"] == "mlm_accuracy_512"
+    assert "sqlite" not in yaml.safe_dump(spec) and "bertpipe-artifacts" not in yaml.safe_dump(spec)
+
+
+def test_compile_bakes_in_cluster_locations_and_refuses_local_ones(tmp_path, capsys):
+    spec, _ = compile_with(tmp_path, "--artifact-root", "s3://team/bert", "--tracking-uri", "http://mlflow.ml:5000")
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert (parameters["artifact_root"]["defaultValue"], parameters["tracking_uri"]["defaultValue"]) == ("s3://team/bert", "http://mlflow.ml:5000")
+    for flags, message in ((["--tracking-uri", "sqlite:///mlflow.db"], "tracking_uri='sqlite:///mlflow.db' is a store inside each pod"),
+                           (["--artifact-root", "./bertpipe-artifacts"], "artifact_root='./bertpipe-artifacts' is a local folder")):
+        assert main(["compile", "--output", str(tmp_path / "refused.yaml"), *flags]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "refused.yaml").exists()
+    assert main(["compile", "--output", str(tmp_path / "nfs.yaml"), "--artifact-root", "/mnt/shared/bert", "--allow-local-storage"]) == 0
 
 
 def compile_with(tmp_path, *flags):

@@ -49,3 +49,12 @@ def test_export_overwrites_an_existing_vocab_folder(tmp_path, demo_vocab):
 def test_needs_a_source_or_a_corpus(tmp_path):
     with pytest.raises(BertpipeError, match="needs --source .* or --corpus"):
         export_vocab(str(tmp_path / "v"))
+
+
+def test_an_edited_vocab_is_refused_on_read(tmp_path):
+    out = tmp_path / "vocab"
+    export_vocab(str(out), corpus="demo", settings=VocabSettings(vocab_size=1000))
+    with open(out / "vocab.txt", "a", encoding="utf-8") as handle:
+        handle.write("extra\n")
+    with pytest.raises(BertpipeError, match="was changed after export"):
+        load_vocab_tokens(str(out))

@@ -60,7 +60,14 @@ def load_model(source: str):
     if storage.is_s3(source):
         with storage.local_dir(source) as folder:
             return _from_pretrained(str(folder), source)
+    if looks_like_path(source) and not Path(source).exists():
+        raise BertpipeError(f"model folder {source} does not exist (a hub id looks like org/name; a path was meant?)")
     return _from_pretrained(source, source)
+
+
+def looks_like_path(source: str) -> bool:
+    """A local path rather than a hub id (org/name): absolute, relative with ./ or ../, ~, or a Windows-style path."""
+    return source.startswith(("/", "./", "../", "~", ".\\")) or source.count("/") > 1 or "\\" in source
 
 
 def _from_pretrained(path: str, source: str):

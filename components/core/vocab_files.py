@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from components.core import storage
@@ -43,7 +44,15 @@ def load_vocab_info(vocab_uri: str) -> dict:
 
 
 def load_vocab_tokens(vocab_uri: str) -> list[str]:
-    tokens = storage.read_text(storage.join(vocab_uri, VOCAB_FILE)).splitlines()
+    """The tokens of a vocab folder, after checking vocab.txt against the sha256 recorded beside it."""
+    data = storage.read_bytes(storage.join(vocab_uri, VOCAB_FILE))
+    recorded = load_vocab_info(vocab_uri).get("sha256")
+    if recorded and hashlib.sha256(data).hexdigest() != recorded:
+        raise BertpipeError(
+            f"{vocab_uri}/{VOCAB_FILE} was changed after export (its sha256 is not the one in {INFO_FILE}); "
+            "export the vocab again instead of editing it"
+        )
+    tokens = data.decode("utf-8").splitlines()
     check_special_tokens(tokens, vocab_uri)
     return tokens
 
