@@ -13,6 +13,7 @@ import pytest
 from kfp import dsl
 
 from components.core.corpus import CorpusSettings, demo_corpus_path
+from components.core.errors import BertpipeError
 from components.core.tracking import Tracking
 from components.data.create import create_pretraining_data
 from components.vocab.export import VocabSettings, export_vocab
@@ -127,3 +128,15 @@ def test_pipelines_take_every_corpus_setting():
         parameters = inspect.signature(pipeline.pipeline_func).parameters
         for field in dataclasses.fields(CorpusSettings):
             assert parameters[field.name].default == field.default, (pipeline.name, field.name)
+
+
+def test_bertpipe_run_checks_the_corpus_as_the_steps_read_it(tmp_path, raw_jsonl):
+    from pipelines.cli import build_parser
+    from pipelines.local_run import preflight
+
+    args = vars(build_parser().parse_args(["run", "--corpus", raw_jsonl, "--text-column", "body", "--min-document-chars", "20"]))
+    preflight(args)  # the documents are in 'body'
+    with pytest.raises(BertpipeError, match="no 'text' field"):
+        preflight({**args, "text_column": "text"})
+    with pytest.raises(BertpipeError, match="min_document_chars=-1: must be at least 0"):
+        preflight({**args, "min_document_chars": -1})
