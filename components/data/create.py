@@ -199,6 +199,7 @@ def plan_shards(corpus: str, output_uri: str, settings: DataSettings, corpus_set
     one_sentence = sum(w.one_sentence for w in writers.values())
     if not reader.needs_splitting and one_sentence > 0.05 * total:
         log.warning("%d of %d documents have a single sentence: they only make random-next pairs; is the corpus one sentence per line?", one_sentence, total)
+    log.info("corpus %s (%s): %s", corpus, reader.format, reader.counts.describe())
     descriptors = [d for split in instances.SPLITS for d in writers[split].descriptors]
     log.info(
         "planned %d shards from %d documents (train %d, dev %d, test %d)",

@@ -57,6 +57,7 @@ def _train_wordpiece(corpus: str, vocab_size: int, lowercase: bool, corpus_setti
 
     tokenizer = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=lowercase, clean_text=True, handle_chinese_chars=True)
     tokenizer.train_from_iterator(lines(), vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+    log.info("corpus %s (%s): %s", corpus, reader.format, reader.counts.describe())
     learned = set(tokenizer.get_vocab()) - set(SPECIAL_TOKENS)
     if not learned:
         raise BertpipeError(f"corpus {corpus} is empty: no vocab could be trained")

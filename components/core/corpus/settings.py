@@ -57,6 +57,12 @@ class CorpusCounts:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + int(other.get(f.name, 0)))
 
+    def describe(self) -> str:
+        """One log line: what was read, kept and dropped."""
+        skipped = f", skipped {self.bad_records} bad records and {self.bad_files} bad files" if self.bad_records or self.bad_files else ""
+        return (f"{self.records:,} documents read from {self.files:,} files, {self.documents:,} kept; dropped {self.empty:,} empty, "
+                f"{self.short:,} short, {self.duplicates:,} duplicates{skipped}")
+
     def summary(self) -> dict:
         """The counts plus the mean number of sentences per kept document."""
         return {**self.as_dict(), "mean_sentences_per_document": self.sentences / self.documents if self.documents else 0.0}
