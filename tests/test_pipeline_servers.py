@@ -1,16 +1,23 @@
-"""The whole pipeline once against real servers: artifacts in SeaweedFS (s3://), tracking and registry in an MLflow server."""
+"""The whole pipeline once against real servers: artifacts in SeaweedFS (s3://), tracking and registry in an
+MLflow server, each task run as a pod would run it (tests/pod_like.py)."""
 
 import mlflow
 
 from components.core import storage
 from pipelines.local_run import run_pipeline_locally
+from tests.pod_like import pod_like_tasks
 from tests.test_pipeline_local import TINY
 
 
-def test_pipeline_writes_to_s3_and_logs_to_the_mlflow_server(servers_env, tmp_path):
+def test_pipeline_writes_to_s3_and_logs_to_the_mlflow_server(servers_env, tmp_path, monkeypatch):
     root = f"s3://{servers_env.bucket}/e2e"
     arguments = {**TINY, "artifact_root": root, "tracking_uri": servers_env.tracking_uri, "experiment": "servers-e2e", "registered_model_name": "servers-e2e"}
+    # What a compiled pipeline gives a pod: --env values and the S3 secret's keys, nothing of this shell.
+    tasks = pod_like_tasks(monkeypatch, tmp_path / "pods", servers_env.env)
     outputs = run_pipeline_locally(arguments, str(tmp_path / "kfp-root"))
+
+    assert tasks.return_codes and set(tasks.return_codes) == {0}
+    assert max(tasks.executor_input_bytes) < 128 * 1024
 
     assert outputs["model_version"] == "servers-e2e/1"
     run_folder = outputs["model_uri"].rsplit("/phase-512/", 1)[0]

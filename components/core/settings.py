@@ -73,6 +73,14 @@ def _type_problem(name: str, value, kind: type) -> str | None:
     return None if good else f"{name}={value!r}: must be {'a' if kind is not int else 'an'} {kind.__name__}"
 
 
+def value_problems(cls, field_name: str, value, shown_as: str | None = None) -> list[str]:
+    """What is wrong with `value` for one field of `cls`, named `shown_as` (e.g. the pipeline's name for it)."""
+    shown_as = shown_as or field_name
+    meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == field_name)
+    wrong_type = _type_problem(shown_as, value, field_types(cls)[field_name])
+    return [wrong_type] if wrong_type else _bound_problems(shown_as, value, meta)
+
+
 def problems(settings) -> list[str]:
     """Every bad value of a settings object, one line each (empty: all good).
 
@@ -80,11 +88,8 @@ def problems(settings) -> list[str]:
     returning more lines; it runs only when each field is fine on its own.
     """
     found = []
-    types = field_types(type(settings))
     for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        wrong_type = _type_problem(f.name, value, types[f.name])
-        found += [wrong_type] if wrong_type else _bound_problems(f.name, value, f.metadata)
+        found += value_problems(type(settings), f.name, getattr(settings, f.name))
     if not found and hasattr(settings, "cross_checks"):
         found += settings.cross_checks()
     return found
