@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from components.core import storage
-from pipelines.stack import SeaweedFS
+from pipelines.stack_servers import SeaweedFS
 
 
 def make_folder(root: Path, small_files: int, small_kb: int, big_mb: int) -> int:

@@ -14,7 +14,7 @@ from components.core import instances
 from components.core import storage
 from components.core.corpus import iter_documents
 from components.vocab.export import VocabSettings, export_vocab
-from components.core.vocab_files import load_tokenizer, load_vocab_info
+from components.core.vocab_files import VOCAB_FILE, load_vocab_info, tokenizer_for
 
 
 def make_vocab(uri: str, vocab_size: int = 2000) -> str:
@@ -74,6 +74,12 @@ def make_rows(tokenizer, documents, count: int, max_seq_length: int, seed: int) 
         rows["masked_lm_ids"].append(labels)
         rows["next_sentence_label"].append(int(is_random))
     return rows
+
+
+def load_tokenizer(vocab_uri: str):
+    """The fast tokenizer of a vocab folder (local or s3://)."""
+    with storage.local_dir(vocab_uri) as folder:
+        return tokenizer_for(folder / VOCAB_FILE, load_vocab_info(vocab_uri)["lowercase"])
 
 
 def make_data(data_uri: str, vocab_uri: str, *, max_seq_length: int = 128, shards: dict[str, list[int]] | None = None, seed: int = 0) -> str:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from pipelines.stack import SeaweedFS, Stack
+from pipelines.stack import Stack
+from pipelines.stack_servers import SeaweedFS
 
 # A recognisable fake secret: tests search logs and files for it.
 FAKE_SECRET_PREFIX = "bertpipe-FAKE-SECRET-"

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from components.core import instances
-from components.core.batches import InstanceArrays, TrainingStream, collate, evaluation_batches
+from components.core.batches import InstanceArrays, collate, evaluation_batches
+from components.training.stream import TrainingStream
 from components.core.errors import BertpipeError
 
 ROWS = {

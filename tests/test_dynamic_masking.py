@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from components.core import instances
-from components.core.batches import TrainingStream
+from components.training.stream import TrainingStream
 from components.core.corpus import demo_corpus_path
 from components.training.dynamic_masking import DynamicMasking
 from components.core.masking import MaskingConfig

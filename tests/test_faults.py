@@ -28,8 +28,8 @@ def _publish(uri: str, files: dict[str, bytes]) -> None:
 
 def _latest_published(prefix: str) -> str | None:
     """What a resume does: the newest sub-folder whose publication completed."""
-    complete = [uri for uri in storage.list_dirs(prefix) if storage.is_published(uri)]
-    return complete[-1] if complete else None
+    manifests = [uri for uri in storage.list_files(prefix) if uri.endswith("/" + storage.PUBLISHED_FILE)]
+    return manifests[-1].rpartition("/")[0] if manifests else None
 
 
 def _kill_when_objects_appear(server, bucket: str, key_prefix: str, count: int) -> threading.Thread:
@@ -131,14 +131,48 @@ def test_s3_that_never_answers_fails_within_bounded_time(servers_env, black_hole
     assert elapsed < 20, elapsed  # 2 attempts x 3 s + backoff; the default (4 x 20 s) stays near a minute
 
 
-def test_mlflow_that_never_answers_fails_the_step_start_within_bounded_time(black_hole, monkeypatch):
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+@pytest.fixture
+def product_http_defaults(monkeypatch):
+    """The environment of a user who set none of MLflow's HTTP variables (the tests set short ones globally)."""
+    from components.core.tracking import HTTP_DEFAULTS
+
+    for name in HTTP_DEFAULTS:
+        monkeypatch.setenv(name, "")  # recorded, so whatever the product sets is undone after the test
+        monkeypatch.delenv(name)
+
+
+def _closed_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+# MLflow's own client defaults (7 retries, backoff factor 2, 120 s timeout) take over ten minutes here;
+# the product's own defaults give up on one request after about 50 s.
+PRODUCT_BOUND_S = 120
+
+
+@pytest.mark.parametrize("server", ["closed port", "never answers"])
+def test_dead_or_hanging_mlflow_fails_the_step_start_with_the_products_own_bounds(server, black_hole, product_http_defaults):
+    tracking_uri = _closed_port() if server == "closed port" else black_hole
     started = time.monotonic()
+    with pytest.raises(BertpipeError, match=f"^MLflow at {tracking_uri} failed while starting the train run: "):
+        with step_run(Tracking(tracking_uri=tracking_uri, experiment="never"), "train"):
+            pass
+    elapsed = time.monotonic() - started
+    assert elapsed < PRODUCT_BOUND_S, f"took {elapsed:.0f} s: fails, but not within the product's bounds"
+    assert {name: os.environ[name] for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")} == {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+
+
+def test_a_users_own_mlflow_http_settings_win(black_hole, product_http_defaults, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     with pytest.raises(BertpipeError, match=f"MLflow at {black_hole} failed while starting the train run"):
         with step_run(Tracking(tracking_uri=black_hole, experiment="never"), "train"):
             pass
-    assert time.monotonic() - started < 30
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "1" and os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+    assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"  # only what the user left unset is the product's
 
 
 def test_wrong_credentials_are_refused_clearly_and_write_nothing(servers_env, monkeypatch):
@@ -221,7 +255,7 @@ def test_registration_with_mlflow_down_fails_clearly_and_can_be_rerun(servers_en
     vocab = tmp_path / "vocab"
     export_vocab(str(vocab), corpus="demo", settings=VocabSettings(vocab_size=300))
     model_uri = f"s3://{servers_env.bucket}/registration/{uuid.uuid4().hex[:8]}/model"
-    storage.upload_dir(make_model_folder(tmp_path / "model", vocab), model_uri)
+    storage.publish_dir(make_model_folder(tmp_path / "model", vocab), model_uri)
     tracking = Tracking(tracking_uri=servers_env.tracking_uri, experiment="faults", pipeline_run_id="faults-registration")
     name = f"faults-{uuid.uuid4().hex[:6]}"
 

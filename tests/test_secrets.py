@@ -31,7 +31,8 @@ def test_no_secret_anywhere_after_storage_and_tracking_work(servers_env, tmp_pat
     with storage.staged_dir(storage.join(root, "checkpoint")) as folder:
         (folder / "weights.bin").write_bytes(b"\x00" * 1000)
     with storage.local_dir(storage.join(root, "checkpoint")) as folder:
-        storage.upload_dir(folder, str(tmp_path / "local-copy"))
+        assert (folder / "weights.bin").stat().st_size == 1000
+    storage.download_dir(storage.join(root, "checkpoint"), tmp_path / "local-copy")
     for failing in (lambda: storage.read_text(storage.join(root, "missing.txt")), lambda: storage.read_text("s3://no-such-bucket/x")):
         with pytest.raises(BertpipeError) as error:
             failing()

@@ -26,6 +26,10 @@ def _write_folder(folder, files: dict[str, bytes]) -> None:
         (folder / relative).write_bytes(data)
 
 
+def _published(uri: str) -> bool:
+    return storage.exists(storage.join(uri, storage.PUBLISHED_FILE))
+
+
 FILES = {"config.json": b'{"a": 1}\n', "model.safetensors": os.urandom(70_000), "tokenizer/vocab.txt": b"[PAD]\n[UNK]\n"}
 
 
@@ -54,7 +58,7 @@ def test_published_folder_records_every_file_with_size_and_sha256(root):
     assert manifest["files"] == {
         name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()} for name, data in FILES.items()
     }
-    assert storage.is_published(uri)
+    assert _published(uri)
     with storage.local_dir(uri) as local:
         assert {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*") if p.is_file() and p.name != storage.PUBLISHED_FILE} == FILES
     assert [f.rsplit("/", 1)[-1] for f in storage.list_files(uri)] == [storage.PUBLISHED_FILE, "config.json", "model.safetensors", "vocab.txt"]
@@ -77,7 +81,7 @@ def test_a_failed_block_publishes_nothing(root):
             _write_folder(folder, FILES)
             raise RuntimeError("training crashed")
     assert storage.list_files(root) == [] if storage.is_s3(root) else not os.path.exists(uri)
-    assert not storage.is_published(uri)
+    assert not _published(uri)
 
 
 def test_reader_refuses_a_corrupt_or_incomplete_publication(root):
@@ -103,7 +107,7 @@ def test_folders_written_by_other_tools_are_read_as_they_are(root):
     storage.write_bytes(storage.join(uri, "vocab.txt"), b"[PAD]\n")
     with storage.local_dir(uri) as local:
         assert (local / "vocab.txt").read_bytes() == b"[PAD]\n"
-    assert not storage.is_published(uri)
+    assert not _published(uri)
 
 
 def test_a_manifest_naming_paths_outside_the_folder_is_refused(root, tmp_path):
@@ -115,13 +119,11 @@ def test_a_manifest_naming_paths_outside_the_folder_is_refused(root, tmp_path):
     assert not list(tmp_path.rglob("escaped.txt"))
 
 
-def test_upload_and_download_dir_round_trip(root, tmp_path):
-    source = tmp_path / "source"
-    _write_folder(source, FILES)
-    storage.upload_dir(source, storage.join(root, "synced"))
+def test_download_dir_copies_the_files_without_the_markers(root, tmp_path):
+    with storage.staged_dir(storage.join(root, "synced")) as folder:
+        _write_folder(folder, FILES)
     target = storage.download_dir(storage.join(root, "synced"), tmp_path / "target")
     assert {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*") if p.is_file()} == FILES
-    assert storage.list_dirs(root) == [storage.join(root, "synced")]
 
 
 @pytest.mark.parametrize("part", ["../x", "a/../../x", "/etc/passwd", "a/./b", "..\\x"])
@@ -163,3 +165,24 @@ def test_local_publication_writes_the_manifest_inside_the_swapped_folder(tmp_pat
     manifest = json.loads((tmp_path / "vocab" / storage.PUBLISHED_FILE).read_text())
     assert manifest["files"]["vocab.txt"]["size"] == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vocab"]  # no staging folders left behind
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_published_files_and_folders_honour_the_umask(tmp_path, mask):
+    """Another user (a reader pod, a shared volume) can read what the umask lets them: not 0600/0700 whatever it says."""
+    previous = os.umask(mask)
+    try:
+        single = str(tmp_path / "out" / "report.json")
+        storage.write_json(single, {"ok": True})
+        with storage.staged_dir(str(tmp_path / "model")) as folder:
+            _write_folder(folder, FILES)
+        storage.download_dir(str(tmp_path / "model"), tmp_path / "copy")
+    finally:
+        os.umask(previous)
+    file_mode, folder_mode = 0o666 & ~mask, 0o777 & ~mask
+    files = [tmp_path / "out" / "report.json", *(p for p in (tmp_path / "model").rglob("*") if p.is_file()),
+             *(p for p in (tmp_path / "copy").rglob("*") if p.is_file())]
+    assert {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files} == {
+        str(p.relative_to(tmp_path)): oct(file_mode) for p in files}
+    folders = [tmp_path / "model", tmp_path / "model" / "tokenizer", tmp_path / "copy", tmp_path / "copy" / "tokenizer"]
+    assert [oct(p.stat().st_mode & 0o777) for p in folders] == [oct(folder_mode)] * 4

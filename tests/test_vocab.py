@@ -4,7 +4,8 @@ import pytest
 
 from components.core.errors import BertpipeError
 from components.vocab.export import VocabSettings, export_vocab
-from components.core.vocab_files import SPECIAL_TOKENS, load_tokenizer, load_vocab_info, load_vocab_tokens
+from components.core.vocab_files import SPECIAL_TOKENS, load_vocab_info, load_vocab_tokens
+from tests.instance_factory import load_tokenizer
 
 BERT_BASE_UNCASED_VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
 

@@ -1,16 +1,11 @@
-"""From instance shards to model batches: a collator that pads to the batch's longest row,
-and a deterministic, resumable stream of training batches.
-
-The training stream is a pure function of (seed, position): epoch e visits this rank's
-shards in an order drawn from (seed, e) and each shard's rows in an order drawn from
-(seed, e, shard). So the data position of a run is one integer (instances consumed),
-and resuming from a checkpoint needs nothing else.
+"""From instance shards to model batches: flat arrays of a shard, a collator that pads to the
+batch's longest row, and the evaluation batches (stored order). The training stream, which
+shuffles and masks, is the training step's (components/training/stream.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -18,10 +13,6 @@ import torch
 
 from components.core import instances as instance_format
 from components.core import storage
-from components.core.errors import BertpipeError
-
-if TYPE_CHECKING:
-    from components.training.dynamic_masking import DynamicMasking
 
 PAD_MULTIPLE = 8
 
@@ -93,100 +84,6 @@ def batch_to(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
 
 def read_arrays(data_uri: str, shard: dict) -> InstanceArrays:
     return InstanceArrays.from_table(instance_format.read_shard(storage.join(data_uri, shard["path"]), shard.get("sha256")))
-
-
-class TrainingStream:
-    """Endless shuffled batches from one split, repeating epochs; rank r of w reads shards r, r+w, ...
-
-    `position` counts the instances consumed so far; pass it back in to resume exactly.
-    """
-
-    def __init__(self, data_uri: str, manifest: dict, *, batch_size: int, seed: int, split: str = "train", rank: int = 0, world_size: int = 1, position: int = 0,
-                 masking: DynamicMasking | None = None):
-        shards = manifest["splits"].get(split, {}).get("shards", [])
-        self.shards = [s for s in shards[rank::world_size] if s["num_instances"] > 0]
-        if not self.shards:
-            if len(shards) < world_size:
-                raise BertpipeError(f"{data_uri} has {len(shards)} {split} shards for {world_size} processes; every process needs at least one shard")
-            raise BertpipeError(f"{data_uri} has no {split} instances; create the data with more documents")
-        self.data_uri, self.batch_size, self.seed, self.position, self.masking = data_uri, batch_size, seed, position, masking
-        self.epoch_size = sum(s["num_instances"] for s in self.shards)
-        self._cache: tuple[int, InstanceArrays] | None = None
-        self._order_epoch = -1
-        self._row_order_cache: tuple = (None, None)
-
-    def _epoch_order(self, epoch: int):
-        if epoch != self._order_epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._shard_order = rng.permutation(len(self.shards))
-            self._shard_ends = np.cumsum([self.shards[i]["num_instances"] for i in self._shard_order])
-            self._order_epoch = epoch
-        return self._shard_order, self._shard_ends
-
-    def _arrays(self, shard_index: int) -> InstanceArrays:
-        if self._cache is None or self._cache[0] != shard_index:
-            self._cache = (shard_index, read_arrays(self.data_uri, self.shards[shard_index]))
-        return self._cache[1]
-
-    def _row_order(self, epoch: int, shard_index: int, size: int) -> np.ndarray:
-        key = (epoch, shard_index)
-        if self._row_order_cache[0] != key:
-            self._row_order_cache = (key, np.random.default_rng([self.seed, epoch, shard_index]).permutation(size))
-        return self._row_order_cache[1]
-
-    def _rows_at(self, position: int, count: int) -> list[tuple[int, int, np.ndarray]]:
-        """(epoch, shard, rows) runs covering `count` instances from `position`."""
-        epoch, offset = divmod(position, self.epoch_size)
-        order, ends = self._epoch_order(epoch)
-        runs = []
-        while count:
-            slot = int(np.searchsorted(ends, offset, side="right"))
-            shard_index = int(order[slot])
-            start_of_shard = int(ends[slot - 1]) if slot else 0
-            size = self.shards[shard_index]["num_instances"]
-            permutation = self._row_order(epoch, shard_index, size)
-            first = offset - start_of_shard
-            n = min(count, size - first)
-            runs.append((epoch, shard_index, permutation[first : first + n]))
-            count -= n
-            offset += n
-            if offset == self.epoch_size:
-                epoch, offset = epoch + 1, 0
-                order, ends = self._epoch_order(epoch)
-        return runs
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict[str, torch.Tensor]:
-        parts = [self._collate(epoch, shard, rows) for epoch, shard, rows in self._rows_at(self.position, self.batch_size)]
-        self.position += self.batch_size
-        return parts[0] if len(parts) == 1 else concat_batches(parts)
-
-    def _collate(self, epoch: int, shard: int, rows: np.ndarray) -> dict[str, torch.Tensor]:
-        if self.masking is None:
-            return collate(self._arrays(shard), rows)
-        return collate(self.masking.apply(self._arrays(shard), rows, epoch, shard), np.arange(len(rows)))
-
-    @property
-    def epoch(self) -> float:
-        return self.position / self.epoch_size
-
-
-def concat_batches(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """One batch from collated pieces of several shards (re-padded to the widest piece)."""
-    width = max(p["input_ids"].shape[1] for p in parts)
-    merged: dict[str, list[torch.Tensor]] = {key: [] for key in parts[0]}
-    offset = 0
-    for part in parts:
-        pad = width - part["input_ids"].shape[1]
-        for key in ("input_ids", "attention_mask", "token_type_ids"):
-            merged[key].append(torch.nn.functional.pad(part[key], (0, pad)))
-        merged["mlm_batch_index"].append(part["mlm_batch_index"] + offset)
-        for key in ("mlm_positions", "mlm_labels", "next_sentence_label"):
-            merged[key].append(part[key])
-        offset += part["input_ids"].shape[0]
-    return {key: torch.cat(values) for key, values in merged.items()}
 
 
 def evaluation_batches(data_uri: str, manifest: dict, split: str, batch_size: int, max_batches: int | None = None):

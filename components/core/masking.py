@@ -2,9 +2,15 @@
 
 The training collator uses it for dynamic masking (a new mask each time an instance is
 seen, RoBERTa-style: call `mask_tokens` on the unmasked row). create-pretraining-data
-makes its static masks with the same draws in compiled form (components.data.instance_creation;
-tests/test_instance_creation.py checks that the two agree in every mode), in the
-`random.Random` call order of Google's create_masked_lm_predictions.
+makes its static masks with the same draws in compiled form (components.data.instance_creation),
+in the `random.Random` call order of Google's create_masked_lm_predictions.
+
+Why the algorithm is written twice: the data step must replay Google's draws in Google's
+order, interleaved with its document, split and truncation draws, millions of times a
+shard, and that is only fast inside the numba-compiled instance loop, which cannot call
+Python. Training masks a few batches' rows a second from a per-row `random.Random`, where
+this plain version costs nothing measurable and is the readable statement of the algorithm.
+tests/test_instance_creation.py keeps the two equal, draw for draw, in every mode.
 
 Google's whole-word masking picks whole words but then draws the 80/10/10 choice
 separately for every word piece, so one word can come out as "[MASK] ##ing". That flaw

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -20,6 +21,14 @@ PIPELINE_RUN_TAG = "bertpipe.pipeline_run_id"
 STEP_TAG = "bertpipe.step"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "bert-pretraining"
+# MLflow's own client defaults (7 retries with backoff factor 2, 120 s per request) let a dead or hanging
+# server stall a step for over ten minutes. With these, one request gives up after about 50 s at most
+# (3 tries of 15 s); each stays the user's to set.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
 
 
 @dataclass(frozen=True)
@@ -31,9 +40,20 @@ class Tracking:
     pipeline_run_id: str = ""
 
 
+def bound_http_defaults() -> None:
+    """Put HTTP_DEFAULTS into the environment where the user has not set them (MLflow reads them per request)."""
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
 @contextlib.contextmanager
 def mlflow_errors(tracking_uri: str, action: str):
-    """Report an unreachable or refusing MLflow as one line that names the server."""
+    """Report an unreachable or refusing MLflow as one line that names the server.
+
+    Every MLflow call of the product runs inside this block, so it is also where
+    the bounded client defaults are put in place, before mlflow sends anything.
+    """
+    bound_http_defaults()
     from mlflow.exceptions import MlflowException
     from requests.exceptions import RequestException
 

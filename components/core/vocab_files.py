@@ -55,10 +55,3 @@ def load_vocab_tokens(vocab_uri: str) -> list[str]:
     tokens = data.decode("utf-8").splitlines()
     check_special_tokens(tokens, vocab_uri)
     return tokens
-
-
-def load_tokenizer(vocab_uri: str):
-    """The fast tokenizer of a vocab folder (local or s3://)."""
-    info = load_vocab_info(vocab_uri)
-    with storage.local_dir(vocab_uri) as folder:
-        return tokenizer_for(folder / VOCAB_FILE, info["lowercase"])

@@ -36,6 +36,7 @@ from components.evaluation.evaluate import autocast_for, pretraining_metrics
 from components.training.loss_curve import plot_loss_curve
 from components.core.masking import MaskingConfig
 from components.training.optimization import make_optimizer, make_scheduler
+from components.training.stream import TrainingStream
 from components.training.throughput import batch_training_flops, peak_flops
 from components.core.tracking import MetricsBuffer, Tracking, mlflow_errors, step_run
 from components.core.vocab_files import load_vocab_info, load_vocab_tokens
@@ -147,7 +148,7 @@ class PhaseRun:
         )
         self.step, self.history, self.resumed_from, self.checkpoint_step = 0, [], None, None
         position = self._resume()
-        self.stream = batching.TrainingStream(
+        self.stream = TrainingStream(
             settings.data_uri,
             self.manifest,
             batch_size=settings.per_device_train_batch_size,
