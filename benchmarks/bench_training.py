@@ -61,7 +61,7 @@ def dev_metrics(model, data_uri: str) -> dict:
     import torch
 
     from components.core.batches import evaluation_batches
-    from components.evaluation.evaluate import pretraining_metrics
+    from components.core.scoring import pretraining_metrics
     from components.core.instances import read_manifest
     from components.core.models import MaskedPretrainingModel
 

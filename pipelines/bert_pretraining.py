@@ -23,7 +23,8 @@ from pipelines.trainjob import trainjob_template
 
 PIPELINE_NAME = "bert-pretraining"
 MAX_PARALLEL_SHARDS = 16  # shard pods at once per sequence length (KFP fixes it at compile time)
-PipelineOutputs = NamedTuple("PipelineOutputs", [("model_version", str), ("evaluation_json", str), ("model_uri", str)])
+# registration: the register step's result as JSON (name, version, decision, reasons, report URI); evaluation_uri: its metrics.json's folder.
+PipelineOutputs = NamedTuple("PipelineOutputs", [("registration", str), ("evaluation_uri", str), ("model_uri", str)])
 
 
 def corpus_reading(namespace: dict) -> dict:
@@ -185,10 +186,10 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         configure(evaluation.set_display_name("evaluate"), "evaluation")
 
         registration = steps.register_model(
-            model_uri=model_uri, evaluation_json=evaluation.outputs["Output"], data_128=data[128].output,
+            model_uri=model_uri, evaluation_uri=evaluation.outputs["Output"], data_128=data[128].output,
             data_512=data[512].output, registered_model_name=registered_model_name, promotion_metric=promotion_metric,
             promotion_margin=promotion_margin, nsp_tolerance=nsp_tolerance, promotion_floor=promotion_floor,
-            promotion_dry_run=promotion_dry_run, phase1_steps=phase1_steps, phase2_steps=phase2_steps, **where,
+            promotion_dry_run=promotion_dry_run, pipeline_run_id=run_id, tracking_uri=tracking_uri, experiment=experiment,
         )
         configure(registration.set_display_name("register-model"), "registry")
 

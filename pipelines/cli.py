@@ -16,7 +16,8 @@ from typing import Callable
 
 from components.core.console import configure_logging
 from components.core.errors import BertpipeError
-from components.core.tracking import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, Tracking
+from components.core.redact import mask
+from components.core.tracking import DEFAULT_EXPERIMENT, FALLBACK_TRACKING_URI, Tracking, default_tracking_uri
 from pipelines.parameters import help_for
 
 log = logging.getLogger("bertpipe")
@@ -68,8 +69,15 @@ def parse_json_object(text: str) -> dict:
         raise argparse.ArgumentTypeError(f"not a JSON object: {error}") from error
 
 
+TRACKING_DEFAULT_HELP = f" (default: $MLFLOW_TRACKING_URI, else {FALLBACK_TRACKING_URI})"
+
+
+def add_tracking_uri_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", default=default_tracking_uri(), help=help_for("tracking_uri") + TRACKING_DEFAULT_HELP)
+
+
 def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=help_for("tracking_uri") + " (default: %(default)s)")
+    add_tracking_uri_flag(parser)
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=help_for("experiment") + " (default: %(default)s)")
     parser.add_argument("--pipeline-run-id", default="", help="nest this step's MLflow run under the pipeline run with this id (set by the pipeline)")
 
@@ -89,16 +97,17 @@ def step_command(function: Callable) -> Callable[[argparse.Namespace], None]:
 
     def command(args: argparse.Namespace) -> None:
         result = call_with_args(function, args, tracking=Tracking(args.tracking_uri, args.experiment, args.pipeline_run_id))
-        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+        print(mask(json.dumps(result, indent=2, sort_keys=True, default=str)))
 
     return command
 
 
 def add_step_command(commands, name: str, summary: str, settings_cls, inputs: dict[str, tuple[str, str | None]], run: Callable,
-                     also: tuple = ()) -> None:
+                     after: Callable[[dict], None] | None = None, also: tuple = ()) -> None:
     """`bertpipe <name>`: flags for the step's inputs/outputs (name -> (help, default; None = required)),
     flags generated from its settings dataclass (and the classes in `also`, e.g. CorpusSettings), and the
-    tracking flags; `run(args, settings, tracking, *also_settings)` calls the step."""
+    tracking flags; `run(args, settings, tracking, *also_settings)` calls the step, whose result is printed
+    as JSON; `after(result)` may then raise to exit non-zero."""
     from pipelines.cli_flags import add_settings_flags, settings_from_args
 
     step = commands.add_parser(name, help=summary, description=summary)
@@ -111,9 +120,31 @@ def add_step_command(commands, name: str, summary: str, settings_cls, inputs: di
     def command(args: argparse.Namespace) -> None:
         settings = [settings_from_args(cls, args, name) for cls in (settings_cls, *also)]
         result = run(args, settings[0], Tracking(args.tracking_uri, args.experiment, args.pipeline_run_id), *settings[1:])
-        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+        print(mask(json.dumps(result, indent=2, sort_keys=True, default=str)))
+        if after:
+            after(result)
 
     step.set_defaults(handler=command)
+
+
+def json_object(text: str, flag_name: str) -> dict:
+    try:
+        value = parse_json_object(text)
+    except argparse.ArgumentTypeError as error:
+        raise BertpipeError(f"{flag_name}: {error}") from error
+    if not isinstance(value, dict):
+        raise BertpipeError(f"{flag_name}: expected a JSON object, like {{\"128\": \"./data-128\"}}")
+    return value
+
+
+def refuse_conflict(registration: dict) -> None:
+    """A promotion conflict moved nothing and needs a person: exit 2 (after the result is printed) saying what to do."""
+    promotion = registration["promotion"]
+    if promotion["decision"] == "conflict":
+        raise BertpipeError(
+            f"promotion of {registration['name']} version {registration['version']} ended in a conflict ({promotion['reasons'][-1]}); "
+            f"nothing moved: evaluate again against the new champion, or `bertpipe promote {registration['name']} {registration['version']} --reason ...`"
+        )
 
 
 def command_run(args: argparse.Namespace) -> None:
@@ -126,6 +157,7 @@ def command_run(args: argparse.Namespace) -> None:
     arguments["tracking_uri"] = absolute_location(arguments["tracking_uri"])
     outputs = run_pipeline_locally(arguments, args.kfp_root or default_kfp_root(arguments["artifact_root"]))
     print("\n".join(summary_lines(outputs, arguments)))
+    refuse_conflict(outputs["registration"])
 
 
 def command_compile(args: argparse.Namespace) -> None:
@@ -183,7 +215,7 @@ def command_submit(args: argparse.Namespace) -> None:
     client = kfp_client.connect(kfp_client.endpoint_from_args(args))
     run = kfp_client.submit(client, args.package, arguments, run_name=args.run_name, experiment=args.experiment,
                             namespace=args.namespace, service_account=args.service_account)
-    print(f"run {run.run_id}: {run.url}")
+    print(mask(f"run {run.run_id}: {run.url}"))
 
 
 def command_schedule(args: argparse.Namespace) -> None:
@@ -248,9 +280,10 @@ def add_allow_local_storage(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from components.evaluation.evaluate import evaluate
     from components.data.create import create_pretraining_data
-    from components.registry.register import register_model
+    from components.evaluation.evaluate import EvaluationSettings, evaluate
+    from components.registry.promotion import PromotionSettings
+    from components.registry.step import register_and_promote
     from components.training.phase import train_phase
     from components.vocab.export import VocabSettings, export_vocab
     from components.core.corpus import CorpusSettings
@@ -267,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the whole pipeline locally through kfp.local (demo defaults)",
                               description="Run vocab -> data(128, 512) -> phase 128 -> phase 512 -> evaluate -> register on this machine through kfp.local. Defaults: the bundled demo corpus, a tiny model, a local artifact folder and sqlite MLflow.")
-    add_signature_flags(run, bert_pretraining.pipeline_func, overrides={"artifact_root": "bertpipe-artifacts", "tracking_uri": DEFAULT_TRACKING_URI, **DEMO_SETTINGS})
+    add_signature_flags(run, bert_pretraining.pipeline_func, overrides={"artifact_root": "bertpipe-artifacts", "tracking_uri": default_tracking_uri(), **DEMO_SETTINGS})
+    next(action for action in run._actions if action.dest == "tracking_uri").help = help_for("tracking_uri") + TRACKING_DEFAULT_HELP  # no credentials in --help
     run.add_argument("--kfp-root", default="", help="kfp.local's pipeline_root (default: <artifact-root>/kfp-local, or ./bertpipe-artifacts/kfp-local for s3://)")
     run.set_defaults(handler=command_run)
 
@@ -304,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser_.add_argument("--reason", required=True, help="why: recorded in the version's tags")
         parser_.add_argument("--alias", default="champion", help="alias to move (default: %(default)s)")
         parser_.add_argument("--actor", default=None, help="who: recorded in tags (default: $USER)")
-        parser_.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=help_for("tracking_uri") + " (default: %(default)s)")
+        add_tracking_uri_flag(parser_)
         parser_.set_defaults(handler=handler)
 
     stack = commands.add_parser("stack", help="start/stop a local SeaweedFS (S3) + MLflow server pair for trying the S3 path",
@@ -323,8 +357,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name, function, summary in (
         ("create-pretraining-data", create_pretraining_data, "corpus -> masked-LM/NSP instances as Parquet shards (Google's algorithm)"),
         ("train-phase", train_phase, "one pretraining phase of BertForPreTraining"),
-        ("evaluate", evaluate, "MLM and NSP metrics of a model on held-out instances"),
-        ("register", register_model, "log a model folder to MLflow and register a new version"),
     ):
         step = commands.add_parser(name, help=summary, description=(inspect.getdoc(function) or summary).split("\n\n")[0])
         add_signature_flags(step, function, skip=("tracking", "corpus_settings"))
@@ -332,6 +364,23 @@ def build_parser() -> argparse.ArgumentParser:
             add_settings_flags(step, CorpusSettings)
         add_tracking_flags(step)
         step.set_defaults(handler=step_command(function))
+    data_uris = {"data_uris": (help_for("data_uris"), None)}
+    add_step_command(
+        commands, "evaluate", "MLM and NSP metrics of a model, and of the registered model's champion, on the same held-out instances", EvaluationSettings,
+        {"model_uri": (help_for("model_uri"), None), **data_uris, "output_uri": (help_for("output_uri"), None),
+         "registered_model_name": ("also evaluate this registered model's champion on the same data ('' = none)", "")},
+        lambda args, settings, tracking: evaluate(args.model_uri, json_object(args.data_uris, "--data-uris"), args.output_uri,
+                                                  registered_model_name=args.registered_model_name, settings=settings, tracking=tracking),
+    )
+    add_step_command(
+        commands, "register", "register a model as a new version, let it challenge the champion, write the run report", PromotionSettings,
+        {"model_uri": (help_for("model_uri"), None), "evaluation_uri": (help_for("evaluation_uri"), None), **data_uris,
+         "registered_model_name": (help_for("registered_model_name"), None), "report_uri": (help_for("report_uri"), "")},
+        lambda args, settings, tracking: register_and_promote(args.model_uri, args.evaluation_uri, json_object(args.data_uris, "--data-uris"),
+                                                              registered_model_name=args.registered_model_name, report_uri=args.report_uri,
+                                                              settings=settings, tracking=tracking),
+        after=refuse_conflict,
+    )
     return parser
 
 
@@ -341,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         args.handler(args)
     except BertpipeError as error:
-        print(f"bertpipe: error: {error}", file=sys.stderr)
+        print(f"bertpipe: error: {mask(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bertpipe: interrupted", file=sys.stderr)

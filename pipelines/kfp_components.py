@@ -203,82 +203,58 @@ def evaluate(
     experiment: str,
     metrics: dsl.Output[dsl.Metrics],
     report: dsl.Output[dsl.Markdown],
+    split: str = "test",
+    per_device_eval_batch_size: int = 64,
+    max_eval_batches: int = 0,
 ) -> str:
-    """MLM and NSP metrics on the held-out test split at 128 and 512, for the new model and the current champion."""
-    import json
-
-    from pipelines import step_io
+    """MLM and NSP metrics on the held-out split at 128 and 512, for the new model and the current champion; returns the evaluation folder."""
     from components.core import storage
-    from components.evaluation.champion import evaluate_champion
     from components.core.console import configure_logging
-    from components.evaluation.evaluate import evaluate as run_evaluation
+    from components.core.settings import pick
     from components.core.tracking import Tracking
+    from components.evaluation.evaluate import EvaluationSettings, evaluate as evaluate_step
+    from pipelines import step_io
 
     configure_logging()
-    tracking = Tracking(tracking_uri, experiment, pipeline_run_id)
     uri = step_io.output_uri(artifact_root, pipeline_run_id, "evaluation")
-    data_uris = {128: step_io.uri_of(data_128), 512: step_io.uri_of(data_512)}
-    results = run_evaluation(model_uri, data_uris, uri, tracking=tracking)
-    champion_version, champion_metrics = evaluate_champion(registered_model_name, data_uris, storage.join(uri, "champion"), tracking=tracking)
-    for name, value in results.items():
-        metrics.log_metric(name, value)
-    with open(report.path, "w", encoding="utf-8") as handle:
-        handle.write(storage.read_text(storage.join(uri, "report.md")))
-    return json.dumps({"challenger": results, "champion_version": champion_version, "champion": champion_metrics}, sort_keys=True)
+    record = evaluate_step(model_uri, {128: step_io.uri_of(data_128), 512: step_io.uri_of(data_512)}, uri, registered_model_name=registered_model_name,
+                           settings=pick(EvaluationSettings, locals()), tracking=Tracking(tracking_uri, experiment, pipeline_run_id))
+    step_io.publish_metrics(metrics, record["metrics"])
+    step_io.publish_text(report, storage.join(uri, "report.md"))
+    return uri
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def register_model(
     model_uri: str,
-    evaluation_json: str,
+    evaluation_uri: str,
     data_128: dsl.Input[dsl.Dataset],
     data_512: dsl.Input[dsl.Dataset],
     registered_model_name: str,
-    promotion_metric: str,
-    promotion_margin: float,
-    nsp_tolerance: float,
-    promotion_floor: float,
-    promotion_dry_run: bool,
-    phase1_steps: int,
-    phase2_steps: int,
-    artifact_root: str,
     pipeline_run_id: str,
     tracking_uri: str,
     experiment: str,
     report: dsl.Output[dsl.Markdown],
+    promotion_metric: str = "mlm_accuracy_512",
+    promotion_margin: float = 0.0,
+    nsp_tolerance: float = 0.01,
+    promotion_floor: float = 0.0,
+    promotion_dry_run: bool = False,
 ) -> str:
-    """Register the model (MLflow transformers flavour, fill-mask) and let it challenge the champion; returns "name/version"."""
+    """Register the model (MLflow transformers flavour, fill-mask), let it challenge the champion, write the run report;
+    returns the registration (name, version, decision and reasons) as JSON."""
     import json
 
-    from pipelines import step_io
     from components.core.console import configure_logging
-    from components.core.instances import manifest_sha256
-    from components.registry.promotion import PromotionPolicy, register_and_promote
-    from components.registry.run_report import write_run_report
+    from components.core.settings import pick
     from components.core.tracking import Tracking
+    from components.registry.promotion import PromotionSettings
+    from components.registry.step import register_and_promote
+    from pipelines import step_io
 
     configure_logging()
-    evaluation = json.loads(evaluation_json)
-    registered = register_and_promote(
-        model_uri,
-        registered_model_name,
-        tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
-        tags={
-            "bertpipe.data_128_manifest_sha256": manifest_sha256(step_io.uri_of(data_128)),
-            "bertpipe.data_512_manifest_sha256": manifest_sha256(step_io.uri_of(data_512)),
-            "bertpipe.phase1_steps": str(phase1_steps),
-            "bertpipe.phase2_steps": str(phase2_steps),
-        },
-        metrics=evaluation["challenger"],
-        champion_version=evaluation["champion_version"],
-        champion_metrics=evaluation["champion"],
-        policy=PromotionPolicy(metric=promotion_metric, margin=promotion_margin, guard_tolerance=nsp_tolerance, floor=promotion_floor),
-        dry_run=promotion_dry_run,
-    )
-    text = write_run_report(
-        step_io.run_uri(artifact_root, pipeline_run_id), step_io.output_uri(artifact_root, pipeline_run_id, "evaluation"),
-        evaluation["challenger"], evaluation["champion_version"], evaluation["champion"], registered,
-    )
-    with open(report.path, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    return f"{registered['name']}/{registered['version']}"
+    result = register_and_promote(model_uri, evaluation_uri, {128: step_io.uri_of(data_128), 512: step_io.uri_of(data_512)},
+                                  registered_model_name=registered_model_name, settings=pick(PromotionSettings, locals()),
+                                  tracking=Tracking(tracking_uri, experiment, pipeline_run_id))
+    step_io.publish_text(report, result["report_uri"])
+    return json.dumps(result, sort_keys=True)

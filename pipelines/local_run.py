@@ -17,6 +17,8 @@ from components.core import storage
 from components.core.corpus import CorpusSettings, iter_documents
 from components.core.settings import check, pick
 from components.core.errors import BertpipeError
+from components.core.redact import mask
+from components.core.scoring import EVALUATION_METRICS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +74,12 @@ def run_pipeline_locally(arguments: dict, kfp_root: str) -> dict:
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=kfp_root, raise_on_error=False)
     log.info("running pipeline bert-pretraining locally (artifacts: %s, MLflow: %s)", arguments["artifact_root"], arguments["tracking_uri"])
     task = bert_pretraining(**arguments)
-    if task.outputs is None or not task.outputs.get("model_version"):
+    if task.outputs is None or not task.outputs.get("registration"):
         raise BertpipeError("the pipeline failed: see the failing step's log above")
     outputs = dict(task.outputs)
-    outputs["metrics"] = json.loads(outputs.pop("evaluation_json"))["challenger"]
+    outputs["registration"] = registration = json.loads(outputs["registration"])
+    outputs["model_version"] = f"{registration['name']}/{registration['version']}"
+    outputs["metrics"] = storage.read_json(storage.join(outputs["evaluation_uri"], EVALUATION_METRICS_FILE))["metrics"]
     return outputs
 
 
@@ -85,15 +89,16 @@ def summary_lines(outputs: dict, arguments: dict) -> list[str]:
     for length in (128, 512):
         picked = {k: v for k, v in sorted(outputs["metrics"].items()) if k.endswith(f"_{length}")}
         lines.append(f"  {length}: " + ", ".join(f"{k.removesuffix(f'_{length}')}={v:.4g}" for k, v in picked.items()))
-    name, version = outputs["model_version"].rsplit("/", 1)
-    run_folder = outputs["model_uri"].rsplit("/phase-512/", 1)[0]
+    registration = outputs["registration"]
+    name, version, promotion = registration["name"], registration["version"], registration["promotion"]
     lines += [
         "",
         f"model folder:      {outputs['model_uri']}",
-        f"run report:        {run_folder}/report.md",
+        f"run report:        {registration['report_uri']}",
         f"artifacts:         {arguments['artifact_root']}",
-        f"MLflow:            {arguments['tracking_uri']} (experiment {arguments['experiment']})",
+        f"MLflow:            {mask(arguments['tracking_uri'])} (experiment {arguments['experiment']})",
         f"registered model:  {name} version {version} (models:/{name}/{version})",
+        f"promotion:         {promotion['decision']}{' (dry run)' if promotion.get('dry_run') else ''}: {'; '.join(promotion['reasons'])}",
     ]
     if arguments["tracking_uri"].startswith("sqlite"):
         lines.append(f"browse it with:    mlflow ui --backend-store-uri {arguments['tracking_uri']}")

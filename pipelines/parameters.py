@@ -53,7 +53,9 @@ HELP = {
     "resume": "resume from the newest complete checkpoint in the output folder",
     "train_seed": "random seed of model initialisation and batch order",
     # evaluation and registry
-    "model_uri": "model folder (local or s3://) written by train-phase",
+    "model_uri": "model folder (local or s3://) written by train-phase, or models:/NAME/VERSION or models:/NAME@ALIAS",
+    "evaluation_uri": "evaluation folder written by evaluate (its metrics.json holds the new model's and the champion's metrics)",
+    "report_uri": "where the run report goes (default: report.md beside the evaluation folder)",
     "split": "held-out split to evaluate on",
     "data_uris": 'data folders by sequence length, as JSON: {"128": "./data-128", "512": "./data-512"}',
     "promotion_metric": "metric the new model must improve to replace the champion",

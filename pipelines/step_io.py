@@ -32,6 +32,18 @@ def publish(artifact, uri: str, summary: dict) -> None:
         json.dump({"uri": uri, **summary}, handle, indent=2, sort_keys=True, default=str)
 
 
+def publish_metrics(artifact, metrics: dict[str, float]) -> None:
+    """A step's metrics into its KFP Metrics artifact (shown in the KFP UI)."""
+    for name, value in metrics.items():
+        artifact.log_metric(name, value)
+
+
+def publish_text(artifact, uri: str) -> None:
+    """Copy a text file the step wrote (a report) into its KFP artifact (a Markdown one renders in the KFP UI)."""
+    with open(artifact.path, "w", encoding="utf-8") as handle:
+        handle.write(storage.read_text(uri))
+
+
 def uri_of(artifact) -> str:
     """The real location of an upstream step's output."""
     return artifact.metadata["uri"]

@@ -10,7 +10,7 @@ from components.core import models
 from components.core import storage
 from components.core.errors import BertpipeError
 from components.core.tracking import Tracking
-from components.evaluation.evaluate import evaluate
+from components.evaluation.evaluate import EvaluationSettings, evaluate
 from components.core.instances import load_split
 from tests.instance_factory import make_data, make_vocab
 
@@ -58,7 +58,7 @@ def reference_metrics(model_dir: str, data_uri: str) -> dict:
 
 def test_metrics_match_an_independent_computation(setup):
     root, model_dir, data = setup
-    metrics = evaluate(model_dir, data, str(root / "eval"), per_device_eval_batch_size=8)
+    metrics = evaluate(model_dir, data, str(root / "eval"), settings=EvaluationSettings(per_device_eval_batch_size=8))["metrics"]
     for length in (64, 128):
         expected = reference_metrics(model_dir, data[length])
         for name, value in expected.items():
@@ -66,7 +66,8 @@ def test_metrics_match_an_independent_computation(setup):
         assert metrics[f"perplexity_{length}"] == pytest.approx(math.exp(expected["mlm_loss"]), rel=1e-4)
         assert metrics[f"loss_{length}"] == pytest.approx(expected["mlm_loss"] + expected["nsp_loss"], rel=1e-4)
     written = json.loads((root / "eval" / "metrics.json").read_text())
-    assert written["metrics"] == metrics and written["split"] == "test"
+    assert written["metrics"] == metrics and written["split"] == "test" and written["champion"] is None
+    assert {length: entry["uri"] for length, entry in written["data"].items()} == {"64": data[64], "128": data[128]}
     report = (root / "eval" / "report.md").read_text()
     assert "## max_seq_length 64" in report and "## max_seq_length 128" in report and "| mlm_accuracy |" in report
     assert report.count("\n- `[CLS]") == 10
@@ -74,8 +75,8 @@ def test_metrics_match_an_independent_computation(setup):
 
 def test_batch_size_does_not_change_metrics(setup):
     root, model_dir, data = setup
-    one = evaluate(model_dir, {64: data[64]}, str(root / "eval1"), per_device_eval_batch_size=1)
-    many = evaluate(model_dir, {64: data[64]}, str(root / "eval2"), per_device_eval_batch_size=64)
+    one = evaluate(model_dir, {64: data[64]}, str(root / "eval1"), settings=EvaluationSettings(per_device_eval_batch_size=1))["metrics"]
+    many = evaluate(model_dir, {64: data[64]}, str(root / "eval2"), settings=EvaluationSettings(per_device_eval_batch_size=64))["metrics"]
     assert one == pytest.approx(many, rel=1e-5)
 
 
@@ -90,6 +91,10 @@ def test_refuses_mismatched_data_and_registry_uris(setup, tmp_path):
     with pytest.raises(BertpipeError, match="has no vocab_info.json"):
         evaluate(str(tmp_path), {64: data[64]}, str(tmp_path / "e"))
     with pytest.raises(BertpipeError, match="has no 'dev' instances"):
-        evaluate(model_dir, {"64": data[64]}, str(tmp_path / "e"), split="dev")
+        evaluate(model_dir, {"64": data[64]}, str(tmp_path / "e"), settings=EvaluationSettings(split="dev"))
+    with pytest.raises(BertpipeError, match="split='validation': must be one of dev, test"):
+        evaluate(model_dir, {64: data[64]}, str(tmp_path / "e"), settings=EvaluationSettings(split="validation"))
+    with pytest.raises(BertpipeError, match="keyed by max_seq_length"):
+        evaluate(model_dir, {"short": data[64]}, str(tmp_path / "e"))
     with pytest.raises(BertpipeError, match="bert"):
         evaluate("models:/bert@champion", {64: data[64]}, str(tmp_path / "e"), tracking=Tracking(f"sqlite:///{tmp_path}/mlflow.db"))

@@ -8,6 +8,8 @@ previous one wrote (known URIs, since pipeline_run_id is a parameter).
 """
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import kfp.local
@@ -56,10 +58,22 @@ def run(tmp_path_factory):
     run_alone(steps.train_phase, {"data": data[512], "vocab": vocab}, init_model=str(out / "phase-128" / "model"), max_seq_length=512, max_steps=2, **TINY_TRAIN, **common)
     model = str(out / "phase-512" / "model")
     run_alone(steps.evaluate, {"data_128": data[128], "data_512": data[512]}, model_uri=model, registered_model_name="component-test", **common)
-    evaluation = json.dumps({"challenger": json.loads((out / "evaluation" / "metrics.json").read_text())["metrics"], "champion_version": None, "champion": None})
-    run_alone(steps.register_model, {"data_128": data[128], "data_512": data[512]}, model_uri=model, evaluation_json=evaluation,
-              registered_model_name="component-test", phase1_steps=6, phase2_steps=2, **PROMOTION, **common)
+    data_uris = json.dumps({length: uri for length, (_, uri) in data.items()})
+    tracking_flags = ["--tracking-uri", common["tracking_uri"], "--experiment", common["experiment"], "--pipeline-run-id", RUN_ID]
+    cli("evaluate", "--model-uri", model, "--data-uris", data_uris, "--output-uri", str(out / "evaluation-cli"),
+        "--registered-model-name", "component-test", *tracking_flags)
+    registry = {key: common[key] for key in ("pipeline_run_id", "tracking_uri", "experiment")}
+    run_alone(steps.register_model, {"data_128": data[128], "data_512": data[512]}, model_uri=model, evaluation_uri=str(out / "evaluation"),
+              registered_model_name="component-test", **PROMOTION, **registry)
+    cli("register", "--model-uri", model, "--evaluation-uri", str(out / "evaluation-cli"), "--data-uris", data_uris, "--registered-model-name",
+        "component-test", "--promotion-dry-run", "--report-uri", str(out / "report-cli.md"), *tracking_flags)
     return out, common
+
+
+def cli(*args) -> None:
+    """The same step through `bertpipe <step>`, as a user runs it."""
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_vocab_component_writes_the_vocab_folder(run):
@@ -107,3 +121,14 @@ def test_register_component_creates_the_first_champion(run):
     assert str(client.get_model_version_by_alias("component-test", "champion").version) == "1"
     report = (out / "report.md").read_text()
     assert "became **champion**" in report and "![phase 128](phase-128/plots/loss_curve.png)" in report
+
+
+def test_evaluate_and_register_do_the_same_through_the_cli(run):
+    out, common = run
+    assert (out / "evaluation-cli" / "metrics.json").read_text() == (out / "evaluation" / "metrics.json").read_text()
+    client = mlflow.MlflowClient(common["tracking_uri"])
+    decided = ("bertpipe.promotion.", "bertpipe.champion.")
+    kfp_tags, cli_tags = ({key: value for key, value in client.get_model_version("component-test", version).tags.items() if not key.startswith(decided)}
+                          for version in ("1", "2"))
+    assert cli_tags == kfp_tags and len(kfp_tags) >= 12
+    assert "(dry run: no alias moved)" in (out / "report-cli.md").read_text()

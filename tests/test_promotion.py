@@ -11,7 +11,8 @@ import mlflow
 import pytest
 
 from components.core.errors import BertpipeError
-from components.registry.promotion import CHALLENGER, CHAMPION, PromotionPolicy, alias_version, current_champion, decide, promote, promote_if_better, rollback
+from components.core.model_store import CHAMPION, alias_version, current_champion
+from components.registry.promotion import CHALLENGER, PromotionPolicy, decide, promote, promote_if_better, rollback
 from components.registry.lock import alias_lock, lock_name
 
 MLM, NSP = "mlm_accuracy_512", "nsp_accuracy_512"
@@ -154,6 +155,8 @@ def test_metrics_of_a_champion_that_has_since_been_replaced_give_a_conflict(regi
     assert result["decision"] == "conflict" and not result["promoted"]
     assert "champion is 2, but the champion metrics given are for 1" in result["reasons"][0]
     assert alias_version(client, NAME, CHAMPION) == "2"
+    # Its metrics were compared with version 1's (measured in its evaluate step), not with the new champion's.
+    assert client.get_model_version(NAME, "3").tags["bertpipe.promotion.compared_with"] == "1"
 
 
 def test_rerunning_promotion_of_the_champion_changes_nothing(registry):

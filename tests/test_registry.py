@@ -15,8 +15,8 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, BertForPreTraining
 
 from components.core.errors import BertpipeError
-from components.registry.promotion import PromotionPolicy, register_and_promote
-from components.registry.register import download_model, pip_requirements, register_model, resolve_version
+from components.core.model_store import download_model, resolve_version
+from components.registry.register import pip_requirements, register_model
 from components.core.tracking import PIPELINE_RUN_TAG, Tracking
 from components.vocab.export import VocabSettings, export_vocab
 
@@ -162,13 +162,3 @@ def test_pip_requirements_pin_the_runtime_and_leave_out_torchvision():
     requirements = pip_requirements()
     assert [r.split("==")[0] for r in requirements] == ["mlflow", "transformers", "torch", "tokenizers", "safetensors"]
     assert "torch==2.13.0" in requirements and "mlflow==3.17.2" in requirements
-
-
-def test_register_and_promote_makes_the_first_good_model_champion_and_download_finds_it(registered, tmp_path):
-    uri = registered["tracking"].tracking_uri
-    result = register_and_promote(str(registered["model"]), "tiny-bert-pipeline", tracking=registered["tracking"], metrics=METRICS,
-                                  policy=PromotionPolicy(floor=0.2), actor="pipeline")
-    assert result["model_uri"] == "models:/tiny-bert-pipeline/1"
-    assert result["promotion"]["decision"] == "promoted" and result["promotion"]["champion_after"] == "1"
-    champion = download_model("models:/tiny-bert-pipeline@champion", str(tmp_path / "champion"), tracking_uri=uri)
-    assert champion["version"] == "1" and (tmp_path / "champion" / "model.safetensors").is_file()

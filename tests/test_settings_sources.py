@@ -8,8 +8,11 @@ import pytest
 
 from components.core import settings as settings_core
 from components.core.corpus import CorpusSettings
+from components.evaluation.evaluate import EvaluationSettings
+from components.registry.promotion import PromotionSettings
 from components.vocab.export import VocabSettings
 from pipelines import kfp_components
+from pipelines.bert_pretraining import bert_pretraining
 from pipelines.cli import build_parser
 
 # (KFP component, its settings dataclass): every field is a parameter of the component.
@@ -17,6 +20,13 @@ COMPONENT_SETTINGS = [
     (kfp_components.export_vocab, VocabSettings),
     (kfp_components.export_vocab, CorpusSettings),
     (kfp_components.plan_pretraining_data, CorpusSettings),
+    (kfp_components.evaluate, EvaluationSettings),
+    (kfp_components.register_model, PromotionSettings),
+]
+# (pipeline, settings dataclass): the pipeline's parameters of that step.
+PIPELINE_SETTINGS = [
+    (bert_pretraining, PromotionSettings),
+    (bert_pretraining, CorpusSettings),
 ]
 
 
@@ -40,6 +50,11 @@ def test_component_signature_matches_its_settings(component, settings_cls):
     assert signature_mismatches(component.python_func, settings_cls) == []
 
 
+@pytest.mark.parametrize("pipeline,settings_cls", PIPELINE_SETTINGS, ids=lambda v: getattr(v, "__name__", getattr(v, "name", "")))
+def test_pipeline_signature_matches_its_settings(pipeline, settings_cls):
+    assert signature_mismatches(pipeline.pipeline_func, settings_cls) == []
+
+
 def test_the_check_catches_a_drifted_signature():
     def drifted(vocab_size: float = 8000, lowercase: str = "true"):
         pass
@@ -49,8 +64,8 @@ def test_the_check_catches_a_drifted_signature():
     ]
 
 
-@pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings), ("export-vocab", CorpusSettings),
-                                                  ("create-pretraining-data", CorpusSettings), ("run", CorpusSettings)])
+@pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings), ("evaluate", EvaluationSettings), ("register", PromotionSettings),
+                                                  ("export-vocab", CorpusSettings), ("create-pretraining-data", CorpusSettings), ("run", CorpusSettings)])
 def test_cli_flags_come_from_the_settings(command, settings_cls):
     parser = build_parser()
     step = parser._subparsers._group_actions[0].choices[command]

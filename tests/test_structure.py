@@ -19,8 +19,6 @@ MAX_LINES = 400
 # Violations other work in progress removes (issue 10), kept out of the main checks so those guard everything
 # else meanwhile; test_pending_violations_are_gone is an xfail until they land. Delete an entry once it XPASSes.
 PENDING_EDGES = {
-    ("training", "evaluation"): "autocast_for and pretraining_metrics move to components/core/scoring.py (evalreg)",
-    ("evaluation", "registry"): "the champion comparison stops importing the registry step (evalreg)",
     ("training", "pipelines"): "the TrainJob launch moves out of components/training/launch.py (train)",
 }
 PENDING_LONG = {

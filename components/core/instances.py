@@ -99,3 +99,12 @@ def load_split(data_uri: str, split: str, manifest: dict | None = None) -> pa.Ta
     shards = manifest["splits"][split]["shards"]
     tables = [read_shard(storage.join(data_uri, s["path"]), s.get("sha256")) for s in shards]
     return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+
+
+def data_folders(data_uris: dict) -> dict[int, str]:
+    """{max_seq_length: data URI}, sorted by length, from a mapping whose keys may be strings (KFP and JSON give those)."""
+    if not data_uris:
+        raise BertpipeError("no data folders given: pass them by max_seq_length, like {\"128\": \"./data-128\", \"512\": \"./data-512\"}")
+    if not all(str(length).isdigit() for length in data_uris):
+        raise BertpipeError(f"data folders must be keyed by max_seq_length, like {{\"128\": \"./data-128\"}}, not {', '.join(sorted(map(str, data_uris)))}")
+    return {int(length): uri for length, uri in sorted(data_uris.items(), key=lambda item: int(item[0]))}

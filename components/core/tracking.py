@@ -8,18 +8,23 @@ DAG starts with a single step (export-vocab), which creates it; later steps find
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from components.core.errors import BertpipeError
+from components.core.redact import mask, protect_logs
 
 log = logging.getLogger(__name__)
 
 PIPELINE_RUN_TAG = "bertpipe.pipeline_run_id"
 STEP_TAG = "bertpipe.step"
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# Which task of the pipeline run a step run is (step name + its params): a retry of a killed task has the same key.
+TASK_TAG = "bertpipe.task_key"
+FALLBACK_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "bert-pretraining"
 # MLflow's own client defaults (7 retries with backoff factor 2, 120 s per request) let a dead or hanging
 # server stall a step for over ten minutes. With these, one request gives up after about 50 s at most
@@ -31,11 +36,16 @@ HTTP_DEFAULTS = {
 }
 
 
+def default_tracking_uri() -> str:
+    """MLflow's convention: $MLFLOW_TRACKING_URI when set, else the embedded store ./mlflow.db."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or FALLBACK_TRACKING_URI
+
+
 @dataclass(frozen=True)
 class Tracking:
     """Where a step logs: the MLflow server or store, the experiment, and the pipeline run it belongs to."""
 
-    tracking_uri: str = DEFAULT_TRACKING_URI
+    tracking_uri: str = field(default_factory=default_tracking_uri)
     experiment: str = DEFAULT_EXPERIMENT
     pipeline_run_id: str = ""
 
@@ -48,7 +58,7 @@ def bound_http_defaults() -> None:
 
 @contextlib.contextmanager
 def mlflow_errors(tracking_uri: str, action: str):
-    """Report an unreachable or refusing MLflow as one line that names the server.
+    """Report an unreachable or refusing MLflow as one line that names the server (credentials masked).
 
     Every MLflow call of the product runs inside this block, so it is also where
     the bounded client defaults are put in place, before mlflow sends anything.
@@ -61,7 +71,18 @@ def mlflow_errors(tracking_uri: str, action: str):
         yield
     except (MlflowException, RequestException, ConnectionError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BertpipeError(f"MLflow at {tracking_uri} failed while {action}: {first_line[:300]}") from error
+        raise BertpipeError(mask(f"MLflow at {tracking_uri} failed while {action}: {first_line[:300]}")) from error
+
+
+def _mlflow(tracking_uri: str):
+    """mlflow, pointed at tracking_uri, with its logs masked and its own "View run at" prints off (they show
+    the URI's credentials; step_run logs a masked link instead)."""
+    import mlflow
+
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    protect_logs()
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow
 
 
 def _parent_run_id(client, experiment_id: str, pipeline_run_id: str) -> str:
@@ -75,27 +96,48 @@ def _parent_run_id(client, experiment_id: str, pipeline_run_id: str) -> str:
     return run.info.run_id
 
 
+def _mark_killed(client, experiment_id: str, pipeline_run_id: str, task_key: str) -> None:
+    """Runs of this very task left RUNNING by a killed earlier attempt are KILLED, not running forever."""
+    stale = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run_id}' and tags.`{TASK_TAG}` = '{task_key}' and attributes.status = 'RUNNING'",
+    )
+    for run in stale:
+        log.warning("MLflow run %s of an earlier attempt of this step was left RUNNING; marking it KILLED", run.info.run_id)
+        client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def _run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    return mask(f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}")
+
+
 @contextlib.contextmanager
 def step_run(tracking: Tracking, step: str, params: dict | None = None, strict_close: bool = True) -> Iterator[str]:
     """Start the MLflow run of one step (nested under the pipeline's run) and yield its run id.
 
-    With strict_close=False a server that fails when the run is closed only gets a
-    warning (the run stays RUNNING in MLflow): for steps whose real output, say a
-    trained checkpoint, must not be thrown away over bookkeeping.
+    The run ends FINISHED, or FAILED when the block raises. A run of the same task
+    (same step and params, same pipeline run) that an earlier, killed attempt left
+    RUNNING is marked KILLED first. With strict_close=False a server that fails
+    when the run is closed only gets a warning (the run stays RUNNING in MLflow):
+    for steps whose real output, say a trained checkpoint, must not be thrown away
+    over bookkeeping.
     """
-    import mlflow
-
+    logged = {key: mask(value)[:6000] for key, value in (params or {}).items()}
     with mlflow_errors(tracking.tracking_uri, f"starting the {step} run"):
-        mlflow.set_tracking_uri(tracking.tracking_uri)
+        mlflow = _mlflow(tracking.tracking_uri)
         experiment = mlflow.set_experiment(tracking.experiment)
         tags = {STEP_TAG: step}
         parent_id = None
         if tracking.pipeline_run_id:
+            client = mlflow.MlflowClient()
             tags[PIPELINE_RUN_TAG] = tracking.pipeline_run_id
-            parent_id = _parent_run_id(mlflow.MlflowClient(), experiment.experiment_id, tracking.pipeline_run_id)
+            tags[TASK_TAG] = hashlib.sha256(json.dumps([step, logged], sort_keys=True).encode()).hexdigest()[:32]
+            _mark_killed(client, experiment.experiment_id, tracking.pipeline_run_id, tags[TASK_TAG])
+            parent_id = _parent_run_id(client, experiment.experiment_id, tracking.pipeline_run_id)
         run = mlflow.start_run(run_name=step, parent_run_id=parent_id, tags=tags)
-        if params:
-            mlflow.log_params({key: str(value)[:6000] for key, value in params.items()})
+        if logged:
+            mlflow.log_params(logged)
+    if tracking.tracking_uri.startswith(("http://", "https://")):
+        log.info("MLflow run of %s: %s", step, _run_link(tracking.tracking_uri, experiment.experiment_id, run.info.run_id))
     status = "FAILED"
     try:
         yield run.info.run_id
@@ -108,6 +150,23 @@ def step_run(tracking: Tracking, step: str, params: dict | None = None, strict_c
             if strict_close and status == "FINISHED":  # never hide the error that failed the step
                 raise
             log.warning("%s; the run stays RUNNING in MLflow", error)
+
+
+def close_pipeline_run(tracking: Tracking, status: str = "FINISHED") -> None:
+    """End the pipeline's parent run (FINISHED after the last step, FAILED when a step failed); no-op without one."""
+    if not tracking.pipeline_run_id:
+        return
+    with mlflow_errors(tracking.tracking_uri, f"closing the parent run of pipeline run {tracking.pipeline_run_id}"):
+        mlflow = _mlflow(tracking.tracking_uri)
+        client = mlflow.MlflowClient()
+        experiment = client.get_experiment_by_name(tracking.experiment)
+        if experiment is None:
+            return
+        runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{tracking.pipeline_run_id}'")
+        for run in runs:
+            if not run.data.tags.get("mlflow.parentRunId") and run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, status=status)
+                log.info("MLflow parent run %s of pipeline run %s: %s", run.info.run_id, tracking.pipeline_run_id, status)
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:

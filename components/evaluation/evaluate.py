@@ -1,24 +1,18 @@
-"""The evaluate step: masked-LM and NSP metrics of a model on held-out instances, per sequence length.
+"""The evaluate step: MLM and NSP metrics of a model on held-out instances, per sequence length, and of the champion.
 
-Metrics per length L (keys like "mlm_accuracy_128"):
-    mlm_loss          mean cross-entropy over masked tokens
-    perplexity        exp(mlm_loss)
-    mlm_accuracy      top-1 accuracy over masked tokens
-    mlm_top5_accuracy top-5 accuracy over masked tokens
-    nsp_loss, nsp_accuracy   over sequences
-    loss              mlm_loss + nsp_loss (the pretraining objective)
-
-Batches stream through under inference_mode; only running sums are kept, never logits.
+Metric keys are `<name>_<max_seq_length>` (e.g. "mlm_accuracy_128"; the names are
+components.core.scoring.METRIC_NAMES). Given a registered model name, the step
+also evaluates that model's current champion on the very same instances:
+registered metrics of an older champion were measured on an older test split, and
+only numbers from the same instances (fixed masks, same documents) can decide a
+promotion by a small margin. metrics.json holds both; the register step reads it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import tempfile
-from pathlib import Path
-from typing import Iterable
+from dataclasses import dataclass
 
 import torch
 
@@ -27,97 +21,31 @@ from components.core import instances as instance_format
 from components.core import models
 from components.core import storage
 from components.core.errors import BertpipeError
-from components.core.tracking import DEFAULT_TRACKING_URI, Tracking, log_metrics, step_run
+from components.core.model_store import current_champion, model_folder
+from components.core.scoring import EVALUATION_METRICS_FILE, EVALUATION_REPORT_FILE, pretraining_metrics
+from components.core.settings import as_dict, check, setting
+from components.core.tracking import Tracking, default_tracking_uri, log_metrics, step_run
 from components.core.vocab_files import load_vocab_info
+from components.evaluation.report import fill_mask_examples, render_report
 
 log = logging.getLogger(__name__)
 
-METRIC_NAMES = ("mlm_loss", "perplexity", "mlm_accuracy", "mlm_top5_accuracy", "nsp_loss", "nsp_accuracy", "loss")
-FILL_MASK_EXAMPLES = 5
-EXAMPLE_TOKENS = 48  # shown per example in report.md
+STEP_NAME = "evaluate"
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on GPUs; plain fp32 on CPU (bf16 is slower on CPUs without AMX)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How the held-out instances are read (the model and the data folders are inputs)."""
+
+    split: str = setting("test", "held-out split to evaluate on", choices=("dev", "test"))
+    per_device_eval_batch_size: int = setting(64, "sequences per evaluation batch", minimum=1)
+    max_eval_batches: int = setting(0, "cap on evaluation batches per length, for quick checks (0: the whole split)", minimum=0)
 
 
-@torch.inference_mode()
-def pretraining_metrics(forward: models.MaskedPretrainingModel, batches: Iterable[dict], device: torch.device) -> dict[str, float]:
-    """MLM/NSP metrics (METRIC_NAMES) over all batches, from running sums."""
-    was_training = forward.training
-    forward.eval()
-    sums = {"mlm_loss": 0.0, "top1": 0, "top5": 0, "masked": 0, "nsp_loss": 0.0, "nsp_correct": 0, "sequences": 0}
-    for batch in batches:
-        batch = batching.batch_to(batch, device)
-        with autocast_for(device):
-            mlm_logits, nsp_logits = forward(*(batch[name] for name in models.MODEL_INPUTS))
-        mlm_logits, nsp_logits = mlm_logits.float(), nsp_logits.float()
-        labels, nsp_labels = batch["mlm_labels"], batch["next_sentence_label"]
-        top5 = mlm_logits.topk(min(5, mlm_logits.shape[-1]), dim=-1).indices
-        sums["mlm_loss"] += torch.nn.functional.cross_entropy(mlm_logits, labels, reduction="sum").item()
-        sums["top1"] += (top5[:, 0] == labels).sum().item()
-        sums["top5"] += (top5 == labels[:, None]).any(dim=-1).sum().item()
-        sums["masked"] += labels.numel()
-        sums["nsp_loss"] += torch.nn.functional.cross_entropy(nsp_logits, nsp_labels, reduction="sum").item()
-        sums["nsp_correct"] += (nsp_logits.argmax(-1) == nsp_labels).sum().item()
-        sums["sequences"] += nsp_labels.numel()
-    forward.train(was_training)
-    if not sums["masked"] or not sums["sequences"]:
-        raise BertpipeError("no held-out instances to evaluate on")
-    mlm_loss = sums["mlm_loss"] / sums["masked"]
-    nsp_loss = sums["nsp_loss"] / sums["sequences"]
-    return {
-        "mlm_loss": mlm_loss,
-        "perplexity": math.exp(min(mlm_loss, 700.0)),
-        "mlm_accuracy": sums["top1"] / sums["masked"],
-        "mlm_top5_accuracy": sums["top5"] / sums["masked"],
-        "nsp_loss": nsp_loss,
-        "nsp_accuracy": sums["nsp_correct"] / sums["sequences"],
-        "loss": mlm_loss + nsp_loss,
-    }
-
-
-@contextlib.contextmanager
-def model_folder(model_uri: str, tracking_uri: str):
-    """A local folder holding the model at model_uri: a folder, an s3:// prefix or a registry URI.
-
-    Registry URIs (models:/name/3, models:/name@champion) come back as the
-    BertForPreTraining folder the trainer wrote, NSP head included.
-    """
-    if not model_uri.startswith("models:/"):
-        with storage.local_dir(model_uri) as folder:
-            yield folder
-        return
-    from components.registry.register import download_model
-
-    with tempfile.TemporaryDirectory(prefix="bertpipe-model-") as tmp:
-        yield Path(download_model(model_uri, tmp, tracking_uri=tracking_uri)["folder"])
-
-
-def evaluate(
-    model_uri: str,
-    data_uris: dict[int, str],
-    output_uri: str,
-    *,
-    split: str = "test",
-    per_device_eval_batch_size: int = 64,
-    max_eval_batches: int | None = None,
-    tracking: Tracking | None = None,
-) -> dict[str, float]:
-    """Evaluate the model on `split` of each data folder (keyed by max_seq_length); write metrics.json and report.md.
-
-    Returns the flat metrics, keys like "mlm_accuracy_128", "perplexity_512".
-    """
-    if not data_uris:
-        raise BertpipeError("evaluate needs at least one data folder (max_seq_length -> data URI)")
-    if per_device_eval_batch_size < 1:
-        raise BertpipeError("per_device_eval_batch_size must be at least 1")
-    data_uris = {int(length): uri for length, uri in data_uris.items()}  # KFP and JSON give string keys
+def measure(model_uri: str, data_uris: dict[int, str], settings: EvaluationSettings, tracking_uri: str) -> tuple[dict, dict]:
+    """(metrics per length, fill-mask examples per length) of one model on `settings.split` of each data folder."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    with model_folder(model_uri, tracking.tracking_uri if tracking else DEFAULT_TRACKING_URI) as folder:
+    with model_folder(model_uri, tracking_uri) as folder:
         if not (folder / "vocab_info.json").is_file():
             raise BertpipeError(f"{model_uri} has no vocab_info.json; evaluate a model folder written by train-phase")
         model = models.load_model(str(folder))
@@ -125,68 +53,97 @@ def evaluate(
         tokens = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
     models.check_vocab_size(model, vocab_info["size"], model_uri)
     forward = models.MaskedPretrainingModel(model).to(device)
+    split = settings.split
+    results, examples = {}, {}
+    for length, data_uri in data_uris.items():
+        manifest = instance_format.read_manifest(data_uri)
+        instance_format.check_compatible(manifest, data_uri, max_seq_length=length, vocab_sha256=vocab_info["sha256"])
+        if not manifest["splits"].get(split, {}).get("num_instances"):
+            raise BertpipeError(f"{data_uri} has no {split!r} instances to evaluate on; create the data with held-out documents")
+        if length > model.config.max_position_embeddings:
+            raise BertpipeError(f"{data_uri} has {length}-token sequences; the model takes at most {model.config.max_position_embeddings}")
+        log.info("evaluating %s on the %s split of %s", model_uri, split, data_uri)
+        batches = batching.evaluation_batches(data_uri, manifest, split, settings.per_device_eval_batch_size, settings.max_eval_batches or None)
+        results[length] = pretraining_metrics(forward, batches, device)
+        examples[length] = fill_mask_examples(forward, data_uri, manifest, split, tokens, device)
+        log.info("length %d: %s", length, ", ".join(f"{k}={v:.4f}" for k, v in results[length].items()))
+    return results, examples
 
-    params = {"model_uri": model_uri, "split": split, "per_device_eval_batch_size": per_device_eval_batch_size, "max_eval_batches": max_eval_batches}
-    params.update({f"data_uri_{length}": uri for length, uri in sorted(data_uris.items())})
-    with step_run(tracking, "evaluate", params) if tracking else contextlib.nullcontext():
-        results, examples = {}, {}
-        for length, data_uri in sorted(data_uris.items()):
-            manifest = instance_format.read_manifest(data_uri)
-            instance_format.check_compatible(manifest, data_uri, max_seq_length=length, vocab_sha256=vocab_info["sha256"])
-            if not manifest["splits"].get(split, {}).get("num_instances"):
-                raise BertpipeError(f"{data_uri} has no {split!r} instances to evaluate on; create the data with held-out documents")
-            if length > model.config.max_position_embeddings:
-                raise BertpipeError(f"{data_uri} has {length}-token sequences; the model takes at most {model.config.max_position_embeddings}")
-            log.info("evaluating %s on the %s split of %s", model_uri, split, data_uri)
-            batches = batching.evaluation_batches(data_uri, manifest, split, per_device_eval_batch_size, max_eval_batches)
-            results[length] = pretraining_metrics(forward, batches, device)
-            examples[length] = fill_mask_examples(forward, data_uri, manifest, split, tokens, device)
-            log.info("length %d: %s", length, ", ".join(f"{k}={v:.4f}" for k, v in results[length].items()))
-        flat = {f"{name}_{length}": value for length, metrics in results.items() for name, value in metrics.items()}
-        report = render_report(model_uri, split, results, examples)
-        storage.write_json(storage.join(output_uri, "metrics.json"), {"model_uri": model_uri, "split": split, "metrics": flat})
-        storage.write_text(storage.join(output_uri, "report.md"), report)
+
+def flatten(results: dict[int, dict]) -> dict[str, float]:
+    return {f"{name}_{length}": value for length, metrics in results.items() for name, value in metrics.items()}
+
+
+def evaluate_champion(registered_model_name: str, data_uris: dict[int, str], settings: EvaluationSettings, tracking_uri: str) -> dict:
+    """{"registered_model_name", "version", "metrics", "note"}: the champion's metrics on this data.
+
+    version None: no champion yet. metrics None with a version: the champion cannot
+    read this data (another vocab, say); promotion then falls back to its
+    registered metrics and says so.
+    """
+    champion = {"registered_model_name": registered_model_name, "version": None, "metrics": None, "note": ""}
+    version = current_champion(registered_model_name, tracking_uri=tracking_uri)
+    if version is None:
+        champion["note"] = f"{registered_model_name} has no champion yet: the new version is compared with the promotion floor only."
+        log.info("%s", champion["note"])
+        return champion
+    champion["version"] = version
+    log.info("evaluating champion %s version %s on the same data", registered_model_name, version)
+    try:
+        champion["metrics"] = flatten(measure(f"models:/{registered_model_name}/{version}", data_uris, settings, tracking_uri)[0])
+    except BertpipeError as error:
+        champion["note"] = f"Champion version {version} cannot be evaluated on this data ({error}); its registered metrics will be used."
+        log.warning("%s", champion["note"])
+    return champion
+
+
+def evaluate(
+    model_uri: str,
+    data_uris: dict,
+    output_uri: str,
+    *,
+    registered_model_name: str = "",
+    settings: EvaluationSettings = EvaluationSettings(),
+    tracking: Tracking | None = None,
+) -> dict:
+    """Evaluate the model (a folder, s3:// URI or models:/ URI) on each data folder (keyed by max_seq_length),
+    and the current champion of `registered_model_name` (when given) on the same instances.
+
+    Writes metrics.json and report.md to output_uri and returns what metrics.json
+    holds: {"model_uri", "split", "data": {"128": {"uri", "manifest_sha256"}, ...},
+    "metrics": {"mlm_accuracy_128": ...}, "champion": None or
+    {"registered_model_name", "version", "metrics", "note"}}.
+    """
+    check(settings, STEP_NAME)
+    data_uris = instance_format.data_folders(data_uris)
+    tracking_uri = tracking.tracking_uri if tracking else default_tracking_uri()
+    params = {"model_uri": model_uri, "registered_model_name": registered_model_name, **as_dict(settings)}
+    params.update({f"data_uri_{length}": uri for length, uri in data_uris.items()})
+    with step_run(tracking, STEP_NAME, params) if tracking else contextlib.nullcontext():
+        results, examples = measure(model_uri, data_uris, settings, tracking_uri)
+        flat = flatten(results)
+        champion = evaluate_champion(registered_model_name, data_uris, settings, tracking_uri) if registered_model_name else None
+        # Which data the numbers are from: the register step checks it was given the same.
+        data = {str(length): {"uri": uri, "manifest_sha256": instance_format.manifest_sha256(uri)} for length, uri in data_uris.items()}
+        record = {"model_uri": model_uri, "split": settings.split, "data": data, "metrics": flat, "champion": champion}
+        report = render_report(model_uri, settings.split, results, examples, flat, champion)
+        storage.write_json(storage.join(output_uri, EVALUATION_METRICS_FILE), record)
+        storage.write_text(storage.join(output_uri, EVALUATION_REPORT_FILE), report)
         if tracking:
-            import mlflow
-
-            log_metrics({f"{split}_{length}_{name}": value for length, metrics in results.items() for name, value in metrics.items()})
-            mlflow.log_text(report, "report.md")
+            _log_to_mlflow(settings.split, flat, champion, report)
     log.info("evaluation written to %s", output_uri)
-    return flat
+    return record
 
 
-@torch.inference_mode()
-def fill_mask_examples(forward, data_uri: str, manifest: dict, split: str, tokens: list[str], device) -> list[dict]:
-    """The first few held-out instances with their masked tokens, the truth and the model's top guesses."""
-    batch = next(batching.evaluation_batches(data_uri, manifest, split, FILL_MASK_EXAMPLES, max_batches=1), None)
-    if batch is None:
-        return []
-    forward.eval()
-    batch = batching.batch_to(batch, device)
-    with autocast_for(device):
-        mlm_logits, _ = forward(*(batch[name] for name in models.MODEL_INPUTS))
-    guesses = mlm_logits.float().topk(3, dim=-1).indices.tolist()
-    rows = []
-    for row in range(batch["input_ids"].shape[0]):
-        ids = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()[:EXAMPLE_TOKENS]
-        picks = [k for k in (batch["mlm_batch_index"] == row).nonzero().flatten().tolist() if batch["mlm_positions"][k] < EXAMPLE_TOKENS]
-        masked = [{"truth": tokens[batch["mlm_labels"][k]], "predicted": [tokens[g] for g in guesses[k]]} for k in picks]
-        rows.append({"text": detokenize([tokens[i] for i in ids]), "masked": masked})
-    return rows
+def _log_to_mlflow(split: str, flat: dict[str, float], champion: dict | None, report: str) -> None:
+    import mlflow
 
+    # MLflow's names read <split>_<length>_<metric>, e.g. test_128_mlm_accuracy.
+    def names(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}{split}_{key.rsplit('_', 1)[1]}_{key.rsplit('_', 1)[0]}": value for key, value in metrics.items()}
 
-def detokenize(pieces: list[str]) -> str:
-    return " ".join(pieces).replace(" ##", "")
-
-
-def render_report(model_uri: str, split: str, results: dict[int, dict], examples: dict[int, list]) -> str:
-    lines = [f"# Evaluation of {model_uri}", "", f"Held-out split: `{split}`.", ""]
-    for length, metrics in results.items():
-        lines += [f"## max_seq_length {length}", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {name} | {metrics[name]:.4f} |" for name in METRIC_NAMES]
-        lines += ["", f"Fill-mask examples (first {EXAMPLE_TOKENS} tokens; each masked position in order: truth -> top-3 guesses):", ""]
-        for example in examples.get(length, []):
-            guesses = "; ".join(f"{m['truth']} -> {' / '.join(m['predicted'])}" for m in example["masked"])
-            lines += [f"- `{example['text']}`", f"  - {guesses}"]
-        lines.append("")
-    return "\n".join(lines)
+    log_metrics(names(flat))
+    if champion and champion["metrics"]:
+        log_metrics(names(champion["metrics"], "champion_"))
+        mlflow.set_tag("bertpipe.champion_version", champion["version"])
+    mlflow.log_text(report, EVALUATION_REPORT_FILE)

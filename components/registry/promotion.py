@@ -29,13 +29,15 @@ from datetime import datetime, timezone
 from typing import Mapping
 
 from components.core.errors import BertpipeError
-from components.registry.register import METRIC_TAG_PREFIX, register_model
+from components.core.model_store import CHAMPION, alias_version, registry_client
+from components.core.scoring import HIGHER_IS_BETTER
+from components.core.settings import setting
+from components.core.tracking import mlflow_errors
 from components.registry.lock import alias_lock
-from components.core.tracking import Tracking, mlflow_errors
+from components.registry.register import METRIC_TAG_PREFIX
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
 CHALLENGER = "challenger"
 DECISION_TAG = "bertpipe.promotion.decision"
 REASONS_TAG = "bertpipe.promotion.reasons"
@@ -54,6 +56,24 @@ class PromotionPolicy:
     guard_metric: str = "nsp_accuracy_512"
     guard_tolerance: float = 0.01  # the guard metric may drop by at most this
     floor: float = 0.0  # the metric must reach at least this, champion or not
+
+
+PROMOTION_METRICS = tuple(f"{name}_{length}" for length in (128, 512) for name in HIGHER_IS_BETTER)
+
+
+@dataclass(frozen=True)
+class PromotionSettings:
+    """The pipeline's promotion rule, as settings (the register-and-promote step's)."""
+
+    promotion_metric: str = setting("mlm_accuracy_512", "metric the new model must improve to replace the champion (higher is better)", choices=PROMOTION_METRICS)
+    promotion_margin: float = setting(0.0, "how much it must beat the champion by (strictly more than this)", minimum=0.0, maximum=1.0)
+    nsp_tolerance: float = setting(0.01, "how much NSP accuracy at 512 may drop at most on promotion", minimum=0.0, maximum=1.0)
+    promotion_floor: float = setting(0.0, "the metric's minimum for any champion, the first one included", minimum=0.0, maximum=1.0)
+    promotion_dry_run: bool = setting(False, "decide and report, but move no alias")
+
+    @property
+    def policy(self) -> "PromotionPolicy":
+        return PromotionPolicy(metric=self.promotion_metric, margin=self.promotion_margin, guard_tolerance=self.nsp_tolerance, floor=self.promotion_floor)
 
 
 @dataclass(frozen=True)
@@ -108,30 +128,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _client(tracking_uri: str):
-    import mlflow
-
-    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
-def alias_version(client, name: str, alias: str) -> str | None:
-    """The version an alias points at, or None when the alias is not set."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException as error:
-        if getattr(error, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
-
-
-def current_champion(registered_model_name: str, *, tracking_uri: str) -> str | None:
-    """The champion's version number, or None when there is none yet (or no such registered model)."""
-    with mlflow_errors(tracking_uri, f"looking up the champion of {registered_model_name}"):
-        return alias_version(_client(tracking_uri), registered_model_name, CHAMPION)
-
-
 def registered_metrics(client, name: str, version: str) -> dict[str, float]:
     """The metrics a version was registered with (its metric.* tags)."""
     tags = client.get_model_version(name, version).tags
@@ -179,7 +175,7 @@ def promote_if_better(
 
     Give the champion's metrics measured on the same test data in the same step
     (`champion_version` + `champion_metrics`, e.g. from evaluating
-    `registry.download_model("models:/NAME@champion")`); without them the
+    `model_store.download_model("models:/NAME@champion")`); without them the
     champion's registration metrics (its metric.* tags) are used, and the
     reasons say so. `challenger_metrics` defaults to the version's own tags.
     Returns {"name", "version", "decision": "promoted" | "kept" | "conflict",
@@ -189,13 +185,15 @@ def promote_if_better(
     name, version = registered_model_name, str(version)
     champion_version = None if champion_version is None else str(champion_version)
     with mlflow_errors(tracking_uri, f"deciding promotion of {name} version {version}"):
-        client = _client(tracking_uri)
+        client = registry_client(tracking_uri)
         challenger = dict(challenger_metrics) if challenger_metrics is not None else registered_metrics(client, name, version)
         current = alias_version(client, name, CHAMPION)
         label, reasons = "kept", []
         if current is not None and champion_metrics is None:
             champion_version, champion_metrics = current, registered_metrics(client, name, current)
             reasons.append(f"champion {current} compared by its registration metrics (not re-evaluated)")
+        # The version whose metrics this decision used (not the champion found now, which may have moved since).
+        compared_with = champion_version if champion_metrics is not None else current
         if current == version:
             decision, reasons = Decision(False), [f"version {version} is already the champion"]
         elif champion_metrics is not None and champion_version != current:
@@ -219,7 +217,7 @@ def promote_if_better(
             if not moved:
                 result.update(decision="conflict", promoted=False, champion_after=now, reasons=[*reasons, why_not])
         _set_tags(client, name, version, {
-            DECISION_TAG: result["decision"], REASONS_TAG: "; ".join(result["reasons"]), COMPARED_WITH_TAG: current or "none",
+            DECISION_TAG: result["decision"], REASONS_TAG: "; ".join(result["reasons"]), COMPARED_WITH_TAG: compared_with or "none",
             "bertpipe.promotion.decided_at": _now(), "bertpipe.promotion.decided_by": actor,
         })
     log.info("%s version %s %s: %s", name, version, result["decision"], "; ".join(result["reasons"]))
@@ -236,7 +234,7 @@ def promote(registered_model_name: str, version: str, *, tracking_uri: str, alia
     actor = actor or default_actor()
     name, version = registered_model_name, str(version)
     with mlflow_errors(tracking_uri, f"promoting {name} version {version} to {alias}"):
-        client = _client(tracking_uri)
+        client = registry_client(tracking_uri)
         client.get_model_version(name, version)  # a clear error before anything moves
         previous = alias_version(client, name, alias)
         if previous == version:
@@ -257,7 +255,7 @@ def rollback(registered_model_name: str, *, tracking_uri: str, alias: str = CHAM
     actor = actor or default_actor()
     name = registered_model_name
     with mlflow_errors(tracking_uri, f"rolling back {alias} of {name}"):
-        client = _client(tracking_uri)
+        client = registry_client(tracking_uri)
         with alias_lock(client, name, actor=actor):
             current = alias_version(client, name, alias)
             if current is None:
@@ -274,31 +272,3 @@ def rollback(registered_model_name: str, *, tracking_uri: str, alias: str = CHAM
                                                f"bertpipe.{alias}.restore_reason": reason, f"bertpipe.{alias}.restored_from": current})
     log.info("%s of %s rolled back from %s to %s (%s, by %s)", alias, name, current, previous, reason, actor)
     return {"name": name, "alias": alias, "version": previous, "rolled_back": current}
-
-
-def register_and_promote(
-    model_uri: str,
-    registered_model_name: str,
-    *,
-    tracking: Tracking,
-    tags: dict[str, str] | None = None,
-    metrics: dict[str, float] | None = None,
-    champion_version: str | None = None,
-    champion_metrics: Mapping[str, float] | None = None,
-    policy: PromotionPolicy = PromotionPolicy(),
-    dry_run: bool = False,
-    actor: str | None = None,
-) -> dict:
-    """The pipeline's last step: register the trained folder, then let it challenge the champion.
-
-    `metrics` are the challenger's evaluation metrics; `champion_version` and
-    `champion_metrics` are the champion's on the same test data (see
-    `promote_if_better`). Returns the registration dict with the decision under
-    "promotion".
-    """
-    registered = register_model(model_uri, registered_model_name, tracking=tracking, tags=tags, metrics=metrics)
-    decision = promote_if_better(
-        registered_model_name, registered["version"], tracking_uri=tracking.tracking_uri, challenger_metrics=metrics,
-        champion_version=champion_version, champion_metrics=champion_metrics, policy=policy, dry_run=dry_run, actor=actor,
-    )
-    return {**registered, "promotion": decision}

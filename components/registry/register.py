@@ -1,4 +1,4 @@
-"""Put a trained BERT into the MLflow model registry, and get registered versions back out.
+"""Put a trained BERT into the MLflow model registry as a new version (components.core.model_store gets it back out).
 
 The trainer writes a BertForPreTraining folder (safetensors, tokenizer files,
 vocab_info.json). The registry holds it as an MLflow transformers "fill-mask"
@@ -6,9 +6,9 @@ model, because that is what people load and serve: a BertForMaskedLM, which
 takes bert.* and cls.predictions.* from the same weights. The NSP head
 (bert.pooler.*, cls.seq_relationship.*) has no place in that pipeline, so it is
 stored beside it in the logged model (bertpipe/nsp_head.safetensors, a few MB
-at most) together with vocab_info.json. `download_model` puts the pieces back
-together, so a registered version (e.g. the champion) comes back as the very
-BertForPreTraining folder the trainer wrote, ready for evaluation on MLM and NSP.
+at most) together with vocab_info.json. `model_store.download_model` puts the
+pieces back together, so a registered version (e.g. the champion) comes back as
+the very BertForPreTraining folder the trainer wrote, ready for evaluation.
 """
 
 from __future__ import annotations
@@ -23,15 +23,14 @@ from pathlib import Path
 
 from components.core import storage
 from components.core.errors import BertpipeError
+from components.core.model_store import EXTRA_DIR, LOGGED_MODEL_NAME, NSP_HEAD_FILE
+from components.core.redact import mask
 from components.core.tracking import PIPELINE_RUN_TAG, Tracking, log_metrics, mlflow_errors, step_run
-from components.core.vocab_files import INFO_FILE, VOCAB_FILE, vocab_file_bytes
+from components.core.vocab_files import INFO_FILE
 
 log = logging.getLogger(__name__)
 
 STEP_NAME = "register"
-LOGGED_MODEL_NAME = "model"
-EXTRA_DIR = "bertpipe"
-NSP_HEAD_FILE = "nsp_head.safetensors"
 NSP_HEAD_PREFIXES = ("bert.pooler.", "cls.seq_relationship.")
 METRIC_TAG_PREFIX = "metric."
 SOURCE_TAG = "bertpipe.source_model_uri"
@@ -114,7 +113,7 @@ def register_model(
         info_path = folder / INFO_FILE
         vocab_info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     version_tags = _version_tags(model_uri, tracking, vocab_info, tags, metrics)
-    log.info("registering %s as a new version of %r at %s", model_uri, registered_model_name, tracking.tracking_uri)
+    log.info("registering %s as a new version of %r at %s", model_uri, registered_model_name, mask(tracking.tracking_uri))
 
     with step_run(tracking, STEP_NAME, {"model_uri": model_uri, "registered_model_name": registered_model_name}) as run_id:
         with mlflow_errors(tracking.tracking_uri, f"logging and registering {model_uri} as {registered_model_name}"):
@@ -135,56 +134,3 @@ def register_model(
     result = {"name": registered_model_name, "version": str(version.version), "model_uri": f"models:/{registered_model_name}/{version.version}", "run_id": run_id}
     log.info("registered %s (run %s)", result["model_uri"], run_id)
     return result
-
-
-def download_model(model_uri: str, output_dir: str, *, tracking_uri: str) -> dict:
-    """Rebuild the BertForPreTraining folder of a registered version (models:/name/3 or models:/name@champion) in output_dir.
-
-    output_dir (local or s3://) receives config.json, model.safetensors (MLM and
-    NSP heads), the tokenizer files and vocab_info.json: the same layout the
-    trainer writes, so evaluation reads it like any trained model. Returns
-    {"name", "version", "model_uri": "models:/name/N", "folder": output_dir}.
-    """
-    import mlflow
-    from safetensors.torch import load_file
-    from transformers import BertForPreTraining, BertTokenizerFast
-
-    name, version = resolve_version(model_uri, tracking_uri=tracking_uri)
-    pinned_uri = f"models:/{name}/{version}"
-    with tempfile.TemporaryDirectory(prefix="bertpipe-download-") as tmp:
-        with mlflow_errors(tracking_uri, f"downloading {pinned_uri}"):
-            mlflow.set_tracking_uri(tracking_uri)
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=pinned_uri, dst_path=tmp))
-        nsp_file = local / EXTRA_DIR / NSP_HEAD_FILE
-        if not nsp_file.is_file():
-            raise BertpipeError(f"{pinned_uri} was not registered by bertpipe (no {EXTRA_DIR}/{NSP_HEAD_FILE}); it cannot be evaluated on NSP")
-        model, info = BertForPreTraining.from_pretrained(str(local / LOGGED_MODEL_NAME), output_loading_info=True)
-        nsp_head = load_file(str(nsp_file))
-        model.load_state_dict(nsp_head, strict=False)
-        unrestored = set(info["missing_keys"]) - set(nsp_head)
-        if unrestored:
-            raise BertpipeError(f"{pinned_uri} lacks weights {sorted(unrestored)[:5]}; re-register the model")
-        tokenizer = BertTokenizerFast.from_pretrained(str(local / "components" / "tokenizer"))
-        with storage.staged_dir(output_dir) as staging:
-            model.save_pretrained(str(staging))
-            tokenizer.save_pretrained(str(staging))
-            # vocab.txt as export-vocab writes it (ids are line numbers), so its sha256 matches vocab_info.json.
-            tokens = sorted(tokenizer.get_vocab(), key=tokenizer.get_vocab().get)
-            (staging / VOCAB_FILE).write_bytes(vocab_file_bytes(tokens))
-            (staging / INFO_FILE).write_bytes((local / EXTRA_DIR / INFO_FILE).read_bytes())
-    log.info("downloaded %s to %s", pinned_uri, output_dir)
-    return {"name": name, "version": version, "model_uri": pinned_uri, "folder": output_dir}
-
-
-def resolve_version(model_uri: str, *, tracking_uri: str) -> tuple[str, str]:
-    """'models:/name/3' or 'models:/name@alias' -> (name, version number as a string)."""
-    import mlflow
-
-    match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([A-Za-z0-9_-]+))", model_uri)
-    if not match:
-        raise BertpipeError(f"model URI {model_uri!r} must look like models:/NAME/VERSION or models:/NAME@ALIAS")
-    name, version, alias = match.groups()
-    if version:
-        return name, version
-    with mlflow_errors(tracking_uri, f"resolving {model_uri}"):
-        return name, str(mlflow.MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, alias).version)

@@ -32,7 +32,7 @@ from components.core import storage
 from components.core import instances as instance_format
 from components.training.dynamic_masking import DynamicMasking
 from components.core.errors import BertpipeError
-from components.evaluation.evaluate import autocast_for, pretraining_metrics
+from components.core.scoring import autocast_for, pretraining_metrics
 from components.training.loss_curve import plot_loss_curve
 from components.core.masking import MaskingConfig
 from components.training.optimization import make_optimizer, make_scheduler

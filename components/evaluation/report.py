@@ -1,0 +1,61 @@
+"""report.md of the evaluate step: the metric tables, the champion beside them, and fill-mask examples to read."""
+
+from __future__ import annotations
+
+import torch
+
+from components.core import batches as batching
+from components.core import models
+from components.core.scoring import METRIC_NAMES, autocast_for
+
+FILL_MASK_EXAMPLES = 5
+EXAMPLE_TOKENS = 48  # shown per example
+
+
+@torch.inference_mode()
+def fill_mask_examples(forward, data_uri: str, manifest: dict, split: str, tokens: list[str], device) -> list[dict]:
+    """The first few held-out instances with their masked tokens, the truth and the model's top guesses."""
+    batch = next(batching.evaluation_batches(data_uri, manifest, split, FILL_MASK_EXAMPLES, max_batches=1), None)
+    if batch is None:
+        return []
+    forward.eval()
+    batch = batching.batch_to(batch, device)
+    with autocast_for(device):
+        mlm_logits, _ = forward(*(batch[name] for name in models.MODEL_INPUTS))
+    guesses = mlm_logits.float().topk(3, dim=-1).indices.tolist()
+    rows = []
+    for row in range(batch["input_ids"].shape[0]):
+        ids = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()[:EXAMPLE_TOKENS]
+        picks = [k for k in (batch["mlm_batch_index"] == row).nonzero().flatten().tolist() if batch["mlm_positions"][k] < EXAMPLE_TOKENS]
+        masked = [{"truth": tokens[batch["mlm_labels"][k]], "predicted": [tokens[g] for g in guesses[k]]} for k in picks]
+        rows.append({"text": detokenize([tokens[i] for i in ids]), "masked": masked})
+    return rows
+
+
+def detokenize(pieces: list[str]) -> str:
+    return " ".join(pieces).replace(" ##", "")
+
+
+def champion_section(challenger: dict[str, float], champion: dict | None) -> list[str]:
+    """The new model beside the champion on the same instances, or a line saying why there is no such table."""
+    if champion is None:
+        return []
+    if champion["metrics"] is None:
+        return ["## Champion", "", champion["note"], ""]
+    lines = [f"## New model vs champion (version {champion['version']}), same test data", "", "| metric | new | champion |", "|---|---|---|"]
+    lines += [f"| {name} | {challenger[name]:.4f} | {champion['metrics'][name]:.4f} |" for name in sorted(challenger) if name in champion["metrics"]]
+    return lines + [""]
+
+
+def render_report(model_uri: str, split: str, results: dict[int, dict], examples: dict[int, list], flat: dict[str, float], champion: dict | None) -> str:
+    lines = [f"# Evaluation of {model_uri}", "", f"Held-out split: `{split}`.", ""]
+    lines += champion_section(flat, champion)
+    for length, metrics in results.items():
+        lines += [f"## max_seq_length {length}", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {name} | {metrics[name]:.4f} |" for name in METRIC_NAMES]
+        lines += ["", f"Fill-mask examples (first {EXAMPLE_TOKENS} tokens; each masked position in order: truth -> top-3 guesses):", ""]
+        for example in examples.get(length, []):
+            guesses = "; ".join(f"{m['truth']} -> {' / '.join(m['predicted'])}" for m in example["masked"])
+            lines += [f"- `{example['text']}`", f"  - {guesses}"]
+        lines.append("")
+    return "\n".join(lines)
