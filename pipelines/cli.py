@@ -15,9 +15,11 @@ import sys
 from typing import Callable
 
 from components.core.console import configure_logging
+from components.core.corpus import CorpusSettings
 from components.core.errors import BertpipeError
 from components.core.redact import mask
 from components.core.tracking import DEFAULT_EXPERIMENT, FALLBACK_TRACKING_URI, Tracking, default_tracking_uri
+from pipelines.cli_flags import add_settings_flags, settings_from_args
 from pipelines.parameters import help_for
 
 log = logging.getLogger("bertpipe")
@@ -84,10 +86,7 @@ def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
 
 def call_with_args(function: Callable, args: argparse.Namespace, **extra):
     names = [name for name in inspect.signature(function).parameters if name not in ("tracking", "corpus_settings")]
-    if "corpus_settings" in inspect.signature(function).parameters:
-        from components.core.corpus import CorpusSettings
-        from pipelines.cli_flags import settings_from_args
-
+    if "corpus_settings" in inspect.signature(function).parameters:  # create-pretraining-data until it uses add_step_command
         extra["corpus_settings"] = settings_from_args(CorpusSettings, args, "corpus")
     return function(**{name: getattr(args, name) for name in names}, **extra)
 
@@ -108,7 +107,6 @@ def add_step_command(commands, name: str, summary: str, settings_cls, inputs: di
     flags generated from its settings dataclass (and the classes in `also`, e.g. CorpusSettings), and the
     tracking flags; `run(args, settings, tracking, *also_settings)` calls the step, whose result is printed
     as JSON; `after(result)` may then raise to exit non-zero."""
-    from pipelines.cli_flags import add_settings_flags, settings_from_args
 
     step = commands.add_parser(name, help=summary, description=summary)
     for input_name, (text, default) in inputs.items():
@@ -286,8 +284,6 @@ def build_parser() -> argparse.ArgumentParser:
     from components.registry.step import register_and_promote
     from components.training.phase import train_phase
     from components.vocab.export import VocabSettings, export_vocab
-    from components.core.corpus import CorpusSettings
-    from pipelines.cli_flags import add_settings_flags
     from pipelines.bert_pretraining import bert_pretraining
     from pipelines.kubernetes import add_cluster_arguments
     from pipelines.local_run import DEMO_SETTINGS
