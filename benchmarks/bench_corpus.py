@@ -55,10 +55,11 @@ print(json.dumps({{"documents": corpus.counts.documents, "sentences": corpus.cou
 STEP = """
 import json, tempfile
 from components.core.corpus import CorpusSettings
-from components.data.create import create_pretraining_data
+from components.data.local import create_pretraining_data
+from components.data.settings import DataSettings
 out = tempfile.mkdtemp(dir={tmp!r})
-manifest = create_pretraining_data({corpus!r}, {vocab!r}, out, max_seq_length=128, dupe_factor=1, dev_fraction=0, test_fraction=0,
-    shard_size_mb=2.0, num_workers={workers}, corpus_settings=CorpusSettings(min_document_chars=0))
+manifest = create_pretraining_data({corpus!r}, {vocab!r}, out, settings=DataSettings(max_seq_length=128, dupe_factor=1, dev_fraction=0, test_fraction=0,
+    shard_size_mb=2.0), num_workers={workers}, corpus_settings=CorpusSettings(min_document_chars=0))
 print(json.dumps({{"instances": manifest["splits"]["train"]["num_instances"], "documents": manifest["corpus_reading"]["counts"]["documents"]}}))
 """
 

@@ -111,10 +111,11 @@ print(json.dumps(digest(row for batch in table.to_batches(10000) for row in batc
 
 OURS = """
 import json, tempfile
-from components.data.create import create_pretraining_data
+from components.data.local import create_pretraining_data
+from components.data.settings import DataSettings
 out = tempfile.mkdtemp(dir={tmp!r})  # a fresh folder each run: an existing one with the same data is reused, not rebuilt
-manifest = create_pretraining_data({corpus!r}, {vocab_dir!r}, out, max_seq_length=128, dupe_factor={dupe}, dev_fraction=0,
-    test_fraction=0, shard_size_mb={shard_mb}, num_workers={workers})
+manifest = create_pretraining_data({corpus!r}, {vocab_dir!r}, out, num_workers={workers}, settings=DataSettings(
+    max_seq_length=128, dupe_factor={dupe}, dev_fraction=0, test_fraction=0, shard_size_mb={shard_mb}))
 print(json.dumps({{"instances": manifest["splits"]["train"]["num_instances"], "out": out}}))
 """
 

@@ -8,6 +8,9 @@ instance shards, same batch size, optimizer settings, fp32, threads and environm
 
 Every measurement runs in its own process (clean allocator state, per-run peak RSS);
 the two sides alternate, so load from other processes hits both alike. Reports medians.
+Both sides run in the default environment, each process importing `components` first, so
+both get the malloc tuning every bertpipe process gets (components.core.allocator; the
+allocator is printed). benchmarks/bench_allocator.py measures that tuning itself.
 
     PYTHONPATH=$PWD python benchmarks/bench_training.py             # tiny+mini at 128 and 512
     PYTHONPATH=$PWD python benchmarks/bench_training.py --presets tiny --lengths 128 --repeats 5
@@ -33,7 +36,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BATCH = {128: 16, 512: 4}  # 2,048 token slots per batch at both lengths
 TRAIN_INSTANCES = {128: 4096, 512: 1024}
-MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 OPTIMIZER = {"learning_rate": 1e-3, "warmup_steps": 10, "weight_decay": 0.01, "seed": 42}
 
 
@@ -72,11 +74,11 @@ def dev_metrics(model, data_uri: str) -> dict:
 def child_bertpipe(args) -> dict:
     from components.core.models import load_model
     from components.training.phase import train_phase
+    from components.training.settings import TrainingSettings
 
-    summary = train_phase(
-        args.data, args.vocab, args.out, model_size=args.preset, max_seq_length=args.length, max_steps=args.steps,
-        per_device_train_batch_size=args.batch, logging_steps=1, **OPTIMIZER,
-    )
+    settings = TrainingSettings(model_size=args.preset, max_seq_length=args.length, max_steps=args.steps, per_device_train_batch_size=args.batch,
+                                logging_steps=1, **OPTIMIZER)
+    summary = train_phase(args.data, args.vocab, args.out, settings=settings)
     rows = [row for row in summary["history"] if "tokens_per_second" in row][args.skip :]
     result = {
         "tokens_per_second": statistics.median(r["tokens_per_second"] for r in rows),
@@ -157,11 +159,15 @@ def child_hf_trainer(args) -> dict:
 
 
 def run_child(args) -> None:
+    import components  # noqa: F401  (first: the malloc tuning every bertpipe process gets, on both sides)
     import torch
+
+    from components.core import allocator
 
     torch.set_num_threads(args.threads)
     result = child_bertpipe(args) if args.child == "bertpipe" else child_hf_trainer(args)
     result["peak_rss_mb"] = peak_rss_mb()
+    result["allocator"] = allocator.describe()
     print("RESULT " + json.dumps(result))
 
 
@@ -205,8 +211,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--budget-seconds", type=float, default=60.0, help="wall-clock budget of the accuracy comparison (0: skip it)")
     parser.add_argument("--accuracy-configs", nargs="+", default=["tiny:128"], help="preset:length pairs for the accuracy comparison")
-    parser.add_argument("--malloc", choices=["inherit", "tuned"], default="inherit",
-                        help="inherit: both sides run in this environment; tuned: both get large MALLOC_MMAP/TRIM thresholds")
     # child-only
     parser.add_argument("--child", choices=["bertpipe", "hf"])
     for name in ("--preset", "--data", "--vocab", "--out"):
@@ -220,12 +224,8 @@ def main() -> None:
         return
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    if args.malloc == "tuned":
-        env.update(MALLOC_TUNED)
-    malloc_vars = {k: v for k, v in env.items() if k.startswith("MALLOC_")}
     load = os.getloadavg()
     print(f"bertpipe vs HF Trainer, fp32 on CPU, {args.threads} threads, {os.cpu_count()} cores, load average {load[0]:.1f} at start")
-    print(f"MALLOC_* (same for both sides): {malloc_vars or 'none set (glibc defaults)'}")
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         lengths = sorted(set(args.lengths) | {int(c.split(":")[1]) for c in args.accuracy_configs if args.budget_seconds})
         vocab, vocab_size, data = prepare(Path(tmp), lengths)
@@ -243,12 +243,14 @@ def main() -> None:
                 for _ in range(args.repeats):
                     for side in runs:
                         runs[side].append(measure(side, preset, length, args.steps, env, common(length)))
-                med = {side: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for side, rs in runs.items()}
+                med = {side: {key: statistics.median(r[key] for r in rs) for key in rs[0] if key != "allocator"} for side, rs in runs.items()}
+                allocators = {r["allocator"] for rs in runs.values() for r in rs}
                 rates[(preset, length)] = med
                 ours, theirs = med["bertpipe"], med["hf"]
                 print(f"{preset:6} {length:>4} | {ours['tokens_per_second']:>14,.0f} {theirs['tokens_per_second']:>10,.0f} "
                       f"{ours['tokens_per_second'] / theirs['tokens_per_second']:>5.2f}x | {ours['sequences_per_second']:>7.1f} "
-                      f"{theirs['sequences_per_second']:>8.1f} | {ours['peak_rss_mb']:>7.0f} {theirs['peak_rss_mb']:>7.0f}", flush=True)
+                      f"{theirs['sequences_per_second']:>8.1f} | {ours['peak_rss_mb']:>7.0f} {theirs['peak_rss_mb']:>7.0f} | "
+                      f"allocator (both sides): {' / '.join(sorted(allocators))}", flush=True)
         if args.budget_seconds:
             print(f"\nMasked-LM accuracy on the dev split after {args.budget_seconds:.0f} s of training each "
                   "(steps = budget x measured step rate; each side gets a full warmup/decay schedule)")

@@ -1,5 +1,13 @@
 """bertpipe: BERT pretraining (masked LM + next-sentence prediction) as Kubeflow Pipelines steps.
 
-Each step is a plain function in its own module, a `bertpipe <step>` subcommand
-(pipelines/cli.py) and a KFP component (components/kfp_components.py).
+Each step is a package here (vocab, data, training, evaluation, registry) with one entry
+function per stage, over a small shared core; `bertpipe <step>` (pipelines/cli.py) and the
+KFP components (pipelines/kfp_components.py) call those functions.
+
+Importing the package tunes glibc's malloc for the process (components.core.allocator): every
+bertpipe process imports it before torch allocates anything large.
 """
+
+from components.core import allocator
+
+allocator.tune()

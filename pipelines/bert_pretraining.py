@@ -17,12 +17,16 @@ from typing import NamedTuple, Optional
 
 from kfp import dsl
 
+from components.core.recipe import PHASES
+from components.core.settings import field_types
+from components.data.settings import DataSettings
 from pipelines import kfp_components as steps
 from pipelines.kubernetes import ClusterSettings, apply_cpu_step_settings, apply_training_settings
 from pipelines.trainjob import trainjob_template
 
 PIPELINE_NAME = "bert-pretraining"
 MAX_PARALLEL_SHARDS = 16  # shard pods at once per sequence length (KFP fixes it at compile time)
+DATA_SETTINGS = tuple(field_types(DataSettings))
 # registration: the register step's result as JSON (name, version, decision, reasons, report URI); evaluation_uri: its metrics.json's folder.
 PipelineOutputs = NamedTuple("PipelineOutputs", [("registration", str), ("evaluation_uri", str), ("model_uri", str)])
 
@@ -63,20 +67,22 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
     def pretraining_data(
         corpus: str,
         vocab: dsl.Input[dsl.Artifact],
-        max_seq_length: int,
-        max_predictions_per_seq: int,
-        masked_lm_prob: float,
-        short_seq_prob: float,
-        dupe_factor: int,
-        do_whole_word_mask: bool,
-        dev_fraction: float,
-        test_fraction: float,
-        seed: int,
-        shard_size_mb: float,
         artifact_root: str,
         pipeline_run_id: str,
         tracking_uri: str,
         experiment: str,
+        max_seq_length: int = 128,
+        max_predictions_per_seq: int = 20,
+        masked_lm_prob: float = 0.15,
+        short_seq_prob: float = 0.1,
+        dupe_factor: int = 1,
+        do_whole_word_mask: bool = True,
+        per_word_replacement: bool = False,
+        dynamic_masking: bool = False,
+        dev_fraction: float = 0.02,
+        test_fraction: float = 0.02,
+        seed: int = 12345,
+        shard_size_mb: float = 16.0,
         corpus_format: str = "auto",
         text_column: str = "text",
         sentences: str = "split",
@@ -87,20 +93,19 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         clean_text_format: bool = False,
         skip_bad_records: bool = False,
     ) -> dsl.Dataset:
-        plan = steps.plan_pretraining_data(
-            corpus=corpus, artifact_root=artifact_root, pipeline_run_id=pipeline_run_id, max_seq_length=max_seq_length,
-            max_predictions_per_seq=max_predictions_per_seq, masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
-            dupe_factor=dupe_factor, do_whole_word_mask=do_whole_word_mask, dev_fraction=dev_fraction,
-            test_fraction=test_fraction, seed=seed, shard_size_mb=shard_size_mb, **corpus_reading(locals()),
-        )
+        # Tasks hand each other only shard names: the plan, the documents and the shard records stay
+        # in the data folder, so no task's input grows with the corpus (one argument is capped at 128 KiB).
+        given = locals()
+        settings = {name: given[name] for name in DATA_SETTINGS}
+        where = dict(artifact_root=artifact_root, pipeline_run_id=pipeline_run_id, max_seq_length=max_seq_length)
+        plan = steps.plan_pretraining_data(corpus=corpus, vocab=vocab, **settings, **corpus_reading(given),
+                                           artifact_root=artifact_root, pipeline_run_id=pipeline_run_id)
         configure(plan.set_display_name("plan-shards"), "data")
-        with dsl.ParallelFor(plan.output, parallelism=MAX_PARALLEL_SHARDS) as work:
-            shard = steps.create_pretraining_shard(work=work, vocab=vocab)
+        with dsl.ParallelFor(plan.output, parallelism=MAX_PARALLEL_SHARDS) as shard_name:
+            shard = steps.create_pretraining_shard(shard=shard_name, **where)
             configure(shard.set_display_name("create-shard"), "data")
-        merge = steps.create_pretraining_data(
-            records=dsl.Collected(shard.output), plan=plan.output, corpus=corpus, vocab=vocab, pipeline_run_id=pipeline_run_id,
-            tracking_uri=tracking_uri, experiment=experiment,
-        )
+        # After the whole loop, without a fan-in of its outputs (dsl.Collected).
+        merge = steps.create_pretraining_data(**where, tracking_uri=tracking_uri, experiment=experiment).after(shard)
         configure(merge.set_display_name("merge-manifest"), "data")
         return merge.outputs["data"]
 
@@ -118,6 +123,8 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         short_seq_prob: float = 0.1,
         dupe_factor: int = 5,
         do_whole_word_mask: bool = True,
+        per_word_replacement: bool = False,
+        dynamic_masking: bool = False,
         dev_fraction: float = 0.02,
         test_fraction: float = 0.02,
         data_seed: int = 12345,
@@ -135,12 +142,23 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         phase1_batch_size: int = 32,
         phase1_learning_rate: float = 1e-4,
         phase1_warmup_steps: int = 90,
+        phase1_gradient_accumulation_steps: int = 1,
         phase2_steps: int = 100,
         phase2_batch_size: int = 8,
         phase2_learning_rate: float = 5e-5,
         phase2_warmup_steps: int = 10,
+        phase2_gradient_accumulation_steps: int = 1,
         train_seed: int = 42,
         save_steps: int = 500,
+        save_total_limit: int = 2,
+        weight_decay: float = 0.01,
+        optimizer: str = "adamw",
+        lr_scheduler_type: str = "linear",
+        lr_power: float = 1.0,
+        adam_epsilon: float = 1e-6,
+        max_grad_norm: float = 1.0,
+        logging_steps: int = 10,
+        eval_steps: int = 0,
         experiment: str = "bert-pretraining",
         registered_model_name: str = "bert-pretraining",
         promotion_metric: str = "mlm_accuracy_512",
@@ -157,23 +175,35 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         configure(vocab.set_display_name("export-vocab"), "vocab")
 
         data = {}
-        for length, max_predictions in ((128, 20), (512, 80)):
-            data[length] = pretraining_data(
-                corpus=corpus, vocab=vocab.outputs["vocab"], max_seq_length=length, max_predictions_per_seq=max_predictions,
-                masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor, do_whole_word_mask=do_whole_word_mask,
-                dev_fraction=dev_fraction, test_fraction=test_fraction, seed=data_seed, shard_size_mb=shard_size_mb, **reading, **where,
-            ).set_display_name(f"create-pretraining-data-{length}")
+        data_settings = dict(
+            masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor, do_whole_word_mask=do_whole_word_mask,
+            per_word_replacement=per_word_replacement, dynamic_masking=dynamic_masking, dev_fraction=dev_fraction,
+            test_fraction=test_fraction, seed=data_seed, shard_size_mb=shard_size_mb,
+        )
+        for phase in PHASES:
+            data[phase.max_seq_length] = pretraining_data(
+                corpus=corpus, vocab=vocab.outputs["vocab"], max_seq_length=phase.max_seq_length,
+                max_predictions_per_seq=phase.max_predictions_per_seq, **data_settings, **reading, **where,
+            ).set_display_name(f"create-pretraining-data-{phase.max_seq_length}")
 
         # Phase 512 starts from phase 128's weights, with a fresh optimizer and schedule.
+        per_phase = {
+            1: dict(max_steps=phase1_steps, per_device_train_batch_size=phase1_batch_size, learning_rate=phase1_learning_rate,
+                    warmup_steps=phase1_warmup_steps, gradient_accumulation_steps=phase1_gradient_accumulation_steps),
+            2: dict(max_steps=phase2_steps, per_device_train_batch_size=phase2_batch_size, learning_rate=phase2_learning_rate,
+                    warmup_steps=phase2_warmup_steps, gradient_accumulation_steps=phase2_gradient_accumulation_steps),
+        }
+        training = dict(
+            model_size=model_size, seed=train_seed, save_steps=save_steps, save_total_limit=save_total_limit, weight_decay=weight_decay,
+            optimizer=optimizer, lr_scheduler_type=lr_scheduler_type, lr_power=lr_power, adam_epsilon=adam_epsilon,
+            max_grad_norm=max_grad_norm, logging_steps=logging_steps, eval_steps=eval_steps,
+        )
         init_model = init_checkpoint
-        for length, max_steps, batch_size, learning_rate, warmup_steps in (
-            (128, phase1_steps, phase1_batch_size, phase1_learning_rate, phase1_warmup_steps),
-            (512, phase2_steps, phase2_batch_size, phase2_learning_rate, phase2_warmup_steps),
-        ):
+        for recipe_phase in PHASES:
+            length = recipe_phase.max_seq_length
             phase = steps.train_phase(
-                data=data[length].output, vocab=vocab.outputs["vocab"], model_size=model_size, init_model=init_model,
-                max_seq_length=length, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
-                warmup_steps=warmup_steps, save_steps=save_steps, seed=train_seed, **placement, **where,
+                data=data[length].output, vocab=vocab.outputs["vocab"], init_model=init_model, max_seq_length=length,
+                **per_phase[recipe_phase.number], **training, **placement, **where,
             )
             configure(phase.set_display_name(f"train-phase-{length}"), "training")
             init_model = phase.outputs["Output"]

@@ -84,33 +84,16 @@ def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline-run-id", default="", help="nest this step's MLflow run under the pipeline run with this id (set by the pipeline)")
 
 
-def call_with_args(function: Callable, args: argparse.Namespace, **extra):
-    names = [name for name in inspect.signature(function).parameters if name not in ("tracking", "corpus_settings")]
-    if "corpus_settings" in inspect.signature(function).parameters:  # create-pretraining-data until it uses add_step_command
-        extra["corpus_settings"] = settings_from_args(CorpusSettings, args, "corpus")
-    return function(**{name: getattr(args, name) for name in names}, **extra)
-
-
-def step_command(function: Callable) -> Callable[[argparse.Namespace], None]:
-    """Run a step function from parsed flags, logging to MLflow, and print its result as JSON."""
-
-    def command(args: argparse.Namespace) -> None:
-        result = call_with_args(function, args, tracking=Tracking(args.tracking_uri, args.experiment, args.pipeline_run_id))
-        print(mask(json.dumps(result, indent=2, sort_keys=True, default=str)))
-
-    return command
-
-
 def add_step_command(commands, name: str, summary: str, settings_cls, inputs: dict[str, tuple[str, str | None]], run: Callable,
-                     after: Callable[[dict], None] | None = None, also: tuple = ()) -> None:
+                     after: Callable[[dict], None] | None = None, also: tuple = ()) -> argparse.ArgumentParser:
     """`bertpipe <name>`: flags for the step's inputs/outputs (name -> (help, default; None = required)),
     flags generated from its settings dataclass (and the classes in `also`, e.g. CorpusSettings), and the
     tracking flags; `run(args, settings, tracking, *also_settings)` calls the step, whose result is printed
-    as JSON; `after(result)` may then raise to exit non-zero."""
+    as JSON; `after(result)` may then raise to exit non-zero. Returns the subcommand's parser."""
 
     step = commands.add_parser(name, help=summary, description=summary)
     for input_name, (text, default) in inputs.items():
-        step.add_argument(_flag(input_name), required=default is None, default=default, help=text)
+        step.add_argument(_flag(input_name), required=default is None, default=default, type=type(default) if default is not None else str, help=text)
     for cls in (settings_cls, *also):
         add_settings_flags(step, cls)
     add_tracking_flags(step)
@@ -123,6 +106,7 @@ def add_step_command(commands, name: str, summary: str, settings_cls, inputs: di
             after(result)
 
     step.set_defaults(handler=command)
+    return step
 
 
 def json_object(text: str, flag_name: str) -> dict:
@@ -278,11 +262,13 @@ def add_allow_local_storage(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from components.data.create import create_pretraining_data
+    from components.data.local import create_pretraining_data
+    from components.data.settings import DataSettings
     from components.evaluation.evaluate import EvaluationSettings, evaluate
     from components.registry.promotion import PromotionSettings
     from components.registry.step import register_and_promote
     from components.training.phase import train_phase
+    from components.training.settings import LaunchSettings, TrainingSettings
     from components.vocab.export import VocabSettings, export_vocab
     from pipelines.bert_pretraining import bert_pretraining
     from pipelines.kubernetes import add_cluster_arguments
@@ -350,16 +336,23 @@ def build_parser() -> argparse.ArgumentParser:
                                                                        corpus_settings=corpus_settings, tracking=tracking),
         also=(CorpusSettings,),
     )
-    for name, function, summary in (
-        ("create-pretraining-data", create_pretraining_data, "corpus -> masked-LM/NSP instances as Parquet shards (Google's algorithm)"),
-        ("train-phase", train_phase, "one pretraining phase of BertForPreTraining"),
-    ):
-        step = commands.add_parser(name, help=summary, description=(inspect.getdoc(function) or summary).split("\n\n")[0])
-        add_signature_flags(step, function, skip=("tracking", "corpus_settings"))
-        if "corpus_settings" in inspect.signature(function).parameters:
-            add_settings_flags(step, CorpusSettings)
-        add_tracking_flags(step)
-        step.set_defaults(handler=step_command(function))
+    train = add_step_command(
+        commands, "train-phase", "one pretraining phase of BertForPreTraining (in this process, under torchrun, or as a TrainJob)", TrainingSettings,
+        {"data_uri": (help_for("data_uri"), None), "vocab_uri": (help_for("vocab_uri"), None), "output_uri": (help_for("output_uri"), None)},
+        # An empty --tracking-uri logs nowhere (the ranks of a launcher that was given no tracking).
+        lambda args, settings, tracking: train_phase(args.data_uri, args.vocab_uri, args.output_uri, settings=settings,
+                                                     launch=settings_from_args(LaunchSettings, args, "train-phase"),
+                                                     tracking=tracking if args.tracking_uri else None),
+    )
+    add_settings_flags(train, LaunchSettings)
+    add_step_command(
+        commands, "create-pretraining-data", "corpus -> masked-LM/NSP instances as Parquet shards (Google's algorithm)", DataSettings,
+        {"corpus": (help_for("corpus"), None), "vocab_uri": (help_for("vocab_uri"), None), "output_uri": (help_for("output_uri"), None),
+         "num_workers": (help_for("num_workers") + " (default: %(default)s)", 1)},
+        lambda args, settings, tracking, corpus_settings: create_pretraining_data(
+            args.corpus, args.vocab_uri, args.output_uri, settings=settings, corpus_settings=corpus_settings, num_workers=args.num_workers, tracking=tracking),
+        also=(CorpusSettings,),
+    )
     data_uris = {"data_uris": (help_for("data_uris"), None)}
     add_step_command(
         commands, "evaluate", "MLM and NSP metrics of a model, and of the registered model's champion, on the same held-out instances", EvaluationSettings,

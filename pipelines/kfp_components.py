@@ -6,8 +6,6 @@ outputs go to `artifact_root` through components.core.storage; the KFP artifacts
 carry their URIs (pipelines.step_io).
 """
 
-from typing import List
-
 from kfp import dsl
 
 from pipelines.images import CPU_IMAGE, GPU_IMAGE
@@ -52,18 +50,21 @@ def export_vocab(
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def plan_pretraining_data(
     corpus: str,
+    vocab: dsl.Input[dsl.Artifact],
     artifact_root: str,
     pipeline_run_id: str,
-    max_seq_length: int,
-    max_predictions_per_seq: int,
-    masked_lm_prob: float,
-    short_seq_prob: float,
-    dupe_factor: int,
-    do_whole_word_mask: bool,
-    dev_fraction: float,
-    test_fraction: float,
-    seed: int,
-    shard_size_mb: float,
+    max_seq_length: int = 128,
+    max_predictions_per_seq: int = 20,
+    masked_lm_prob: float = 0.15,
+    short_seq_prob: float = 0.1,
+    dupe_factor: int = 1,
+    do_whole_word_mask: bool = True,
+    per_word_replacement: bool = False,
+    dynamic_masking: bool = False,
+    dev_fraction: float = 0.02,
+    test_fraction: float = 0.02,
+    seed: int = 12345,
+    shard_size_mb: float = 16.0,
     corpus_format: str = "auto",
     text_column: str = "text",
     sentences: str = "split",
@@ -74,71 +75,52 @@ def plan_pretraining_data(
     clean_text_format: bool = False,
     skip_bad_records: bool = False,
 ) -> list:
-    """Split the corpus by document into train/dev/test shards of raw text; returns one work item per shard.
+    """Split the corpus by document into shards of raw text, written with the plan to the data folder; returns the shard names.
 
-    Each item carries the settings and output folder too: kfp.local cannot loop
-    over one output of a task that has several, so the plan has a single output.
+    The names ("train-00012") are the ParallelFor's work items: a few bytes each, whatever
+    the corpus; each shard task reads its documents and the settings from the data folder.
     """
-    import json
-    from dataclasses import asdict
-
-    from pipelines import step_io
     from components.core.console import configure_logging
     from components.core.corpus import CorpusSettings
     from components.core.settings import pick
-    from components.data.create import DataSettings, plan_shards
+    from components.data.settings import DataSettings
+    from components.data.split import plan_pretraining_data as plan
+    from pipelines import step_io
 
     configure_logging()
-    settings = DataSettings(
-        max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq, masked_lm_prob=masked_lm_prob,
-        short_seq_prob=short_seq_prob, dupe_factor=dupe_factor, do_whole_word_mask=do_whole_word_mask,
-        dev_fraction=dev_fraction, test_fraction=test_fraction, seed=seed, shard_size_mb=shard_size_mb,
-    )
-    uri = step_io.output_uri(artifact_root, pipeline_run_id, f"data-{max_seq_length}")
-    # Settings travel as a JSON string: kfp.local turns every number inside a dict into a float.
-    settings_json = json.dumps(asdict(settings))
-    return [{"shard": shard, "settings_json": settings_json, "output_uri": uri} for shard in plan_shards(corpus, uri, settings, pick(CorpusSettings, locals()))]
+    return plan(corpus, step_io.uri_of(vocab), step_io.data_uri(artifact_root, pipeline_run_id, max_seq_length), pick(DataSettings, locals()),
+                pick(CorpusSettings, locals()))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def create_pretraining_shard(work: dict, vocab: dsl.Input[dsl.Artifact]) -> dict:
-    """Instances of one shard (Google's algorithm, seeded by shard), written as one Parquet file."""
-    import json
-
-    from pipelines import step_io
+def create_pretraining_shard(shard: str, artifact_root: str, pipeline_run_id: str, max_seq_length: int):
+    """Instances of one planned shard (Google's algorithm, seeded by shard), written as one Parquet file."""
     from components.core.console import configure_logging
-    from components.data.create import DataSettings, process_shard
+    from components.data.shard import create_pretraining_shard as make_shard
+    from pipelines import step_io
 
     configure_logging()
-    settings = DataSettings(**json.loads(work["settings_json"]))
-    return process_shard(step_io.restore_ints(work["shard"]), step_io.uri_of(vocab), work["output_uri"], settings)
+    make_shard(step_io.data_uri(artifact_root, pipeline_run_id, max_seq_length), shard)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def create_pretraining_data(
-    records: List[dict],
-    plan: List[dict],
-    corpus: str,
-    vocab: dsl.Input[dsl.Artifact],
+    artifact_root: str,
     pipeline_run_id: str,
+    max_seq_length: int,
     tracking_uri: str,
     experiment: str,
     data: dsl.Output[dsl.Dataset],
 ):
-    """Merge the shard records into the data folder's manifest and data card (published last)."""
-    import json
-
-    from pipelines import step_io
+    """Merge the shard records (read from the data folder) into its manifest and data card (published last)."""
     from components.core.console import configure_logging
-    from components.data.create import DataSettings, corpus_fingerprint, merge_manifests
     from components.core.tracking import Tracking
+    from components.data.merge import merge_pretraining_data
+    from pipelines import step_io
 
     configure_logging()
-    uri = plan[0]["output_uri"]
-    manifest = merge_manifests(
-        uri, step_io.restore_ints(records), corpus, step_io.uri_of(vocab), DataSettings(**json.loads(plan[0]["settings_json"])),
-        corpus_fingerprint([step_io.restore_ints(item["shard"]) for item in plan]), tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
-    )
+    uri = step_io.data_uri(artifact_root, pipeline_run_id, max_seq_length)
+    manifest = merge_pretraining_data(uri, tracking=Tracking(tracking_uri, experiment, pipeline_run_id))
     step_io.publish(data, uri, {f"{split}_instances": s["num_instances"] for split, s in manifest["splits"].items()})
 
 
@@ -148,45 +130,47 @@ def train_phase(
     vocab: dsl.Input[dsl.Artifact],
     artifact_root: str,
     pipeline_run_id: str,
-    model_size: str,
-    init_model: str,
-    max_seq_length: int,
-    max_steps: int,
-    batch_size: int,
-    learning_rate: float,
-    warmup_steps: int,
-    save_steps: int,
-    seed: int,
-    processes: int,
-    num_nodes: int,
-    trainjob_template: str,
     tracking_uri: str,
     experiment: str,
     model: dsl.Output[dsl.Model],
+    model_size: str = "tiny",
+    init_model: str = "",
+    max_seq_length: int = 128,
+    max_steps: int = 100,
+    per_device_train_batch_size: int = 32,
+    gradient_accumulation_steps: int = 1,
+    learning_rate: float = 1e-4,
+    warmup_steps: int = 10,
+    weight_decay: float = 0.01,
+    optimizer: str = "adamw",
+    lr_scheduler_type: str = "linear",
+    lr_power: float = 1.0,
+    adam_epsilon: float = 1e-6,
+    max_grad_norm: float = 1.0,
+    seed: int = 42,
+    logging_steps: int = 10,
+    save_steps: int = 0,
+    eval_steps: int = 0,
+    per_device_eval_batch_size: int = 64,
+    max_eval_batches: int = 20,
+    save_total_limit: int = 2,
+    processes: int = 1,
+    num_nodes: int = 1,
+    trainjob_template: str = "",
 ) -> str:
     """One pretraining phase (resuming from its last checkpoint after a retry); returns the model folder's URI."""
-    from pipelines import step_io
     from components.core.console import configure_logging
+    from components.core.settings import pick
     from components.core.tracking import Tracking
-    from components.training.launch import run_phase
+    from components.training.phase import train_phase
+    from components.training.settings import LaunchSettings, TrainingSettings
+    from pipelines import step_io
 
     configure_logging()
-    arguments = dict(
-        data_uri=step_io.uri_of(data),
-        vocab_uri=step_io.uri_of(vocab),
-        output_uri=step_io.output_uri(artifact_root, pipeline_run_id, f"phase-{max_seq_length}"),
-        model_size=model_size,
-        init_model=init_model,
-        max_seq_length=max_seq_length,
-        max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate,
-        warmup_steps=warmup_steps,
-        save_steps=save_steps,
-        seed=seed,
+    summary = train_phase(
+        step_io.uri_of(data), step_io.uri_of(vocab), step_io.output_uri(artifact_root, pipeline_run_id, f"phase-{max_seq_length}"),
+        settings=pick(TrainingSettings, locals()), launch=pick(LaunchSettings, locals()), tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
     )
-    tracking = Tracking(tracking_uri, experiment, pipeline_run_id)
-    summary = run_phase(arguments, tracking, processes=processes, num_nodes=num_nodes, trainjob_template=trainjob_template)
     step_io.publish(model, summary["model_uri"], summary)
     return summary["model_uri"]
 

@@ -223,11 +223,11 @@ def apply_training_settings(task: PipelineTask, settings: ClusterSettings) -> Pi
 def apply_cpu_step_settings(task: PipelineTask, settings: ClusterSettings, kind: str) -> PipelineTask:
     """CPU image, resources, CPU pool placement, secrets, retries and caching for a step of
     ``kind`` (vocab, data, evaluation, registry, or training for a launcher that waits on
-    a multi-node TrainJob)."""
+    a multi-node TrainJob: it gets the training retries, each starting a new TrainJob attempt)."""
     task.set_container_image(settings.cpu_image)
     _apply_resources(task, settings.cpu_step_resources)
     _apply_placement(task, settings.cpu_node_selector, settings.cpu_tolerations)
-    _apply_common(task, settings, settings.cpu_step_retry, kind)
+    _apply_common(task, settings, settings.training_retry if kind == "training" else settings.cpu_step_retry, kind)
     return task
 
 

@@ -1,4 +1,7 @@
-"""What each parameter means, once, for the CLI's --help of every subcommand that takes it."""
+"""What each parameter means, once, for the CLI's --help of every subcommand that takes it.
+
+Settings that have a dataclass (components.*.settings) keep their help there; help_for falls back to it.
+"""
 
 HELP = {
     # where things are
@@ -31,26 +34,8 @@ HELP = {
     "data_uri": "pretraining-data folder written by create-pretraining-data (local or s3://)",
     "output_uri": "folder to write into (local or s3://)",
     # training
-    "model_size": "model shape preset: tiny, mini, small, base or large",
-    "init_model": "start from this model folder, s3:// URI or hub id instead of a fresh preset",
     "init_checkpoint": "start phase 1 from this model folder, s3:// URI or hub id instead of a fresh preset",
-    "max_steps": "optimizer steps in this phase",
-    "per_device_train_batch_size": "sequences per device per step",
-    "learning_rate": "peak learning rate, reached after the warmup",
-    "warmup_steps": "steps of linear warmup before linear decay",
-    "weight_decay": "weight decay (not applied to biases and LayerNorm)",
-    "gradient_accumulation_steps": "micro-batches accumulated per optimizer step (global batch = per-device batch x accumulation x world size)",
-    "optimizer": "adamw (fused on CUDA) or lamb (large batches, as NVIDIA's BERT)",
-    "lr_scheduler_type": "decay after warmup: linear or polynomial",
-    "lr_power": "power of the polynomial decay",
-    "adam_epsilon": "epsilon of AdamW/LAMB",
-    "max_grad_norm": "gradient clipping norm (0 disables)",
-    "logging_steps": "log metrics every N steps",
-    "save_steps": "checkpoint every N steps (0: only at the end); a retried or killed phase resumes from the newest",
-    "save_total_limit": "checkpoints to keep (the newest); older ones are deleted",
-    "eval_steps": "validate on the dev split every N steps (0: never)",
     "max_eval_batches": "cap on evaluation batches (for quick checks; default: the whole split)",
-    "resume": "resume from the newest complete checkpoint in the output folder",
     "train_seed": "random seed of model initialisation and batch order",
     # evaluation and registry
     "model_uri": "model folder (local or s3://) written by train-phase, or models:/NAME/VERSION or models:/NAME@ALIAS",
@@ -73,6 +58,7 @@ PHASE_HELP = {
     "batch_size": "sequences per step in phase {n}",
     "learning_rate": "peak learning rate of phase {n}",
     "warmup_steps": "warmup steps of phase {n}",
+    "gradient_accumulation_steps": "micro-batches accumulated per optimizer step in phase {n}",
 }
 
 
@@ -85,12 +71,19 @@ def _corpus_help() -> dict[str, str]:
 
 
 def help_for(name: str) -> str:
-    """The help text of a parameter; phase{N}_* parameters share one text per suffix."""
+    """The help text of a parameter; phase{N}_* parameters share one text per suffix; a training
+    setting's is its TrainingSettings help."""
+    from components.core.settings import describe
+    from components.training.settings import TrainingSettings
+
     if name in HELP:
         return HELP[name]
     corpus_help = _corpus_help()
     if name in corpus_help:
         return corpus_help[name]
+    training = {entry["name"]: entry["help"] for entry in describe(TrainingSettings)}
+    if name in training:
+        return training[name]
     if name.startswith(("phase1_", "phase2_")):
         phase, suffix = name.split("_", 1)
         return PHASE_HELP[suffix].format(n=f"{phase[-1]} ({128 if phase == 'phase1' else 512} tokens)")

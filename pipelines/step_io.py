@@ -24,6 +24,11 @@ def output_uri(artifact_root: str, pipeline_run_id: str, name: str) -> str:
     return storage.join(run_uri(artifact_root, pipeline_run_id), name)
 
 
+def data_uri(artifact_root: str, pipeline_run_id: str, max_seq_length: int) -> str:
+    """Where the data step of one sequence length writes (its plan, shard and merge tasks each compute it)."""
+    return output_uri(artifact_root, pipeline_run_id, f"data-{max_seq_length}")
+
+
 def publish(artifact, uri: str, summary: dict) -> None:
     """Record a step's output URI and summary in its KFP output artifact."""
     artifact.metadata["uri"] = uri
@@ -47,18 +52,3 @@ def publish_text(artifact, uri: str) -> None:
 def uri_of(artifact) -> str:
     """The real location of an upstream step's output."""
     return artifact.metadata["uri"]
-
-
-def restore_ints(value):
-    """Undo kfp.local's JSON round trip, which turns every number in a list/dict parameter into a float.
-
-    Shard descriptors and records hold only integer counts and hex strings, so
-    a whole float is an int that lost its type.
-    """
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, list):
-        return [restore_ints(item) for item in value]
-    if isinstance(value, dict):
-        return {key: restore_ints(item) for key, item in value.items()}
-    return value

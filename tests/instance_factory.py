@@ -1,6 +1,6 @@
 """Small instance shards for training/evaluation tests, built straight from the demo corpus.
 
-Not Google's algorithm (that is components.data.create): runs of sentences packed to
+Not Google's algorithm (that is components.data.instance_creation): runs of sentences packed to
 about max_seq_length, 15% of positions masked (no whole-word masking, no 80/10/10), half of
 the B segments random. Enough for a model to learn from, deterministic given a seed.
 """

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from components.training import checkpoints
 from components.core.errors import BertpipeError
 from components.training.phase import train_phase
+from components.training.settings import TrainingSettings
 from tests.instance_factory import make_data, make_vocab
 
 RUN = {"max_seq_length": 64, "max_steps": 16, "save_steps": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 2, "logging_steps": 4, "seed": 3}
@@ -31,7 +32,7 @@ def inputs(tmp_path_factory):
 
 def start_training(data: str, vocab: str, output: str) -> subprocess.Popen:
     """train_phase in a separate process (so it can really be killed)."""
-    code = f"from components.training.phase import train_phase; train_phase({data!r}, {vocab!r}, {output!r}, **{RUN!r})"
+    code = f"from components.training.phase import train_phase; from components.training.settings import TrainingSettings; train_phase({data!r}, {vocab!r}, {output!r}, settings=TrainingSettings(**{RUN!r}))"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -40,15 +41,18 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(inputs, tmp_path):
     vocab, data = inputs
     killed = start_training(data, vocab, str(tmp_path / "killed"))
     marker = tmp_path / "killed" / "checkpoints" / "step-000004" / checkpoints.MARKER
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 900  # generous: a loaded machine takes minutes to import torch
     while not marker.exists() and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     killed.send_signal(signal.SIGKILL)
+    if not marker.exists():
+        killed.wait()
+        pytest.fail("no checkpoint before the kill: " + killed.stderr.read().decode()[-2000:])
     assert killed.wait() == -signal.SIGKILL, killed.stderr.read().decode()[-2000:]
     assert not (tmp_path / "killed" / "model").exists()
 
     uninterrupted = start_training(data, vocab, str(tmp_path / "whole"))
-    resumed = train_phase(data, vocab, str(tmp_path / "killed"), **RUN)
+    resumed = train_phase(data, vocab, str(tmp_path / "killed"), settings=TrainingSettings(**RUN))
     assert uninterrupted.wait() == 0, uninterrupted.stderr.read().decode()[-2000:]
 
     assert resumed["resumed_from"].startswith(str(tmp_path / "killed" / "checkpoints" / "step-0000"))
@@ -73,27 +77,27 @@ def test_incomplete_checkpoints_are_ignored(tmp_path):
 def test_finished_run_is_not_trained_again_and_other_settings_are_refused(inputs, tmp_path):
     vocab, data = inputs
     short = {**RUN, "max_steps": 4, "save_steps": 0}
-    first = train_phase(data, vocab, str(tmp_path / "out"), **short)
-    again = train_phase(data, vocab, str(tmp_path / "out"), **short)
+    first = train_phase(data, vocab, str(tmp_path / "out"), settings=TrainingSettings(**short))
+    again = train_phase(data, vocab, str(tmp_path / "out"), settings=TrainingSettings(**short))
     assert again["resumed_from"].endswith("step-000004") and again["history"] == first["history"]
     with pytest.raises(BertpipeError, match=r"other settings \(per_device_train_batch_size 4 -> 8\)"):
-        train_phase(data, vocab, str(tmp_path / "out"), **{**short, "per_device_train_batch_size": 8})
+        train_phase(data, vocab, str(tmp_path / "out"), settings=TrainingSettings(**{**short, "per_device_train_batch_size": 8}))
     with pytest.raises(BertpipeError, match="another model shape .*num_hidden_layers 2 vs 4"):
-        train_phase(data, vocab, str(tmp_path / "out"), model_size="mini", **short)
+        train_phase(data, vocab, str(tmp_path / "out"), settings=TrainingSettings(model_size="mini", **short))
 
 
 def test_corrupt_checkpoint_is_reported(inputs, tmp_path):
     vocab, data = inputs
     short = {**RUN, "max_steps": 2, "save_steps": 0}
-    train_phase(data, vocab, str(tmp_path / "out"), **short)
+    train_phase(data, vocab, str(tmp_path / "out"), settings=TrainingSettings(**short))
     optimizer_file = tmp_path / "out" / "checkpoints" / "step-000002" / "optimizer.pt"
     optimizer_file.write_bytes(optimizer_file.read_bytes()[:-10])
     with pytest.raises(BertpipeError, match="does not match its checksum"):
-        train_phase(data, vocab, str(tmp_path / "out"), **short)
+        train_phase(data, vocab, str(tmp_path / "out"), settings=TrainingSettings(**short))
 
 
 def test_only_the_newest_checkpoints_are_kept(inputs, tmp_path):
     vocab, data = inputs
-    train_phase(data, vocab, str(tmp_path / "out"), **{**RUN, "max_steps": 6, "save_steps": 2, "save_total_limit": 2})
+    train_phase(data, vocab, str(tmp_path / "out"), settings=TrainingSettings(**{**RUN, "max_steps": 6, "save_steps": 2, "save_total_limit": 2}))
     assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir()) == ["step-000004", "step-000006"]
     assert checkpoints.latest(str(tmp_path / "out")).endswith("step-000006")

@@ -10,8 +10,10 @@ from components.training.stream import TrainingStream
 from components.core.corpus import demo_corpus_path
 from components.training.dynamic_masking import DynamicMasking
 from components.core.masking import MaskingConfig
-from components.data.create import create_pretraining_data
+from components.data.local import create_pretraining_data
+from components.data.settings import DataSettings
 from components.training.phase import train_phase
+from components.training.settings import TrainingSettings
 from components.vocab.export import VocabSettings, export_vocab
 from components.core.vocab_files import load_vocab_tokens
 
@@ -25,8 +27,8 @@ def dynamic_data(tmp_path_factory):
     corpus = root / "slice.txt"
     corpus.write_text("\n\n".join(text.split("\n\n")[:80]) + "\n", encoding="utf-8")
     data = str(root / "data")
-    manifest = create_pretraining_data(str(corpus), vocab, data, max_seq_length=64, max_predictions_per_seq=10,
-                                       dynamic_masking=True, dev_fraction=0.1, test_fraction=0.1, seed=5)
+    manifest = create_pretraining_data(str(corpus), vocab, data, settings=DataSettings(
+        max_seq_length=64, max_predictions_per_seq=10, dynamic_masking=True, dev_fraction=0.1, test_fraction=0.1, seed=5))
     return vocab, data, manifest
 
 
@@ -68,7 +70,6 @@ def test_masks_are_fresh_each_epoch_and_replayed_on_resume(dynamic_data):
 
 def test_training_on_dynamic_data_learns(dynamic_data, tmp_path):
     vocab, data, _ = dynamic_data
-    summary = train_phase(data, vocab, str(tmp_path / "phase"), max_seq_length=64, max_steps=30, per_device_train_batch_size=16,
-                          learning_rate=2e-3, warmup_steps=3, logging_steps=10, seed=1)
+    summary = train_phase(data, vocab, str(tmp_path / "phase"), settings=TrainingSettings(max_seq_length=64, max_steps=30, per_device_train_batch_size=16, learning_rate=2e-3, warmup_steps=3, logging_steps=10, seed=1))
     losses = [row["mlm_loss"] for row in summary["history"] if "mlm_loss" in row]
     assert len(losses) == 3 and losses[-1] < losses[0]

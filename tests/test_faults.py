@@ -275,6 +275,7 @@ def test_registration_with_mlflow_down_fails_clearly_and_can_be_rerun(servers_en
 def test_training_step_survives_mlflow_dying_mid_run(servers_env, tmp_path):
     """The real train-phase: the MLflow server is killed once the run exists; training finishes and says what was lost."""
     from components.training.phase import train_phase
+    from components.training.settings import TrainingSettings
     from tests.instance_factory import make_data, make_vocab
 
     vocab = make_vocab(str(tmp_path / "vocab"), vocab_size=900)
@@ -293,8 +294,7 @@ def test_training_step_survives_mlflow_dying_mid_run(servers_env, tmp_path):
 
     killer = threading.Thread(target=kill_once_the_run_exists)
     killer.start()
-    summary = train_phase(data, vocab, str(tmp_path / "phase"), max_seq_length=64, max_steps=40, per_device_train_batch_size=8,
-                          logging_steps=5, warmup_steps=2, seed=1, tracking=tracking)
+    summary = train_phase(data, vocab, str(tmp_path / "phase"), settings=TrainingSettings(max_seq_length=64, max_steps=40, per_device_train_batch_size=8, logging_steps=5, warmup_steps=2, seed=1), tracking=tracking)
     killer.join()
     assert summary["steps"] == 40
     assert (tmp_path / "phase" / "model" / "model.safetensors").is_file()

@@ -24,7 +24,7 @@ from pipelines.bert_pretraining import pretraining_data
 RUN_ID = "component-test"
 # 0.5 MB shards: the demo corpus's train split fans out over several shard tasks.
 TINY_DATA = dict(masked_lm_prob=0.15, short_seq_prob=0.1, dupe_factor=1, do_whole_word_mask=True, dev_fraction=0.05, test_fraction=0.05, seed=7, shard_size_mb=0.5)
-TINY_TRAIN = dict(model_size="tiny", batch_size=8, learning_rate=1e-3, warmup_steps=2, save_steps=3, seed=3, processes=1, num_nodes=1, trainjob_template="")
+TINY_TRAIN = dict(model_size="tiny", per_device_train_batch_size=8, learning_rate=1e-3, warmup_steps=2, save_steps=3, seed=3)
 PROMOTION = dict(promotion_metric="mlm_accuracy_512", promotion_margin=0.0, nsp_tolerance=0.01, promotion_floor=0.0, promotion_dry_run=False)
 
 

@@ -60,8 +60,10 @@ def test_data_fans_out_one_task_per_shard(spec):
     assert loop["iteratorPolicy"] == {"parallelismLimit": 16}
     shard_tasks, _ = named(spec["components"][loop["componentRef"]["name"]]["dag"])
     assert list(shard_tasks) == ["create-shard"]
-    records = inner["merge-manifest"]["inputs"]["parameters"]["records"]["taskOutputParameter"]
-    assert names[records["producerTask"]] == "for-loop-1"
+    # The merge waits for the whole loop and reads the shard records from the data folder: no fan-in of outputs.
+    merge = inner["merge-manifest"]
+    assert [names[key] for key in merge["dependentTasks"]] == ["for-loop-1"]
+    assert sorted(merge["inputs"]["parameters"]) == ["artifact_root", "experiment", "max_seq_length", "pipeline_run_id", "tracking_uri"]
 
 
 def test_sequence_lengths_are_fixed_per_task(spec):
@@ -119,7 +121,10 @@ def test_gpus_per_node_start_one_training_process_per_gpu(tmp_path):
 
 
 def test_multi_node_phases_launch_a_trainjob_from_a_cpu_pod(tmp_path):
-    spec, tasks = compile_with(tmp_path, "--num-nodes", "4", "--gpus-per-node", "8")
+    spec, tasks = compile_with(tmp_path, "--num-nodes", "4", "--gpus-per-node", "8", "--training-retries", "5")
+    # The launcher gets the training retries: each retry starts a new TrainJob attempt that resumes.
+    assert tasks["train-phase-128"]["retryPolicy"]["maxRetryCount"] == 5
+    assert tasks["export-vocab"]["retryPolicy"]["maxRetryCount"] == 2
     parameters = tasks["train-phase-128"]["inputs"]["parameters"]
     template = json.loads(parameters["trainjob_template"]["runtimeValue"]["constant"])
     assert template["kind"] == "TrainJob"

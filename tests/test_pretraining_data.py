@@ -11,11 +11,18 @@ import pytest
 
 from components.core import instances
 from components.core.errors import BertpipeError
-from components.data.create import DataSettings, create_pretraining_data, document_split, plan_shards, process_shard
+from components.data.local import create_pretraining_data
+from components.data.settings import DataSettings
+from components.data.shard import create_pretraining_shard
+from components.data.split import document_split, plan_pretraining_data, plan_shards
 from components.vocab.export import VocabSettings, export_vocab
 from components.core.vocab_files import load_vocab_tokens
 
 SMALL = dict(dev_fraction=0.0, test_fraction=0.0, dupe_factor=2, seed=3)
+
+
+def create(corpus: str, vocab: str, out: str, *, num_workers: int = 1, tracking=None, **settings) -> dict:
+    return create_pretraining_data(corpus, vocab, out, settings=DataSettings(**settings), num_workers=num_workers, tracking=tracking)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +61,7 @@ def demo_slice(tmp_path_factory) -> str:
 def test_hand_made_corpus_exact_values_and_invariants(tmp_path, vocab):
     corpus = _corpus(tmp_path / "c.txt", HAND_MADE)
     out = str(tmp_path / "data")
-    manifest = create_pretraining_data(corpus, vocab, out, max_seq_length=32, max_predictions_per_seq=5, **SMALL)
+    manifest = create(corpus, vocab, out, max_seq_length=32, max_predictions_per_seq=5, **SMALL)
     rows = instances.load_split(out, "train").to_pylist()
     tokens = load_vocab_tokens(vocab)
     ids = {t: i for i, t in enumerate(tokens)}
@@ -85,7 +92,7 @@ def test_hand_made_corpus_exact_values_and_invariants(tmp_path, vocab):
 def test_masked_ids_are_the_original_tokens(tmp_path, vocab, demo_slice):
     """At masked positions the row holds [MASK] (80%), the original id (10%) or a random id (10%)."""
     out = str(tmp_path / "data")
-    create_pretraining_data(demo_slice, vocab, out, max_seq_length=64, max_predictions_per_seq=10, **SMALL)
+    create(demo_slice, vocab, out, max_seq_length=64, max_predictions_per_seq=10, **SMALL)
     rows = instances.load_split(out, "train").to_pylist()
     tokens = load_vocab_tokens(vocab)
     mask = tokens.index("[MASK]")
@@ -106,8 +113,8 @@ def _digests(folder: str) -> dict[str, str]:
 
 def test_deterministic_bytes_and_independent_of_workers(tmp_path, vocab, demo_slice):
     settings = dict(max_seq_length=64, max_predictions_per_seq=10, dev_fraction=0.1, test_fraction=0.1, dupe_factor=1, shard_size_mb=0.05)
-    first = create_pretraining_data(demo_slice, vocab, str(tmp_path / "a"), **settings)
-    create_pretraining_data(demo_slice, vocab, str(tmp_path / "b"), **settings, num_workers=2)
+    first = create(demo_slice, vocab, str(tmp_path / "a"), **settings)
+    create(demo_slice, vocab, str(tmp_path / "b"), **settings, num_workers=2)
     assert len(first["splits"]["train"]["shards"]) > 2
     assert _digests(str(tmp_path / "a")) == _digests(str(tmp_path / "b"))
     assert not Path(tmp_path / "a", ".work").exists()
@@ -137,12 +144,12 @@ def test_splits_are_disjoint(tmp_path, vocab, demo_slice):
 
 def test_rerun_reuses_matching_data_and_rewrites_otherwise(tmp_path, vocab, demo_slice, caplog):
     out = str(tmp_path / "data")
-    create_pretraining_data(demo_slice, vocab, out, max_seq_length=64, **SMALL)
+    create(demo_slice, vocab, out, max_seq_length=64, **SMALL)
     manifest_mtime = Path(out, "manifest.json").stat().st_mtime_ns
     with caplog.at_level("INFO"):
-        create_pretraining_data(demo_slice, vocab, out, max_seq_length=64, **SMALL)
+        create(demo_slice, vocab, out, max_seq_length=64, **SMALL)
     assert "reused" in caplog.text and Path(out, "manifest.json").stat().st_mtime_ns == manifest_mtime
-    changed = create_pretraining_data(demo_slice, vocab, out, max_seq_length=64, **{**SMALL, "seed": 4})
+    changed = create(demo_slice, vocab, out, max_seq_length=64, **{**SMALL, "seed": 4})
     assert changed["settings"]["seed"] == 4
     assert instances.load_split(out, "train").num_rows == changed["splits"]["train"]["num_instances"]
 
@@ -150,19 +157,19 @@ def test_rerun_reuses_matching_data_and_rewrites_otherwise(tmp_path, vocab, demo
 def test_resume_skips_finished_shards(tmp_path, vocab, demo_slice, caplog):
     out = str(tmp_path / "data")
     settings = DataSettings(max_seq_length=64, dev_fraction=0, test_fraction=0, shard_size_mb=0.05)
-    descriptors = plan_shards(demo_slice, out, settings)
-    process_shard(descriptors[0], vocab, out, settings)  # an interrupted run finished shard 0 only
+    names = plan_pretraining_data(demo_slice, vocab, out, settings)
+    create_pretraining_shard(out, names[0])  # an interrupted run finished shard 0 only
     with caplog.at_level("INFO"):
-        resumed = create_pretraining_data(demo_slice, vocab, out, max_seq_length=64, dev_fraction=0, test_fraction=0, shard_size_mb=0.05)
+        resumed = create(demo_slice, vocab, out, max_seq_length=64, dev_fraction=0, test_fraction=0, shard_size_mb=0.05)
     assert "train-00000 already done" in caplog.text and "train-00001 already done" not in caplog.text
-    fresh = create_pretraining_data(demo_slice, vocab, str(tmp_path / "fresh"), max_seq_length=64, dev_fraction=0, test_fraction=0, shard_size_mb=0.05)
+    fresh = create(demo_slice, vocab, str(tmp_path / "fresh"), max_seq_length=64, dev_fraction=0, test_fraction=0, shard_size_mb=0.05)
     assert resumed["splits"] == fresh["splits"]
 
 
 def _assert_fails_cleanly(tmp_path, corpus, vocab, match, **kwargs):
     out = tmp_path / "out"
     with pytest.raises(BertpipeError, match=match):
-        create_pretraining_data(corpus, vocab, str(out), **kwargs)
+        create(corpus, vocab, str(out), **kwargs)
     assert not out.exists()
 
 
@@ -182,7 +189,8 @@ def test_vocab_without_special_tokens(tmp_path, demo_slice):
     bad = tmp_path / "badvocab"
     bad.mkdir()
     (bad / "vocab.txt").write_text("[PAD]\n[UNK]\nthe\n", encoding="utf-8")
-    (bad / "vocab_info.json").write_text(json.dumps({"lowercase": True, "size": 3, "sha256": "x", "source": "test"}))
+    sha256 = hashlib.sha256((bad / "vocab.txt").read_bytes()).hexdigest()  # as exported: only the special tokens are wrong
+    (bad / "vocab_info.json").write_text(json.dumps({"lowercase": True, "size": 3, "sha256": sha256, "source": "test"}))
     _assert_fails_cleanly(tmp_path, demo_slice, str(bad), r"lacks \[CLS\], \[SEP\], \[MASK\]")
 
 
@@ -199,7 +207,7 @@ def test_bad_settings(tmp_path, vocab, demo_slice):
 def test_warnings_for_one_document_and_far_max_predictions(tmp_path, vocab, caplog):
     corpus = _corpus(tmp_path / "one.txt", [[line for doc in HAND_MADE for line in doc]])
     with caplog.at_level("WARNING"):
-        create_pretraining_data(corpus, vocab, str(tmp_path / "o"), max_seq_length=128, max_predictions_per_seq=5, dev_fraction=0, test_fraction=0)
+        create(corpus, vocab, str(tmp_path / "o"), max_seq_length=128, max_predictions_per_seq=5, dev_fraction=0, test_fraction=0)
     assert "ONE document" in caplog.text and "far from masked_lm_prob" in caplog.text
 
 
@@ -210,7 +218,7 @@ def test_statistics_are_logged_to_mlflow(tmp_path, vocab):
 
     corpus = _corpus(tmp_path / "c.txt", HAND_MADE)
     tracking = Tracking(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="data-test", pipeline_run_id="run-1")
-    manifest = create_pretraining_data(corpus, vocab, str(tmp_path / "data"), max_seq_length=32, max_predictions_per_seq=5, tracking=tracking, **SMALL)
+    manifest = create(corpus, vocab, str(tmp_path / "data"), max_seq_length=32, max_predictions_per_seq=5, tracking=tracking, **SMALL)
     run = mlflow.MlflowClient(tracking.tracking_uri).search_runs(
         [mlflow.get_experiment_by_name("data-test").experiment_id], filter_string="tags.`bertpipe.step` = 'create-pretraining-data'"
     )[0]
@@ -222,7 +230,7 @@ def test_statistics_are_logged_to_mlflow(tmp_path, vocab):
 def test_dynamic_masking_stores_unmasked_pairs(tmp_path, vocab):
     corpus = _corpus(tmp_path / "c.txt", HAND_MADE)
     out = str(tmp_path / "data")
-    manifest = create_pretraining_data(corpus, vocab, out, max_seq_length=32, dynamic_masking=True, **SMALL)
+    manifest = create(corpus, vocab, out, max_seq_length=32, dynamic_masking=True, **SMALL)
     rows = instances.load_split(out, "train").to_pylist()
     mask = load_vocab_tokens(vocab).index("[MASK]")
     assert manifest["settings"]["dynamic_masking"] is True and len(rows) > 5
@@ -232,7 +240,7 @@ def test_dynamic_masking_stores_unmasked_pairs(tmp_path, vocab):
 def test_long_sentences_are_reported(tmp_path, vocab, caplog):
     corpus = _corpus(tmp_path / "c.txt", [["word " * 40, "Short one."], ["Another short one.", "And more."]])
     with caplog.at_level("WARNING"):
-        manifest = create_pretraining_data(corpus, vocab, str(tmp_path / "d"), max_seq_length=16, max_predictions_per_seq=3, **SMALL)
+        manifest = create(corpus, vocab, str(tmp_path / "d"), max_seq_length=16, max_predictions_per_seq=3, **SMALL)
     assert "1 sentences are longer than max_seq_length - 3 = 13 tokens" in caplog.text
     assert manifest["statistics"]["train"]["long_sentences"] == 1
     assert manifest["statistics"]["train"]["length_max"] == 16

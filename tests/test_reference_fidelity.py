@@ -11,7 +11,8 @@ import gzip
 import pytest
 
 from components.core import instances
-from components.data.create import create_pretraining_data
+from components.data.local import create_pretraining_data
+from components.data.settings import DataSettings
 from components.data.tokenization import CorpusTokenizer
 from components.vocab.export import VocabSettings, export_vocab
 from components.core.vocab_files import load_vocab_tokens
@@ -47,7 +48,8 @@ def test_instances_equal_googles(tmp_path, vocab, demo_documents, max_seq_length
     settings = dict(max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions, dupe_factor=2, seed=seed)
     out = str(tmp_path / "data")
     create_pretraining_data(
-        demo_documents, vocab, out, do_whole_word_mask=whole_word, dev_fraction=0, test_fraction=0, shard_size_mb=1000, **settings
+        demo_documents, vocab, out,
+        settings=DataSettings(do_whole_word_mask=whole_word, dev_fraction=0, test_fraction=0, shard_size_mb=1000, **settings),
     )
     ours = instances.load_split(out, "train").to_pylist()
     theirs = google_reference.reference_instances(demo_documents, f"{vocab}/vocab.txt", whole_word_mask=whole_word, **settings)

@@ -8,18 +8,24 @@ import pytest
 
 from components.core import settings as settings_core
 from components.core.corpus import CorpusSettings
+from components.core.recipe import PHASES
+from components.data.settings import DataSettings
 from components.evaluation.evaluate import EvaluationSettings
 from components.registry.promotion import PromotionSettings
+from components.training.settings import LaunchSettings, TrainingSettings
 from components.vocab.export import VocabSettings
 from pipelines import kfp_components
-from pipelines.bert_pretraining import bert_pretraining
+from pipelines.bert_pretraining import bert_pretraining, pretraining_data
 from pipelines.cli import build_parser
 
-# (KFP component, its settings dataclass): every field is a parameter of the component.
+# (KFP component or pipeline, its settings dataclass): every field is a parameter of the component.
 COMPONENT_SETTINGS = [
     (kfp_components.export_vocab, VocabSettings),
     (kfp_components.export_vocab, CorpusSettings),
     (kfp_components.plan_pretraining_data, CorpusSettings),
+    (kfp_components.plan_pretraining_data, DataSettings),
+    (kfp_components.train_phase, TrainingSettings),
+    (kfp_components.train_phase, LaunchSettings),
     (kfp_components.evaluate, EvaluationSettings),
     (kfp_components.register_model, PromotionSettings),
 ]
@@ -27,6 +33,8 @@ COMPONENT_SETTINGS = [
 PIPELINE_SETTINGS = [
     (bert_pretraining, PromotionSettings),
     (bert_pretraining, CorpusSettings),
+    (pretraining_data, DataSettings),
+    (pretraining_data, CorpusSettings),
 ]
 
 
@@ -64,7 +72,26 @@ def test_the_check_catches_a_drifted_signature():
     ]
 
 
-@pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings), ("evaluate", EvaluationSettings), ("register", PromotionSettings),
+def test_the_pipeline_takes_every_data_setting():
+    """The pipeline's data parameters are the dataclass's, bar the recipe's per-phase ones; only the
+    defaults named here differ (Google's dupe_factor for a real corpus)."""
+    per_phase = {"max_seq_length", "max_predictions_per_seq"}
+    renamed = {"seed": "data_seed"}
+    overridden = {"dupe_factor": 5}
+    parameters = inspect.signature(bert_pretraining.pipeline_func).parameters
+    found, expected = {}, {}
+    for entry in settings_core.describe(DataSettings):
+        if entry["name"] not in per_phase:
+            name = renamed.get(entry["name"], entry["name"])
+            found[name] = (parameters[name].annotation, parameters[name].default)
+            expected[name] = (entry["type"], overridden.get(entry["name"], entry["default"]))
+    assert found == expected
+    assert (DataSettings().max_seq_length, DataSettings().max_predictions_per_seq) == (PHASES[0].max_seq_length, PHASES[0].max_predictions_per_seq)
+
+
+@pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings), ("create-pretraining-data", DataSettings),
+                                                  ("train-phase", TrainingSettings), ("train-phase", LaunchSettings),
+                                                  ("evaluate", EvaluationSettings), ("register", PromotionSettings),
                                                   ("export-vocab", CorpusSettings), ("create-pretraining-data", CorpusSettings), ("run", CorpusSettings)])
 def test_cli_flags_come_from_the_settings(command, settings_cls):
     parser = build_parser()

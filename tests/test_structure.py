@@ -22,7 +22,6 @@ PENDING_EDGES = {
     ("training", "pipelines"): "the TrainJob launch moves out of components/training/launch.py (train)",
 }
 PENDING_LONG = {
-    "components/data/create.py": "split into one-idea modules (data)",
     "components/training/phase.py": "split by the train-phase rework (train)",
 }
 

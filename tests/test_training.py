@@ -1,6 +1,7 @@
 """train_phase end to end on a tiny model: it learns, it is deterministic, it refuses wrong inputs."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from safetensors.torch import load_file
 from components.core import models
 from components.core.errors import BertpipeError
 from components.training.phase import train_phase
+from components.training.settings import TrainingSettings
 from tests.instance_factory import make_data, make_vocab
 
 FAST = {"max_seq_length": 64, "per_device_train_batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 2, "logging_steps": 2}
@@ -28,7 +30,7 @@ def weights(model_uri: str) -> dict:
 
 def test_thirty_steps_lower_the_loss_and_publish_a_self_contained_model(inputs, tmp_path):
     root, vocab, data = inputs
-    summary = train_phase(data, vocab, str(tmp_path / "out"), max_steps=30, eval_steps=15, max_eval_batches=2, **FAST)
+    summary = train_phase(data, vocab, str(tmp_path / "out"), settings=TrainingSettings(max_steps=30, eval_steps=15, max_eval_batches=2, **FAST))
     losses = [row["loss"] for row in summary["history"] if "loss" in row]
     assert len(losses) == 15 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5
     dev = [row for row in summary["history"] if "dev_loss" in row]
@@ -47,7 +49,7 @@ def test_thirty_steps_lower_the_loss_and_publish_a_self_contained_model(inputs, 
 
 def test_same_seed_gives_identical_weights(inputs, tmp_path):
     root, vocab, data = inputs
-    runs = [train_phase(data, vocab, str(tmp_path / name), max_steps=6, seed=seed, **FAST) for name, seed in (("a", 7), ("b", 7), ("c", 8))]
+    runs = [train_phase(data, vocab, str(tmp_path / name), settings=TrainingSettings(max_steps=6, seed=seed, **FAST)) for name, seed in (("a", 7), ("b", 7), ("c", 8))]
     a, b, c = (weights(run["model_uri"]) for run in runs)
     assert all(torch.equal(a[key], b[key]) for key in a)
     assert not all(torch.equal(a[key], c[key]) for key in a)
@@ -55,9 +57,9 @@ def test_same_seed_gives_identical_weights(inputs, tmp_path):
 
 def test_phase_two_starts_from_phase_one_weights_with_a_fresh_schedule(inputs, tmp_path):
     root, vocab, data = inputs
-    first = train_phase(data, vocab, str(tmp_path / "p64"), max_steps=4, **FAST)
+    first = train_phase(data, vocab, str(tmp_path / "p64"), settings=TrainingSettings(max_steps=4, **FAST))
     data128 = make_data(str(tmp_path / "data128"), vocab, max_seq_length=128, shards={"train": [16], "dev": [4], "test": [4]})
-    second = train_phase(data128, vocab, str(tmp_path / "p128"), init_model=first["model_uri"], max_steps=2, **{**FAST, "max_seq_length": 128})
+    second = train_phase(data128, vocab, str(tmp_path / "p128"), settings=TrainingSettings(init_model=first["model_uri"], max_steps=2, **{**FAST, "max_seq_length": 128}))
     assert second["history"][0]["learning_rate"] == pytest.approx(1e-3)  # after warmup step 2 of 2: the peak, not phase one's decayed value
     assert second["model_shape"] == first["model_shape"] and second["resumed_from"] is None
     before, after = weights(first["model_uri"]), weights(second["model_uri"])
@@ -68,14 +70,12 @@ def test_phase_two_starts_from_phase_one_weights_with_a_fresh_schedule(inputs, t
 def test_refuses_data_for_another_length_or_vocab(inputs, tmp_path):
     root, vocab, data = inputs
     with pytest.raises(BertpipeError, match="made with max_seq_length 64, expected 512"):
-        train_phase(data, vocab, str(tmp_path / "o"), max_seq_length=512, max_steps=1)
+        train_phase(data, vocab, str(tmp_path / "o"), settings=TrainingSettings(max_seq_length=512, max_steps=1))
     other_vocab = make_vocab(str(tmp_path / "vocab"), vocab_size=900)
     with pytest.raises(BertpipeError, match="made with another vocab"):
-        train_phase(data, other_vocab, str(tmp_path / "o"), max_steps=1, max_seq_length=64)
-    with pytest.raises(BertpipeError, match="max_steps must be at least 1"):
-        train_phase(data, vocab, str(tmp_path / "o"), max_steps=0, max_seq_length=64)
-    with pytest.raises(BertpipeError, match="unknown optimizer 'sgd'"):
-        train_phase(data, vocab, str(tmp_path / "o"), max_steps=1, max_seq_length=64, optimizer="sgd")
+        train_phase(data, other_vocab, str(tmp_path / "o"), settings=TrainingSettings(max_steps=1, max_seq_length=64))
+    with pytest.raises(BertpipeError, match=re.escape("train-phase: max_steps=0: must be at least 1; optimizer='sgd': must be one of adamw, lamb")):
+        train_phase(data, vocab, str(tmp_path / "o"), settings=TrainingSettings(max_steps=0, max_seq_length=64, optimizer="sgd"))
     assert not (tmp_path / "o" / "model").exists()
 
 
@@ -94,8 +94,8 @@ def test_gradient_accumulation_equals_one_large_batch(inputs, tmp_path):
     root, vocab, data = inputs
     init = save_tiny_model(tmp_path / "init", dropout=0.0)
     common = {**FAST, "init_model": init, "max_steps": 3, "logging_steps": 1}
-    large = train_phase(data, vocab, str(tmp_path / "large"), **{**common, "per_device_train_batch_size": 8})
-    accumulated = train_phase(data, vocab, str(tmp_path / "acc"), **{**common, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2})
+    large = train_phase(data, vocab, str(tmp_path / "large"), settings=TrainingSettings(**{**common, "per_device_train_batch_size": 8}))
+    accumulated = train_phase(data, vocab, str(tmp_path / "acc"), settings=TrainingSettings(**{**common, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}))
     assert accumulated["global_batch_size"] == 8
     assert [r["loss"] for r in accumulated["history"]] == pytest.approx([r["loss"] for r in large["history"]], rel=1e-5)
     a, b = weights(large["model_uri"]), weights(accumulated["model_uri"])
@@ -104,8 +104,7 @@ def test_gradient_accumulation_equals_one_large_batch(inputs, tmp_path):
 
 def test_lamb_with_polynomial_decay_trains(inputs, tmp_path):
     root, vocab, data = inputs
-    summary = train_phase(data, vocab, str(tmp_path / "lamb"), max_steps=12, optimizer="lamb", lr_scheduler_type="polynomial", lr_power=2.0,
-                          **{**FAST, "learning_rate": 0.1})
+    summary = train_phase(data, vocab, str(tmp_path / "lamb"), settings=TrainingSettings(max_steps=12, optimizer="lamb", lr_scheduler_type="polynomial", lr_power=2.0, **{**FAST, "learning_rate": 0.1}))
     losses = [row["loss"] for row in summary["history"]]
     assert min(losses[2:]) < losses[0] - 0.4
     assert summary["history"][1]["learning_rate"] == pytest.approx(0.1 * (1 - 2 / 10) ** 2)
@@ -115,6 +114,6 @@ def test_nan_loss_stops_with_the_step_and_publishes_nothing(inputs, tmp_path):
     root, vocab, data = inputs
     init = save_tiny_model(tmp_path / "init", poison=True)
     with pytest.raises(BertpipeError, match=r"training diverged at step 1: loss nan.*last good checkpoint: none; lower learning_rate"):
-        train_phase(data, vocab, str(tmp_path / "out"), init_model=init, max_steps=3, **FAST)
+        train_phase(data, vocab, str(tmp_path / "out"), settings=TrainingSettings(init_model=init, max_steps=3, **FAST))
     assert not (tmp_path / "out" / "model").exists()
 

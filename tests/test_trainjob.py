@@ -11,17 +11,9 @@ import pytest
 from kubernetes import client as k8s_client
 
 from components.core.errors import BertpipeError
+from components.training.trainjob import instantiate, launch_phase, trainjob_name, trainjob_state, validate_trainjob
 from pipelines.kubernetes import ClusterSettings, Resources, Toleration
-from pipelines.trainjob import (
-    build_trainjob,
-    instantiate,
-    launch_phase,
-    run_trainjob,
-    trainjob_name,
-    trainjob_state,
-    trainjob_template,
-    validate_trainjob,
-)
+from pipelines.trainjob import build_trainjob, trainjob_template
 from tests.json_http import JsonHandler
 
 SETTINGS = ClusterSettings(
@@ -77,11 +69,13 @@ def test_secrets_by_reference_and_pool_placement_patched_into_the_runtime():
                                          "kind": "ClusterTrainingRuntime"}
 
 
-def test_names_are_stable_per_run_and_phase_and_valid_labels():
-    name = trainjob_name("3f0c9a1e-7d2b-4c55-9e1a-aa00ff11ee22", "Phase 1 (seq 128)")
-    assert name == trainjob_name("3f0c9a1e-7d2b-4c55-9e1a-aa00ff11ee22", "Phase 1 (seq 128)")
-    assert name != trainjob_name("another-run", "Phase 1 (seq 128)")
-    assert re.fullmatch(r"bertpipe-phase-1-seq-128-[0-9a-f]{10}", name)
+def test_names_are_stable_per_output_phase_and_attempt_and_valid_labels():
+    output = "s3://bucket/runs/3f0c9a1e-7d2b-4c55-9e1a-aa00ff11ee22/phase-128"
+    name = trainjob_name(output, "Phase 1 (seq 128)", 1)
+    assert name == trainjob_name(output, "Phase 1 (seq 128)", 1)
+    assert name != trainjob_name("s3://bucket/runs/another-run/phase-128", "Phase 1 (seq 128)", 1)
+    assert trainjob_name(output, "Phase 1 (seq 128)", 2) == name[:-1] + "2"
+    assert re.fullmatch(r"bertpipe-phase-1-seq-128-[0-9a-f]{10}-1", name)
     manifest(name=name)  # accepted
 
 
@@ -124,13 +118,14 @@ def test_bad_arguments_are_user_errors():
 
 
 class FakeKubernetes(ThreadingHTTPServer):
-    """Serves trainer.kubeflow.org trainjobs: create (409 if it exists), get; the job
-    reports Running for `running_polls` reads, then `final` (Complete or Failed)."""
+    """Serves trainer.kubeflow.org trainjobs: create (409 if it exists), get (404 if not). Each
+    created job reports Running for `running_polls` reads, then the next of `outcomes`
+    (Complete or Failed; the last one repeats)."""
 
-    def __init__(self, running_polls=2, final="Complete", create_status=None):
+    def __init__(self, running_polls=2, outcomes=("Complete",), create_status=None):
         super().__init__(("127.0.0.1", 0), FakeKubernetesHandler)
         self.objects, self.requests = {}, []
-        self.running_polls, self.final, self.create_status = running_polls, final, create_status
+        self.running_polls, self.outcomes, self.create_status = running_polls, list(outcomes), create_status
 
     @property
     def api_client(self):
@@ -138,12 +133,13 @@ class FakeKubernetes(ThreadingHTTPServer):
         configuration.host = f"http://127.0.0.1:{self.server_address[1]}"
         return k8s_client.ApiClient(configuration)
 
+    def names(self) -> list[str]:
+        return [name for _, name in self.objects]
+
 
 class FakeKubernetesHandler(JsonHandler):
     server: FakeKubernetes
     PATH = re.compile(r"/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs(?:/([^/]+))?")
-
-
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -155,7 +151,9 @@ class FakeKubernetesHandler(JsonHandler):
         if key in self.server.objects:
             return self._reply(409, {"kind": "Status", "reason": "AlreadyExists"})
         validate_trainjob(body)
-        self.server.objects[key] = {**body, "status": {}, "reads": 0}
+        outcomes = self.server.outcomes
+        final = outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]
+        self.server.objects[key] = {**body, "status": {}, "reads": 0, "final": final}
         self._reply(201, body)
 
     def do_GET(self):
@@ -166,10 +164,10 @@ class FakeKubernetesHandler(JsonHandler):
             return self._reply(404, {"kind": "Status", "reason": "NotFound"})
         stored["reads"] += 1
         if stored["reads"] > self.server.running_polls:
-            stored["status"] = {"conditions": [{"type": self.server.final, "status": "True",
-                                                "reason": "JobFailed" if self.server.final == "Failed" else "Done",
+            final = stored["final"]
+            stored["status"] = {"conditions": [{"type": final, "status": "True", "reason": "JobFailed" if final == "Failed" else "Done",
                                                 "message": "node-2 exited with code 1"}]}
-        self._reply(200, {k: v for k, v in stored.items() if k != "reads"})
+        self._reply(200, {k: v for k, v in stored.items() if k not in ("reads", "final")})
 
 
 @pytest.fixture
@@ -188,48 +186,72 @@ def fake_k8s_factory():
         server.server_close()
 
 
-def test_launcher_creates_then_waits_for_completion(fake_k8s_factory):
+TEMPLATE = trainjob_template(dataclasses.replace(SETTINGS, num_nodes=2))
+OUTPUT = "s3://bucket/runs/run-42/phase-128"
+RANK_ARGS = ["train-phase", "--output-uri", OUTPUT, "--seed", "7"]
+
+
+def launch(server, **overrides):
+    arguments = dict(output_uri=OUTPUT, phase="phase-128", train_args=RANK_ARGS, namespace="ml", poll_seconds=0.01, api_client=server.api_client)
+    return launch_phase(TEMPLATE, **{**arguments, **overrides})
+
+
+def test_launcher_creates_this_phases_job_from_the_template_then_waits(fake_k8s_factory):
     server = fake_k8s_factory(running_polls=2)
-    job = manifest()
-    final = run_trainjob(job, poll_seconds=0.01, api_client=server.api_client)
+    final = launch(server)
     assert trainjob_state(final) == "Complete"
-    methods = [method for method, _, _ in server.requests]
-    assert methods == ["POST", "GET", "GET", "GET"]
-    assert server.requests[0][2] == job
-    assert server.requests[0][1] == "/apis/trainer.kubeflow.org/v1alpha1/namespaces/ml/trainjobs"
+    assert [method for method, _, _ in server.requests] == ["GET", "POST", "GET", "GET", "GET"]  # no attempt yet, create, 3 polls
+    created = server.requests[1][2]
+    assert server.requests[1][1] == "/apis/trainer.kubeflow.org/v1alpha1/namespaces/ml/trainjobs"
+    assert created["metadata"] == {"name": trainjob_name(OUTPUT, "phase-128", 1), "namespace": "ml",
+                                   "labels": {"app.kubernetes.io/part-of": "bertpipe"}}
+    assert created["spec"]["trainer"]["numNodes"] == 2
+    assert created["spec"]["trainer"]["command"] == ["torchrun", "--no-python", "bertpipe", *RANK_ARGS]
 
 
-def test_retried_launcher_adopts_the_existing_job(fake_k8s_factory):
+def test_a_retried_launcher_adopts_a_running_or_complete_attempt(fake_k8s_factory):
     server = fake_k8s_factory(running_polls=0)
-    job = manifest()
-    run_trainjob(job, poll_seconds=0.01, api_client=server.api_client)
-    run_trainjob(job, poll_seconds=0.01, api_client=server.api_client)  # 409, then waits on it
-    assert len(server.objects) == 1
-    assert [m for m, _, _ in server.requests] == ["POST", "GET", "POST", "GET"]
+    launch(server)
+    launch(server)  # finds attempt 1 Complete: waits on it, creates nothing
+    assert server.names() == [trainjob_name(OUTPUT, "phase-128", 1)]
+    assert [m for m, _, _ in server.requests].count("POST") == 1
 
 
-def test_failed_job_fails_the_launcher_with_its_reason(fake_k8s_factory):
-    server = fake_k8s_factory(running_polls=1, final="Failed")
-    with pytest.raises(BertpipeError, match="TrainJob ml/bertpipe-phase1-0123456789 failed: JobFailed: node-2 exited"):
-        run_trainjob(manifest(), poll_seconds=0.01, api_client=server.api_client)
+def test_after_a_failed_attempt_the_retry_starts_a_new_one(fake_k8s_factory):
+    """The job fails once: the launcher fails with its reason, KFP retries the launcher, which starts
+    attempt 2 with the same rank command (whose ranks resume from the newest checkpoint in OUTPUT)."""
+    server = fake_k8s_factory(running_polls=1, outcomes=("Failed", "Complete"))
+    with pytest.raises(BertpipeError, match=r"TrainJob ml/bertpipe-phase-128-[0-9a-f]{10}-1 failed: JobFailed: node-2 exited with code 1; "
+                                            "a retry of this task starts a new attempt"):
+        launch(server)
+    final = launch(server)
+    assert trainjob_state(final) == "Complete"
+    assert server.names() == [trainjob_name(OUTPUT, "phase-128", 1), trainjob_name(OUTPUT, "phase-128", 2)]
+    first, second = (body for method, _, body in server.requests if method == "POST")
+    assert first["spec"] == second["spec"]
+    assert launch(server)["metadata"]["name"] == trainjob_name(OUTPUT, "phase-128", 2), "a third launcher adopts the complete attempt 2"
 
 
 def test_timeout_and_forbidden_are_user_errors(fake_k8s_factory):
     slow = fake_k8s_factory(running_polls=10**6)
     with pytest.raises(BertpipeError, match="still running after 0s"):
-        run_trainjob(manifest(), poll_seconds=0.01, timeout_seconds=0.05, api_client=slow.api_client)
+        launch(slow, timeout_seconds=0.05)
     forbidden = fake_k8s_factory(create_status=403)
     with pytest.raises(BertpipeError, match="403.*may this service account create trainjobs"):
-        run_trainjob(manifest(), poll_seconds=0.01, api_client=forbidden.api_client)
+        launch(forbidden)
 
 
-def test_launch_phase_runs_this_runs_job_from_the_compile_time_template(fake_k8s_factory):
-    server = fake_k8s_factory(running_polls=1)
-    template = trainjob_template(dataclasses.replace(SETTINGS, num_nodes=2))
-    launch_phase(template, pipeline_run_id="run-42", phase="phase1", train_args=["train", "--seed", "7"],
-                 namespace="ml", poll_seconds=0.01, api_client=server.api_client)
-    created = server.requests[0][2]
-    assert created["metadata"] == {"name": trainjob_name("run-42", "phase1"), "namespace": "ml",
-                                   "labels": {"app.kubernetes.io/part-of": "bertpipe"}}
-    assert created["spec"]["trainer"]["numNodes"] == 2
-    assert created["spec"]["trainer"]["command"] == ["torchrun", "--no-python", "bertpipe", "train", "--seed", "7"]
+def test_outside_a_cluster_the_kube_config_gives_server_and_namespace(fake_k8s_factory, tmp_path, monkeypatch):
+    from kubernetes.config import kube_config
+
+    server = fake_k8s_factory(running_polls=0)
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "lab",
+        "clusters": [{"name": "lab", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
+        "users": [{"name": "me", "user": {"token": "not-a-secret"}}],
+        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "me", "namespace": "team-a"}}],
+    }
+    (tmp_path / "kubeconfig").write_text(json.dumps(config))
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "kubeconfig"))
+    launch_phase(TEMPLATE, output_uri=OUTPUT, phase="phase-128", train_args=RANK_ARGS, poll_seconds=0.01)
+    assert list(server.objects) == [("team-a", trainjob_name(OUTPUT, "phase-128", 1))]

@@ -27,6 +27,11 @@ class Placement:
         return torch.device("cuda", self.local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
 
+def is_rank() -> bool:
+    """Started by torchrun (or a TrainJob's torchrun): this process is one rank of a phase."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def start() -> Placement:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK); a lone process needs none."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
