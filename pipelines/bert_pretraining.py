@@ -31,6 +31,15 @@ DATA_SETTINGS = tuple(field_types(DataSettings))
 PipelineOutputs = NamedTuple("PipelineOutputs", [("registration", str), ("evaluation_uri", str), ("model_uri", str)])
 
 
+def corpus_reading(namespace: dict) -> dict:
+    """The CorpusSettings fields among a pipeline's parameters, to pass on to the tasks that read the corpus."""
+    import dataclasses
+
+    from components.core.corpus import CorpusSettings
+
+    return {f.name: namespace[f.name] for f in dataclasses.fields(CorpusSettings)}
+
+
 def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optional[dict] = None):
     """The pipeline and its pretraining-data sub-pipeline, with `settings` applied to every task.
 
@@ -74,13 +83,23 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         test_fraction: float = 0.02,
         seed: int = 12345,
         shard_size_mb: float = 16.0,
+        corpus_format: str = "auto",
+        text_column: str = "text",
+        sentences: str = "split",
+        normalize_unicode: bool = True,
+        normalize_whitespace: bool = True,
+        min_document_chars: int = 50,
+        dedup: bool = True,
+        clean_text_format: bool = False,
+        skip_bad_records: bool = False,
     ) -> dsl.Dataset:
         # Tasks hand each other only shard names: the plan, the documents and the shard records stay
         # in the data folder, so no task's input grows with the corpus (one argument is capped at 128 KiB).
         given = locals()
         settings = {name: given[name] for name in DATA_SETTINGS}
         where = dict(artifact_root=artifact_root, pipeline_run_id=pipeline_run_id, max_seq_length=max_seq_length)
-        plan = steps.plan_pretraining_data(corpus=corpus, vocab=vocab, **settings, artifact_root=artifact_root, pipeline_run_id=pipeline_run_id)
+        plan = steps.plan_pretraining_data(corpus=corpus, vocab=vocab, **settings, **corpus_reading(given),
+                                           artifact_root=artifact_root, pipeline_run_id=pipeline_run_id)
         configure(plan.set_display_name("plan-shards"), "data")
         with dsl.ParallelFor(plan.output, parallelism=MAX_PARALLEL_SHARDS) as shard_name:
             shard = steps.create_pretraining_shard(shard=shard_name, **where)
@@ -110,6 +129,15 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         test_fraction: float = 0.02,
         data_seed: int = 12345,
         shard_size_mb: float = 16.0,
+        corpus_format: str = "auto",
+        text_column: str = "text",
+        sentences: str = "split",
+        normalize_unicode: bool = True,
+        normalize_whitespace: bool = True,
+        min_document_chars: int = 50,
+        dedup: bool = True,
+        clean_text_format: bool = False,
+        skip_bad_records: bool = False,
         phase1_steps: int = 900,
         phase1_batch_size: int = 32,
         phase1_learning_rate: float = 1e-4,
@@ -147,7 +175,8 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         where = dict(artifact_root=artifact_root, pipeline_run_id=run_id, tracking_uri=tracking_uri, experiment=experiment)
 
-        vocab = steps.export_vocab(vocab_source=vocab_source, corpus=corpus, vocab_size=vocab_size, lowercase=lowercase, **where)
+        reading = corpus_reading(locals())
+        vocab = steps.export_vocab(vocab_source=vocab_source, corpus=corpus, vocab_size=vocab_size, lowercase=lowercase, **reading, **where)
         configure(vocab.set_display_name("export-vocab"), "vocab")
 
         data = {}
@@ -159,7 +188,7 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         for phase in PHASES:
             data[phase.max_seq_length] = pretraining_data(
                 corpus=corpus, vocab=vocab.outputs["vocab"], max_seq_length=phase.max_seq_length,
-                max_predictions_per_seq=phase.max_predictions_per_seq, **data_settings, **where,
+                max_predictions_per_seq=phase.max_predictions_per_seq, **data_settings, **reading, **where,
             ).set_display_name(f"create-pretraining-data-{phase.max_seq_length}")
 
         # Phase 512 starts from phase 128's weights, with a fresh optimizer and schedule.

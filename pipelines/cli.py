@@ -14,9 +14,11 @@ import sys
 from typing import Callable
 
 from components.core.console import configure_logging
+from components.core.corpus import CorpusSettings
 from components.core.errors import BertpipeError
 from components.core.redact import mask
 from components.core.tracking import DEFAULT_EXPERIMENT, FALLBACK_TRACKING_URI, Tracking, default_tracking_uri
+from pipelines.cli_flags import add_settings_flags, settings_from_args
 from pipelines.parameters import help_for
 
 log = logging.getLogger("bertpipe")
@@ -83,22 +85,22 @@ def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_step_command(commands, name: str, summary: str, settings_cls, inputs: dict[str, tuple[str, str | None]], run: Callable,
-                     after: Callable[[dict], None] | None = None) -> argparse.ArgumentParser:
+                     after: Callable[[dict], None] | None = None, also: tuple = ()) -> argparse.ArgumentParser:
     """`bertpipe <name>`: flags for the step's inputs/outputs (name -> (help, default; None = required)),
-    flags generated from its settings dataclass, and the tracking flags; `run(args, settings, tracking)` calls the step,
-    whose result is printed as JSON; `after(result)` may then raise to exit non-zero. Returns the subcommand's
-    parser, for flags of a second settings class."""
-    from pipelines.cli_flags import add_settings_flags, settings_from_args
+    flags generated from its settings dataclass (and the classes in `also`, e.g. CorpusSettings), and the
+    tracking flags; `run(args, settings, tracking, *also_settings)` calls the step, whose result is printed
+    as JSON; `after(result)` may then raise to exit non-zero. Returns the subcommand's parser."""
 
     step = commands.add_parser(name, help=summary, description=summary)
     for input_name, (text, default) in inputs.items():
         step.add_argument(_flag(input_name), required=default is None, default=default, type=type(default) if default is not None else str, help=text)
-    add_settings_flags(step, settings_cls)
+    for cls in (settings_cls, *also):
+        add_settings_flags(step, cls)
     add_tracking_flags(step)
 
     def command(args: argparse.Namespace) -> None:
-        settings = settings_from_args(settings_cls, args, name)
-        result = run(args, settings, Tracking(args.tracking_uri, args.experiment, args.pipeline_run_id))
+        settings = [settings_from_args(cls, args, name) for cls in (settings_cls, *also)]
+        result = run(args, settings[0], Tracking(args.tracking_uri, args.experiment, args.pipeline_run_id), *settings[1:])
         print(mask(json.dumps(result, indent=2, sort_keys=True, default=str)))
         if after:
             after(result)
@@ -189,7 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
     from components.training.phase import train_phase
     from components.training.settings import LaunchSettings, TrainingSettings
     from components.vocab.export import VocabSettings, export_vocab
-    from pipelines.cli_flags import add_settings_flags, settings_from_args
     from pipelines.bert_pretraining import bert_pretraining
     from pipelines.cli_cluster import add_cluster_commands
     from pipelines.local_run import DEMO_SETTINGS
@@ -247,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_step_command(
         commands, "export-vocab", "write vocab.txt + tokenizer files from a tokenizer, or train a WordPiece vocab on the corpus", VocabSettings,
         {"output_uri": (help_for("output_uri"), None), "source": (help_for("source"), ""), "corpus": (help_for("corpus"), "")},
-        lambda args, settings, tracking: export_vocab(args.output_uri, source=args.source, corpus=args.corpus, settings=settings, tracking=tracking),
+        lambda args, settings, tracking, corpus_settings: export_vocab(args.output_uri, source=args.source, corpus=args.corpus, settings=settings,
+                                                                       corpus_settings=corpus_settings, tracking=tracking),
+        also=(CorpusSettings,),
     )
     add_step_command(
         commands, "probe", "train a small classifier on the model's frozen sentence representation (and the champion's): accuracy, macro-F1", ProbeSettings,
@@ -269,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "create-pretraining-data", "corpus -> masked-LM/NSP instances as Parquet shards (Google's algorithm)", DataSettings,
         {"corpus": (help_for("corpus"), None), "vocab_uri": (help_for("vocab_uri"), None), "output_uri": (help_for("output_uri"), None),
          "num_workers": (help_for("num_workers") + " (default: %(default)s)", 1)},
-        lambda args, settings, tracking: create_pretraining_data(args.corpus, args.vocab_uri, args.output_uri, settings=settings,
-                                                                 num_workers=args.num_workers, tracking=tracking),
+        lambda args, settings, tracking, corpus_settings: create_pretraining_data(
+            args.corpus, args.vocab_uri, args.output_uri, settings=settings, corpus_settings=corpus_settings, num_workers=args.num_workers, tracking=tracking),
+        also=(CorpusSettings,),
     )
     data_uris = {"data_uris": (help_for("data_uris"), None)}
     add_step_command(

@@ -22,9 +22,19 @@ def export_vocab(
     vocab: dsl.Output[dsl.Artifact],
     vocab_size: int = 8000,
     lowercase: str = "auto",
+    corpus_format: str = "auto",
+    text_column: str = "text",
+    sentences: str = "split",
+    normalize_unicode: bool = True,
+    normalize_whitespace: bool = True,
+    min_document_chars: int = 50,
+    dedup: bool = True,
+    clean_text_format: bool = False,
+    skip_bad_records: bool = False,
 ):
     """Export the vocab of a pretrained tokenizer (vocab_source), or train a WordPiece vocab on the corpus."""
     from components.core.console import configure_logging
+    from components.core.corpus import CorpusSettings
     from components.core.settings import pick
     from components.core.tracking import Tracking
     from components.vocab.export import VocabSettings, export_vocab
@@ -33,7 +43,7 @@ def export_vocab(
     configure_logging()
     uri = step_io.output_uri(artifact_root, pipeline_run_id, "vocab")
     info = export_vocab(uri, source=vocab_source, corpus=corpus, settings=pick(VocabSettings, locals()),
-                        tracking=Tracking(tracking_uri, experiment, pipeline_run_id))
+                        corpus_settings=pick(CorpusSettings, locals()), tracking=Tracking(tracking_uri, experiment, pipeline_run_id))
     step_io.publish(vocab, uri, info)
 
 
@@ -55,6 +65,15 @@ def plan_pretraining_data(
     test_fraction: float = 0.02,
     seed: int = 12345,
     shard_size_mb: float = 16.0,
+    corpus_format: str = "auto",
+    text_column: str = "text",
+    sentences: str = "split",
+    normalize_unicode: bool = True,
+    normalize_whitespace: bool = True,
+    min_document_chars: int = 50,
+    dedup: bool = True,
+    clean_text_format: bool = False,
+    skip_bad_records: bool = False,
 ) -> list:
     """Split the corpus by document into shards of raw text, written with the plan to the data folder; returns the shard names.
 
@@ -62,13 +81,15 @@ def plan_pretraining_data(
     the corpus; each shard task reads its documents and the settings from the data folder.
     """
     from components.core.console import configure_logging
+    from components.core.corpus import CorpusSettings
     from components.core.settings import pick
     from components.data.settings import DataSettings
     from components.data.split import plan_pretraining_data as plan
     from pipelines import step_io
 
     configure_logging()
-    return plan(corpus, step_io.uri_of(vocab), step_io.data_uri(artifact_root, pipeline_run_id, max_seq_length), pick(DataSettings, locals()))
+    return plan(corpus, step_io.uri_of(vocab), step_io.data_uri(artifact_root, pipeline_run_id, max_seq_length), pick(DataSettings, locals()),
+                pick(CorpusSettings, locals()))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

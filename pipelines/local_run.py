@@ -16,7 +16,8 @@ from pathlib import Path
 
 from components.core import storage
 from components.core.baselines import baseline_key
-from components.core.corpus import iter_documents
+from components.core.corpus import CorpusSettings, iter_documents
+from components.core.settings import check, pick
 from components.core.errors import BertpipeError
 from components.core.redact import mask
 from components.core.scoring import EVALUATION_METRICS_FILE
@@ -51,8 +52,10 @@ def absolute_location(uri: str) -> str:
 def preflight(arguments: dict) -> None:
     """Fail at once, before any step starts, on inputs that would fail a step minutes later."""
     corpus = arguments["corpus"]
-    if next(iter_documents(corpus), None) is None:
-        raise BertpipeError(f"corpus {corpus} is empty: it holds no non-blank lines")
+    reading = pick(CorpusSettings, arguments)
+    check(reading, "run")
+    if next(iter_documents(corpus, reading), None) is None:
+        raise BertpipeError(f"corpus {corpus} is empty: it holds no document to keep (only blank lines, or every one dropped by the cleaning)")
     if arguments.get("vocab_source"):
         from components.vocab.export import tokens_from_pretrained
         from components.core.vocab_files import check_special_tokens

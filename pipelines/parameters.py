@@ -67,6 +67,14 @@ PHASE_HELP = {
 }
 
 
+def _corpus_help() -> dict[str, str]:
+    """How the corpus is read: the help texts live with CorpusSettings (their one home)."""
+    from components.core.corpus import CorpusSettings
+    from components.core.settings import describe
+
+    return {entry["name"]: entry["help"] for entry in describe(CorpusSettings)}
+
+
 def help_for(name: str) -> str:
     """The help text of a parameter; phase{N}_* parameters share one text per suffix; a training
     setting's is its TrainingSettings help."""
@@ -75,6 +83,9 @@ def help_for(name: str) -> str:
 
     if name in HELP:
         return HELP[name]
+    corpus_help = _corpus_help()
+    if name in corpus_help:
+        return corpus_help[name]
     training = {entry["name"]: entry["help"] for entry in describe(TrainingSettings)}
     if name in training:
         return training[name]

@@ -7,6 +7,7 @@ import inspect
 import pytest
 
 from components.core import settings as settings_core
+from components.core.corpus import CorpusSettings
 from components.core.recipe import PHASES
 from components.data.settings import DataSettings
 from components.evaluation.evaluate import EvaluationSettings
@@ -21,6 +22,8 @@ from pipelines.cli import build_parser
 # (KFP component or pipeline, its settings dataclass): every field is a parameter of the component.
 COMPONENT_SETTINGS = [
     (kfp_components.export_vocab, VocabSettings),
+    (kfp_components.export_vocab, CorpusSettings),
+    (kfp_components.plan_pretraining_data, CorpusSettings),
     (kfp_components.plan_pretraining_data, DataSettings),
     (kfp_components.train_phase, TrainingSettings),
     (kfp_components.train_phase, LaunchSettings),
@@ -31,7 +34,9 @@ COMPONENT_SETTINGS = [
 # (pipeline, settings dataclass): the pipeline's parameters of that step.
 PIPELINE_SETTINGS = [
     (bert_pretraining, PromotionSettings),
+    (bert_pretraining, CorpusSettings),
     (pretraining_data, DataSettings),
+    (pretraining_data, CorpusSettings),
 ]
 
 
@@ -89,7 +94,8 @@ def test_the_pipeline_takes_every_data_setting():
 @pytest.mark.parametrize("command,settings_cls", [("export-vocab", VocabSettings), ("create-pretraining-data", DataSettings),
                                                   ("train-phase", TrainingSettings), ("train-phase", LaunchSettings),
                                                   ("evaluate", EvaluationSettings), ("register", PromotionSettings),
-                                                  ("probe", ProbeSettings)])
+                                                  ("probe", ProbeSettings),
+                                                  ("export-vocab", CorpusSettings), ("create-pretraining-data", CorpusSettings), ("run", CorpusSettings)])
 def test_cli_flags_come_from_the_settings(command, settings_cls):
     parser = build_parser()
     step = parser._subparsers._group_actions[0].choices[command]

@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 
+from components.core.corpus import CorpusSettings
 from components.core.errors import BertpipeError
 from components.core.tracking import Tracking
 from components.data.instance_creation import load_compiled
@@ -78,15 +79,15 @@ def _start_worker(log_level: int) -> None:
 
 
 def create_pretraining_data(corpus: str, vocab_uri: str, output_uri: str, *, settings: DataSettings = DataSettings(),
-                            num_workers: int = 1, tracking: Tracking | None = None) -> dict:
+                            corpus_settings: CorpusSettings = CorpusSettings(), num_workers: int = 1, tracking: Tracking | None = None) -> dict:
     """Corpus -> pretraining data folder (Parquet shards, manifest.json, data_card.md); returns the manifest.
 
-    A folder that already holds this data (same corpus, vocab and settings) is kept as is; an
+    The corpus is read with `corpus_settings`. A folder that already holds this data (same corpus, vocab and settings) is kept as is; an
     interrupted run's finished shards are not redone. The output does not depend on `num_workers`.
     """
     if num_workers < 1:
         raise BertpipeError(f"{STEP_NAME}: num_workers={num_workers}: must be at least 1")
     with _worker_pool(num_workers) as pool:
-        names = plan_pretraining_data(corpus, vocab_uri, output_uri, settings)
+        names = plan_pretraining_data(corpus, vocab_uri, output_uri, settings, corpus_settings)
         _make_shards(output_uri, names, pool, num_workers - 1)
     return merge_pretraining_data(output_uri, tracking)

@@ -12,13 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from components.core import instances, storage
+from components.core.corpus import CorpusCounts
 from components.core.errors import BertpipeError
 from components.core.settings import from_mapping
 from components.core.tracking import Tracking, log_metrics, step_run
 from components.data import statistics as data_statistics
 from components.data.settings import STEP_NAME, DataSettings
 from components.data.shard import fingerprint
-from components.data.work import done_uri, read_plan, remove_tree, shard_name, work_uri
+from components.data.work import CORPUS_FILE, done_uri, read_plan, remove_tree, shard_name, work_uri
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,17 @@ def _records(output_uri: str, plan: dict, settings: DataSettings) -> list[dict]:
     return records
 
 
-def _manifest(plan: dict, settings: DataSettings, records: list[dict]) -> dict:
+def _corpus_reading(output_uri: str, records: list[dict]) -> dict:
+    """The corpus format, its settings and counts from the planning pass; sentences come from the shards
+    when they split the documents."""
+    reading = storage.read_json(work_uri(output_uri, CORPUS_FILE))
+    counts = CorpusCounts(**reading["counts"])
+    if any(record.get("split_sentences") for record in records):
+        counts.sentences = sum(record.get("sentences", 0) for record in records)
+    return {**reading, "counts": counts.summary()}
+
+
+def _manifest(plan: dict, settings: DataSettings, records: list[dict], corpus_reading: dict) -> dict:
     manifest = {
         "schema_version": instances.SCHEMA_VERSION,
         "max_seq_length": settings.max_seq_length,
@@ -49,6 +60,7 @@ def _manifest(plan: dict, settings: DataSettings, records: list[dict]) -> dict:
         "corpus": plan["corpus"],
         "corpus_sha256": plan["corpus_sha256"],
         "settings": asdict(settings),  # in field order: the data card lists them so
+        "corpus_reading": corpus_reading,
         "splits": {},
         "statistics": {},
     }
@@ -89,7 +101,8 @@ def merge_pretraining_data(output_uri: str, tracking: Tracking | None = None) ->
         remove_tree(work_uri(output_uri))
         return instances.read_manifest(output_uri)
     settings = from_mapping(DataSettings, plan["settings"])
-    manifest = _manifest(plan, settings, _records(output_uri, plan, settings))
+    records = _records(output_uri, plan, settings)
+    manifest = _manifest(plan, settings, records, _corpus_reading(output_uri, records))
     _delete_stale_shards(output_uri, manifest)
     storage.write_text(storage.join(output_uri, "data_card.md"), data_statistics.data_card(manifest))
     long_sentences = sum(summary["long_sentences"] for summary in manifest["statistics"].values())
@@ -99,9 +112,11 @@ def merge_pretraining_data(output_uri: str, tracking: Tracking | None = None) ->
             "if that is many, check that the corpus has one sentence per line", long_sentences, settings.max_seq_length - 3,
         )
     if tracking:
-        params = {"corpus": plan["corpus"], "vocab_uri": plan["vocab_uri"], "output_uri": output_uri, **asdict(settings)}
+        reading = manifest["corpus_reading"]
+        params = {"corpus": plan["corpus"], "vocab_uri": plan["vocab_uri"], "output_uri": output_uri, "corpus_format": reading["format"],
+                  **asdict(settings), **{key: value for key, value in reading["settings"].items() if key != "corpus_format"}}
         with step_run(tracking, STEP_NAME, params):
-            log_metrics(data_statistics.metrics_for_mlflow(manifest["statistics"]))
+            log_metrics({**data_statistics.metrics_for_mlflow(manifest["statistics"]), **data_statistics.corpus_metrics(reading["counts"])})
     storage.write_json(storage.join(output_uri, instances.MANIFEST_FILE), manifest)
     remove_tree(work_uri(output_uri))
     log.info(

@@ -20,6 +20,7 @@ from functools import lru_cache
 import numpy as np
 
 from components.core import instances, storage
+from components.core.corpus import split_sentences
 from components.core.errors import BertpipeError
 from components.core.masking import MaskingConfig
 from components.core.settings import from_mapping
@@ -96,12 +97,15 @@ def _make_shard(descriptor: dict, vocab: _Vocab, output_uri: str, settings: Data
     record_uri = done_uri(output_uri, name)
     if storage.exists(record_uri):
         record = storage.read_json(record_uri)
-        if record.get("fingerprint") == expected and record.get("text_sha256") == descriptor["text_sha256"]:
+        if record.get("fingerprint") == expected and all(record.get(key) == descriptor.get(key) for key in ("text_sha256", "split_sentences")):
             log.info("shard %s already done, skipped", name)
             return record
     started = time.perf_counter()
     tokenizer = _tokenizer(vocab.info["sha256"], tuple(vocab.tokens), bool(vocab.info["lowercase"]))
-    documents = _tokenize_documents(_read_documents(descriptor["documents_uri"]), tokenizer)
+    raw = _read_documents(descriptor["documents_uri"])
+    if descriptor.get("split_sentences"):  # raw documents: paragraphs, split here so that shards split in parallel
+        raw = [sentences for sentences in map(split_sentences, raw) if sentences]
+    documents = _tokenize_documents(raw, tokenizer)
     long_sentences = int((documents.sentence_lengths() > settings.max_seq_length - 3).sum())
     tokenized = time.perf_counter()
     seed = shard_seed(settings.seed, descriptor["split"], descriptor["index"])
@@ -115,6 +119,8 @@ def _make_shard(descriptor: dict, vocab: _Vocab, output_uri: str, settings: Data
         "path": path,
         **written,
         "text_sha256": descriptor["text_sha256"],
+        "split_sentences": descriptor.get("split_sentences", False),
+        "sentences": sum(map(len, raw)),
         "fingerprint": expected,
         "counts": data_statistics.counts_to_json(stats, long_sentences),
     }

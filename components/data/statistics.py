@@ -78,6 +78,33 @@ def metrics_for_mlflow(statistics: dict[str, dict]) -> dict[str, float]:
     }
 
 
+_CORPUS_ROWS = (
+    ("files", "Files (or datasets) read"),
+    ("records", "Documents read"),
+    ("bad_records", "Bad records skipped"),
+    ("bad_files", "Bad files skipped"),
+    ("empty", "Dropped: empty"),
+    ("short", "Dropped: shorter than min_document_chars"),
+    ("duplicates", "Dropped: exact duplicates"),
+    ("documents", "Documents kept"),
+    ("sentences", "Sentences"),
+)
+
+
+def corpus_metrics(counts: dict) -> dict[str, float]:
+    """`corpus/name` metrics from the corpus counts (components.core.corpus.CorpusCounts.summary)."""
+    return {f"corpus/{name}": float(value) for name, value in counts.items()}
+
+
+def _corpus_section(reading: dict) -> list[str]:
+    counts = reading["counts"]
+    lines = ["## Corpus", "", f"Format: {reading['format']}.", "", "| | |", "|---|---|"]
+    lines += [f"| {label} | {counts[key]:,} |" for key, label in _CORPUS_ROWS]
+    lines += [f"| Mean sentences per document | {counts['mean_sentences_per_document']:.1f} |", ""]
+    lines += [f"- {key}: {value}" for key, value in reading["settings"].items()]
+    return lines + [""]
+
+
 _ROWS = (
     ("documents", "Documents", "{:,}"),
     ("instances", "Instances", "{:,}"),
@@ -112,6 +139,7 @@ def data_card(manifest: dict) -> str:
         "",
         *(f"- {key}: {value}" for key, value in settings.items()),
         "",
+        *(_corpus_section(manifest["corpus_reading"]) if "corpus_reading" in manifest else []),
         "## Statistics",
         "",
         "| | " + " | ".join(splits) + " |",

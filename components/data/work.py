@@ -1,6 +1,7 @@
 """The work area of a data folder, `.work/`: what the plan hands the shard tasks, and they the merge.
 
-    .work/plan.json             corpus, vocab, settings, corpus fingerprint, one descriptor per shard
+    .work/plan.json             corpus, vocab, data and corpus settings, corpus fingerprint, one descriptor per shard
+    .work/corpus.json           what the planning pass read: corpus format, its settings, its counts
     .work/docs/{shard}.txt.gz   each shard's raw documents
     .work/done/{shard}.json     each finished shard's record (path, checksum, statistics)
 
@@ -17,6 +18,7 @@ from components.core.errors import BertpipeError
 
 WORK_DIR = ".work"
 PLAN_FILE = "plan.json"
+CORPUS_FILE = "corpus.json"
 
 
 def work_uri(output_uri: str, *parts: str) -> str:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from components.core import storage
+from components.core.corpus import Corpus, CorpusSettings
 from components.core.errors import BertpipeError
 from components.core.settings import check, setting
 from components.core.tracking import Tracking, log_metrics, step_run
@@ -43,23 +44,26 @@ def tokens_from_pretrained(source: str) -> tuple[list[str], bool]:
     return load(source)
 
 
-def _train_wordpiece(corpus: str, vocab_size: int, lowercase: bool) -> list[str]:
+def _train_wordpiece(corpus: str, vocab_size: int, lowercase: bool, corpus_settings: CorpusSettings) -> tuple[list[str], dict]:
+    """The vocab tokens and the corpus counts (documents read, dropped, duplicates)."""
     from tokenizers import BertWordPieceTokenizer
 
-    from components.core.corpus import iter_documents
+    # WordPiece only needs words: raw documents are read cleaned and deduplicated but not sentence-split.
+    reader = Corpus(corpus, corpus_settings)
 
     def lines():
-        for document in iter_documents(corpus):
+        for document in reader.documents(split=False):
             yield from document
 
     tokenizer = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=lowercase, clean_text=True, handle_chinese_chars=True)
     tokenizer.train_from_iterator(lines(), vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+    log.info("corpus %s (%s): %s", corpus, reader.format, reader.counts.describe())
     learned = set(tokenizer.get_vocab()) - set(SPECIAL_TOKENS)
     if not learned:
         raise BertpipeError(f"corpus {corpus} is empty: no vocab could be trained")
     # The trainer's id order varies between runs (ties broken by thread timing); WordPiece
     # only needs the set, so sort it to make the vocab file reproducible.
-    return list(SPECIAL_TOKENS) + sorted(learned, key=lambda token: (token.startswith("##"), token))
+    return list(SPECIAL_TOKENS) + sorted(learned, key=lambda token: (token.startswith("##"), token)), reader.counts.as_dict()
 
 
 @dataclass(frozen=True)
@@ -76,26 +80,32 @@ class VocabSettings:
 
 
 def export_vocab(output_uri: str, *, source: str = "", corpus: str = "", settings: VocabSettings = VocabSettings(),
-                 tracking: Tracking | None = None) -> dict:
+                 corpus_settings: CorpusSettings = CorpusSettings(), tracking: Tracking | None = None) -> dict:
     """Write a vocab folder to output_uri: the vocab of `source` (a tokenizer folder, s3:// folder or hub id)
-    when given, else a WordPiece vocab trained on `corpus`.
+    when given, else a WordPiece vocab trained on `corpus` (read with `corpus_settings`).
 
     Returns the vocab_info dict.
     """
     check(settings, "export-vocab")
+    check(corpus_settings, "export-vocab")
+    counts: dict = {}
     if tracking is None:
-        return _export_vocab(output_uri, source, corpus, settings.vocab_size, settings.lowercase_flag)
+        return _export_vocab(output_uri, source, corpus, settings, corpus_settings, counts)
     import mlflow
 
     params = {"source": source, "corpus": corpus, "vocab_size": settings.vocab_size, "lowercase": settings.lowercase}
+    if corpus and not source:
+        params.update(asdict(corpus_settings))
     with step_run(tracking, "export-vocab", params):
-        info = _export_vocab(output_uri, source, corpus, settings.vocab_size, settings.lowercase_flag)
-        log_metrics({"vocab_size": info["size"]})
+        info = _export_vocab(output_uri, source, corpus, settings, corpus_settings, counts)
+        log_metrics({"vocab_size": info["size"], **{f"corpus/{name}": value for name, value in counts.items()}})
         mlflow.set_tags({"vocab_sha256": info["sha256"], "vocab_uri": output_uri})
     return info
 
 
-def _export_vocab(output_uri: str, source: str, corpus: str, vocab_size: int, lowercase: bool | None) -> dict:
+def _export_vocab(output_uri: str, source: str, corpus: str, settings: VocabSettings, corpus_settings: CorpusSettings, counts: dict) -> dict:
+    """The vocab folder; `counts` gets the corpus counts when the vocab is trained."""
+    vocab_size, lowercase = settings.vocab_size, settings.lowercase_flag
     if not (source or corpus):
         raise BertpipeError("export-vocab needs --source (a tokenizer to export) or --corpus (to train a vocab on)")
     if source:
@@ -108,7 +118,8 @@ def _export_vocab(output_uri: str, source: str, corpus: str, vocab_size: int, lo
     else:
         lowercase = True if lowercase is None else lowercase
         log.info("training a %d-token WordPiece vocab on %s (lowercase=%s)", vocab_size, corpus, lowercase)
-        tokens = _train_wordpiece(corpus, vocab_size, lowercase)
+        tokens, corpus_counts = _train_wordpiece(corpus, vocab_size, lowercase, corpus_settings)
+        counts.update(corpus_counts)
         origin = f"trained on {corpus}"
     check_special_tokens(tokens, origin)
     if len(set(tokens)) != len(tokens):
