@@ -27,6 +27,7 @@ import shutil
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,6 +230,7 @@ class LiveRun:
                 outputs, status = run_task(*args, **kwargs)
             except BaseException:
                 task.seconds, task.ok, task.summary = time.monotonic() - task.started, False, "kfp.local itself failed (see the log)"
+                sys.stderr.write(traceback.format_exc())  # still this task's log: kfp.local's thread would lose it
                 raise
             finally:
                 self.logs.close_task()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,17 +29,20 @@ class PodLikeTasks:
     executor_input_bytes: list[int] = field(default_factory=list)
     workdirs: list[Path] = field(default_factory=list)
     return_codes: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self, full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
-        workdir = self.root / f"task-{len(self.workdirs):03d}"
-        (workdir / "home").mkdir(parents=True)
-        self.workdirs.append(workdir)
-        if "--executor_input" in full_command:
-            self.executor_input_bytes.append(len(full_command[full_command.index("--executor_input") + 1].encode()))
+        with self.lock:  # kfp.local runs a ParallelFor's tasks in threads at once
+            workdir = self.root / f"task-{len(self.workdirs):03d}"
+            (workdir / "home").mkdir(parents=True)
+            self.workdirs.append(workdir)
+            if "--executor_input" in full_command:
+                self.executor_input_bytes.append(len(full_command[full_command.index("--executor_input") + 1].encode()))
         env = {**self.environment, "HOME": str(workdir / "home"), **(env_vars or {})}
         finished = subprocess.run(full_command, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
         print(finished.stdout, end="")
-        self.return_codes.append(finished.returncode)
+        with self.lock:
+            self.return_codes.append(finished.returncode)
         return finished.returncode
 
 

@@ -18,7 +18,7 @@ from components.core.scoring import EVALUATION_METRICS_FILE, PROBE_FILE
 from components.core.settings import check
 from components.core.tracking import Tracking, close_pipeline_run
 from components.registry.model_card import MODEL_CARD_FILE, description, interval_lines, probe_lines, render_model_card
-from components.registry.promotion import PromotionSettings, promote_if_better
+from components.registry.promotion import PromotionSettings, pipeline_actor, promote_if_better
 from components.registry.register import register_model
 from components.registry.run_report import write_run_report
 
@@ -131,7 +131,7 @@ def register_and_promote(
     decision = promote_if_better(
         registered_model_name, registered["version"], tracking_uri=tracking.tracking_uri, challenger_metrics=evaluation["metrics"],
         champion_version=champion.get("version"), champion_metrics=champion.get("metrics"), policy=settings.policy,
-        dry_run=settings.promotion_dry_run, actor=actor, pipeline_run=tracking.pipeline_run_id or "",
+        dry_run=settings.promotion_dry_run, actor=actor or pipeline_actor(tracking.pipeline_run_id), pipeline_run=tracking.pipeline_run_id or "",
         intervals=evaluation.get("intervals"), probe=probe,
     )
     result = {**registered, "promotion": decision, "report_uri": report_uri or storage.join(parent(evaluation_uri), RUN_REPORT_FILE)}
