@@ -20,7 +20,7 @@ from components.core.corpus import CorpusSettings, iter_documents
 from components.core.settings import check, pick
 from components.core.errors import BertpipeError
 from components.core.redact import mask
-from components.core.scoring import EVALUATION_METRICS_FILE
+from components.core.metric_names import EVALUATION_METRICS_FILE
 
 
 # Overrides of the pipeline's cluster-sized defaults that make a local run take minutes.

@@ -17,13 +17,13 @@ from components.core.errors import BertpipeError
 from components.core.recipe import PHASES
 
 SETTINGS_CLASSES = (
-    "components.vocab.export:VocabSettings",
+    "components.vocab.settings:VocabSettings",
     "components.core.corpus:CorpusSettings",
     "components.data.settings:DataSettings",
     "components.training.settings:TrainingSettings",
-    "components.evaluation.evaluate:EvaluationSettings",
-    "components.evaluation.probe:ProbeSettings",
-    "components.registry.promotion:PromotionSettings",
+    "components.evaluation.settings:EvaluationSettings",
+    "components.evaluation.settings:ProbeSettings",
+    "components.registry.settings:PromotionSettings",
 )
 # Pipeline names that differ from the field they feed.
 RENAMED = {

@@ -10,12 +10,11 @@ from components.core import settings as settings_core
 from components.core.corpus import CorpusSettings
 from components.core.recipe import PHASES
 from components.data.settings import DataSettings
-from components.evaluation.evaluate import EvaluationSettings
-from components.registry.promotion import PromotionSettings
+from components.evaluation.settings import EvaluationSettings, ProbeSettings
+from components.registry.settings import PromotionSettings
 from components.training.settings import LaunchSettings, TrainingSettings
-from components.vocab.export import VocabSettings
+from components.vocab.settings import VocabSettings
 from pipelines import kfp_components
-from components.evaluation.probe import ProbeSettings
 from pipelines.bert_pretraining import bert_pretraining, pretraining_data
 from pipelines.cli import build_parser
 
