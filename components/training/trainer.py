@@ -32,7 +32,7 @@ from components.training.optimization import make_optimizer, make_scheduler
 from components.training.stream import TrainingStream
 from components.training.throughput import batch_training_flops, peak_flops
 from components.core.progress import Progress
-from components.core.tracking import MetricsBuffer, Tracking, mlflow_errors, step_run
+from components.core.tracking import Tracking, background_step_run, mlflow_errors
 from components.core.vocab_files import load_vocab_info, load_vocab_tokens
 from components.training.settings import TrainingSettings
 
@@ -145,18 +145,14 @@ class PhaseRun:
         log.info("training %s for %d steps at %d tokens, global batch %d, on %s", settings.model_size if not settings.init_model else settings.init_model,
                  settings.max_steps, settings.max_seq_length, self.global_batch_size, self.device)
         logs_to_mlflow = self.tracking is not None and self.placement.is_main
-        # A server that dies mid-run must not stop training: metrics go through a buffer, closing the run may fail.
-        run_context = step_run(self.tracking, f"train-phase-{settings.max_seq_length}", params, strict_close=False) if logs_to_mlflow else contextlib.nullcontext()
-        with run_context as run_id:
-            self.metrics = MetricsBuffer(self.tracking.tracking_uri, run_id) if logs_to_mlflow else None
-            try:
-                seconds = self._train()
-                if self.checkpoint_step != self.step:
-                    self._save_checkpoint()
-                summary = self._publish(seconds, params)
-            finally:
-                if self.metrics:  # on failure too: send what was measured before it
-                    self.metrics.close()
+        # Training starts while the run opens in the background; a server that dies mid-run must not stop it: metrics
+        # go through a buffer (closed on failure too, sending what was measured before it), closing the run may fail.
+        run_context = background_step_run(self.tracking, f"train-phase-{settings.max_seq_length}", params) if logs_to_mlflow else contextlib.nullcontext()
+        with run_context as self.metrics:
+            seconds = self._train()
+            if self.checkpoint_step != self.step:
+                self._save_checkpoint()
+            summary = self._publish(seconds, params)
         distributed.barrier(self.placement)
         return summary
 
@@ -283,12 +279,13 @@ class PhaseRun:
 
     def _log_artifacts(self, loss_curve, summary: dict) -> None:
         """The loss curve and summary to the run; an unreachable server is reported, not fatal (the files are in output_uri)."""
-        import mlflow
+        from mlflow import MlflowClient
 
         try:
             with mlflow_errors(self.tracking.tracking_uri, "logging the loss curve"):
-                mlflow.log_artifact(str(loss_curve))
-                mlflow.log_dict(summary, "training_summary.json")
+                client = MlflowClient(self.tracking.tracking_uri)
+                client.log_artifact(self.metrics.run_id, str(loss_curve))
+                client.log_dict(self.metrics.run_id, summary, "training_summary.json")
         except BertpipeError as error:
             log.warning("%s; the loss curve and summary are still in %s", error, self.output_uri)
 
