@@ -22,6 +22,20 @@ def make_vocab(uri: str, vocab_size: int = 2000) -> str:
     return uri
 
 
+def make_untrained_model(root, vocab_size: int, seed: int) -> str:
+    """A freshly initialised tiny model folder with a demo vocab of `vocab_size` and its tokenizer files, under root."""
+    import torch
+
+    from components.core import models
+
+    vocab = make_vocab(str(root / "vocab"), vocab_size=vocab_size)
+    torch.manual_seed(seed)
+    folder = root / "model"
+    models.build_model("tiny", vocab_size).save_pretrained(str(folder))
+    storage.download_dir(vocab, folder)
+    return str(folder)
+
+
 def tokenized_documents(tokenizer, max_documents: int = 200) -> list[list[list[int]]]:
     documents = []
     for document in iter_documents("demo"):
