@@ -1,4 +1,4 @@
-"""One phase training in this process: alone, or as one rank under torchrun (DDP: each rank reads its own shards).
+"""One phase training in this process: alone, or as one rank under torchrun (DDP: each rank takes its slice of every global batch).
 
 components.training.phase.train_phase decides where the phase runs; this is what every
 rank runs. A rerun with the same output_uri resumes from the newest complete checkpoint.
