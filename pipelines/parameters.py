@@ -21,7 +21,7 @@ HELP = {
     "max_predictions_per_seq": "maximum masked tokens per instance (Google: 20 at 128, 80 at 512)",
     "masked_lm_prob": "fraction of tokens to mask",
     "short_seq_prob": "probability of a shorter target length, so the model also sees short inputs",
-    "dupe_factor": "how many times each document is used, each time with different masks and pairs",
+    "dupe_factor": "how many times each train document is used, each time with different masks and pairs (dev and test: once)",
     "do_whole_word_mask": "mask all WordPiece pieces of a word together",
     "dev_fraction": "fraction of documents held out for validation during training",
     "test_fraction": "fraction of documents held out for the final evaluation",

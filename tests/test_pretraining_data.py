@@ -142,6 +142,19 @@ def test_splits_are_disjoint(tmp_path, vocab, demo_slice):
     assert sum(len(t) for t in texts.values()) == 120
 
 
+def test_dev_and_test_are_made_once_per_document_whatever_the_dupe_factor(tmp_path, vocab, demo_slice):
+    settings = dict(max_seq_length=64, max_predictions_per_seq=10, dev_fraction=0.1, test_fraction=0.1, seed=3)
+    once = create(demo_slice, vocab, str(tmp_path / "once"), dupe_factor=1, **settings)
+    thrice = create(demo_slice, vocab, str(tmp_path / "thrice"), dupe_factor=3, **settings)
+    for split in ("dev", "test"):
+        assert thrice["splits"][split]["num_instances"] == once["splits"][split]["num_instances"] > 0
+        assert instances.load_split(str(tmp_path / "thrice"), split).num_rows == once["splits"][split]["num_instances"]
+        paths = [shard["path"] for shard in once["splits"][split]["shards"]]
+        assert [_digests(str(tmp_path / "thrice"))[p] for p in paths] == [_digests(str(tmp_path / "once"))[p] for p in paths]
+    # The train split still gets its three passes (each draws its own target lengths, so about 3x, not exactly).
+    assert 2.7 <= thrice["splits"]["train"]["num_instances"] / once["splits"]["train"]["num_instances"] <= 3.3
+
+
 def test_rerun_reuses_matching_data_and_rewrites_otherwise(tmp_path, vocab, demo_slice, caplog):
     out = str(tmp_path / "data")
     create(demo_slice, vocab, out, max_seq_length=64, **SMALL)

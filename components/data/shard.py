@@ -85,9 +85,11 @@ def _tokenizer(vocab_sha256: str, vocab_tokens: tuple[str, ...], lowercase: bool
 
 
 def _instance_settings(settings: DataSettings, vocab: _Vocab, split: str) -> InstanceSettings:
-    # Dynamic masking is for training only: dev and test keep fixed masks, so evaluations compare.
-    dynamic = settings.dynamic_masking and split == "train"
-    return InstanceSettings(settings.max_seq_length, settings.short_seq_prob, settings.dupe_factor, MaskingConfig.for_vocab(vocab.tokens, asdict(settings)), dynamic)
+    # Dynamic masking and duplication are for training only: dev and test keep fixed masks, so evaluations
+    # compare, and are made once per document (dupe_factor copies would only multiply the evaluation's cost).
+    train = split == "train"
+    dupe_factor = settings.dupe_factor if train else 1
+    return InstanceSettings(settings.max_seq_length, settings.short_seq_prob, dupe_factor, MaskingConfig.for_vocab(vocab.tokens, asdict(settings)), settings.dynamic_masking and train)
 
 
 def _make_shard(descriptor: dict, vocab: _Vocab, output_uri: str, settings: DataSettings) -> dict:
