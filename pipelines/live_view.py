@@ -247,7 +247,8 @@ class LiveRun:
             task.seconds, task.ok = time.monotonic() - task.started, status.name == "SUCCESS"
             task.progress = read_progress(self.progress_folder, task.name) if task.ok else task.progress
             task.summary = key_output(task.name, outputs) if task.ok else cause_of(task.tail(200))
-            task.warnings = warnings_of(task.log_path.read_text(encoding="utf-8", errors="replace").splitlines()) if task.log_path.exists() else []
+            if task.ok and task.log_path.exists():  # a failed task shows the tail of its log instead
+                task.warnings = warnings_of(task.log_path.read_text(encoding="utf-8", errors="replace").splitlines())
             if self.view:
                 self.view.finished(task)
             return outputs, status
