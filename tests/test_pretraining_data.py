@@ -257,3 +257,37 @@ def test_long_sentences_are_reported(tmp_path, vocab, caplog):
     assert "1 sentences are longer than max_seq_length - 3 = 13 tokens" in caplog.text
     assert manifest["statistics"]["train"]["long_sentences"] == 1
     assert manifest["statistics"]["train"]["length_max"] == 16
+
+
+def test_a_corpus_that_is_one_document_says_so_not_raise_the_fraction(tmp_path, vocab):
+    corpus = _corpus(tmp_path / "one.txt", [[line for doc in HAND_MADE for line in doc]])
+    out = tmp_path / "out"
+    with pytest.raises(BertpipeError) as error:
+        create(corpus, vocab, str(out), dev_fraction=0.02, test_fraction=0.02)
+    assert str(error.value) == (f"corpus {corpus} is ONE document (documents are separated by blank lines), so the dev split gets none: "
+                                "split it into documents, or set --dev-fraction 0 --test-fraction 0")
+    assert not out.exists()
+
+
+def test_a_megabyte_word_is_counted_and_shown_cut_short(tmp_path, vocab, caplog):
+    blob = "q" * 1_000_000
+    corpus = _corpus(tmp_path / "c.txt", [*HAND_MADE, [f"The {blob} is not a word.", f"Nor is {'z' * 300}, twice {'z' * 300}."]])
+    with caplog.at_level("WARNING"):
+        create(corpus, vocab, str(tmp_path / "d"), max_seq_length=32, max_predictions_per_seq=5, **SMALL)
+    assert (f"3 words longer than 200 characters became one [UNK] each (first: '{'q' * 40}…', 1000000 characters)") in caplog.text
+    assert blob[:41] not in caplog.text
+
+
+def test_no_warning_for_long_runs_that_are_many_words(tmp_path, vocab, caplog):
+    corpus = _corpus(tmp_path / "c.txt", [*HAND_MADE, [",".join(["word"] * 100) + "."]])
+    with caplog.at_level("WARNING"):
+        create(corpus, vocab, str(tmp_path / "d"), max_seq_length=32, max_predictions_per_seq=5, **SMALL)
+    assert "[UNK] each" not in caplog.text
+
+
+def test_num_workers_zero_is_refused_and_the_help_says_why(tmp_path, vocab):
+    from pipelines.parameters import help_for
+
+    _assert_fails_cleanly(tmp_path, _corpus(tmp_path / "c.txt", HAND_MADE), vocab, r"num_workers=0: must be at least 1 \(1 makes the shards in this process\)",
+                          num_workers=0)
+    assert "at least 1 (1 = in this process" in help_for("num_workers")

@@ -134,6 +134,7 @@ def evaluate(
     {"registered_model_name", "version", "metrics", "note"}}.
     """
     check(settings, STEP_NAME)
+    storage.check_output(output_uri)
     data_uris = instance_format.data_folders(data_uris)
     tracking_uri = tracking.tracking_uri if tracking else default_tracking_uri()
     params = {"model_uri": model_uri, "registered_model_name": registered_model_name, **as_dict(settings)}

@@ -178,6 +178,7 @@ def probe(model_uri: str, dataset: str, output_uri: str, *, registered_model_nam
     An empty `dataset` probes nothing and says so (the pipeline's probe is optional).
     """
     check(settings, "probe")
+    storage.check_output(output_uri)
     if not dataset:
         log.info("no probe dataset given: the downstream probe is skipped")
         result = {"dataset": "", "skipped": True, "challenger": None, "champion": None, "notes": ["no probe dataset given"]}

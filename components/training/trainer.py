@@ -122,6 +122,9 @@ class PhaseRun:
         if uri is None:
             return 0
         state = checkpoints.read_trainer_state(uri)
+        if state["step"] > self.settings.max_steps:  # resuming would publish a model trained past the steps asked for
+            raise BertpipeError(f"{uri} is at step {state['step']}, past max_steps={self.settings.max_steps}: raise --max-steps to at least "
+                                f"{state['step']}, or use a new output_uri to train from scratch")
         mine = self._fingerprint()
         if state["run"]["model_shape"] != mine["model_shape"]:
             theirs = state["run"]["model_shape"]
