@@ -20,7 +20,7 @@ HELP = {
     "vocab_source": "export the vocab of this tokenizer/model (local folder, s3:// folder or hub id) instead of training one",
     "source": "tokenizer/model to export the vocab from: local folder, s3:// folder or hub id",
     "vocab_uri": "vocab folder written by export-vocab (local or s3://)",
-    "num_workers": "processes that build shards in parallel (output does not depend on it)",
+    "num_workers": "processes that build shards in parallel, at least 1 (1 = in this process; the output does not depend on it)",
     "data_uri": "pretraining-data folder written by create-pretraining-data (local or s3://)",
     "output_uri": "folder to write into (local or s3://)",
     "model_uri": "model folder (local or s3://) written by train-phase, or models:/NAME/VERSION or models:/NAME@ALIAS",

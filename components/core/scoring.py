@@ -31,6 +31,11 @@ from components.core.errors import BertpipeError
 INSTANCE_COLUMNS = ("masked", "mlm_hits", "mlm_top5_hits", "mlm_loss", "nsp_hit", "nsp_loss")
 
 
+def evaluation_device() -> torch.device:
+    """The GPU when the pod has one (the pipeline gives evaluate and probe one), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def autocast_for(device: torch.device):
     """bf16 autocast on GPUs; plain fp32 on CPU (bf16 is slower on CPUs without AMX)."""
     if device.type == "cuda":
