@@ -119,8 +119,8 @@ def collate(arrays: InstanceArrays, rows) -> dict[str, torch.Tensor]:
 
 
 def collate_packed(arrays: InstanceArrays, rows, row_width: int) -> dict[str, torch.Tensor]:
-    """The given instances packed into rows of at most row_width tokens (first-fit decreasing),
-    padded to the fullest row rounded up to a multiple of 8.
+    """The given instances packed into rows of at most row_width tokens (components.core.packing.pack:
+    first-fit decreasing, then the narrowest width, a multiple of 8, that needs no more rows).
 
     Beside collate's keys: position_ids restart at 0 per instance, instance_ids[r, j] is
     1 + the index of the instance token (r, j) belongs to (0: padding), and cls_rows[i],
@@ -130,9 +130,8 @@ def collate_packed(arrays: InstanceArrays, rows, row_width: int) -> dict[str, to
     rows = np.asarray(rows, dtype=np.int64)
     starts = arrays.input_offsets[rows]
     lengths = arrays.input_offsets[rows + 1] - starts
-    row_of, offset = packing.first_fit_decreasing(lengths, row_width)
+    row_of, offset, width = packing.pack(lengths, row_width, PAD_MULTIPLE)
     count = int(row_of.max()) + 1 if len(rows) else 0
-    width = _round_up(int(np.bincount(row_of, weights=lengths, minlength=count).max()) if len(rows) else PAD_MULTIPLE)
     input_ids, token_type_ids, position_ids, instance_ids = (np.zeros((count, width), dtype=np.int64) for _ in range(4))
     for i, (start, length, segment_a, row, first) in enumerate(zip(starts, lengths, arrays.segment_a_length[rows], row_of, offset)):
         span = slice(first, first + length)

@@ -13,22 +13,41 @@ from __future__ import annotations
 import numpy as np
 
 
-def first_fit_decreasing(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+def first_fit_decreasing(lengths, capacity: int) -> tuple[np.ndarray, np.ndarray]:
     """(row, offset) of each item: items packed into rows of `capacity`, longest first (ties in
     input order, so the result is a pure function of the lengths). No item may exceed the capacity."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    if len(lengths) and lengths.max() > capacity:
-        raise ValueError(f"an item of {lengths.max()} does not fit in rows of {capacity}")
-    rows, offsets = np.zeros(len(lengths), dtype=np.int64), np.zeros(len(lengths), dtype=np.int64)
-    filled = np.zeros(len(lengths), dtype=np.int64)  # at most one row per item
-    used = 0
-    for item in np.argsort(-lengths, kind="stable"):
-        fits = np.flatnonzero(filled[:used] + lengths[item] <= capacity)
-        row = int(fits[0]) if len(fits) else used
-        used += row == used
+    lengths = [int(n) for n in lengths]
+    if lengths and max(lengths) > capacity:
+        raise ValueError(f"an item of {max(lengths)} does not fit in rows of {capacity}")
+    rows, offsets, filled = [0] * len(lengths), [0] * len(lengths), []
+    for item in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        row = next((r for r, used in enumerate(filled) if used + lengths[item] <= capacity), len(filled))
+        if row == len(filled):
+            filled.append(0)
         rows[item], offsets[item] = row, filled[row]
         filled[row] += lengths[item]
-    return rows, offsets
+    return np.array(rows, dtype=np.int64), np.array(offsets, dtype=np.int64)
+
+
+def pack(lengths, capacity: int, multiple: int = 8) -> tuple[np.ndarray, np.ndarray, int]:
+    """(row, offset, width): first-fit decreasing into the fewest rows of `capacity`, then the
+    narrowest width (a multiple of `multiple`) at which those rows still suffice. A batch of
+    short instances thus gets rows narrower than max_seq_length instead of one half-empty row."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if not len(lengths):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), multiple
+    rows, offsets = first_fit_decreasing(lengths, capacity)
+    count = int(rows.max()) + 1
+    units = lambda tokens: -(-int(tokens) // multiple)  # noqa: E731
+    low, high = units(max(lengths.max(), -(-lengths.sum() // count))), units(np.bincount(rows, weights=lengths).max())
+    while low < high:  # the narrowest width that needs no more rows (binary search: FFD needs fewer rows as rows widen)
+        middle = (low + high) // 2
+        narrower = first_fit_decreasing(lengths, min(middle * multiple, capacity))
+        if narrower[0].max() + 1 <= count:
+            high, (rows, offsets) = middle, narrower
+        else:
+            low = middle + 1
+    return rows, offsets, high * multiple
 
 
 def block_diagonal_mask(instance_ids):
