@@ -238,6 +238,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="steps per throughput run (the first --skip are warm-up)")
     parser.add_argument("--skip", type=int, default=3)
     parser.add_argument("--unpacked", action="store_true", help="also run bertpipe with pack_sequences off")
+    parser.add_argument("--batch-128", type=int, default=BATCH[128], help="instances per step at 128 (both sides)")
+    parser.add_argument("--batch-512", type=int, default=BATCH[512], help="instances per step at 512 (both sides)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--budget-seconds", type=float, default=0.0, help="wall-clock budget of the accuracy comparison (0: skip it)")
     parser.add_argument("--accuracy-configs", nargs="+", default=["tiny:128"], help="preset:length pairs for the accuracy comparison")
@@ -253,6 +255,7 @@ def main() -> None:
         run_child(args)
         return
 
+    BATCH.update({128: args.batch_128, 512: args.batch_512})
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     load = os.getloadavg()
     print(f"bertpipe vs HF Trainer, fp32 on CPU, {args.threads} threads, {os.cpu_count()} cores, load average {load[0]:.1f} at start")
