@@ -108,12 +108,12 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         plan = steps.plan_pretraining_data(corpus=corpus, vocab=vocab, **settings, **corpus_reading(given),
                                            artifact_root=artifact_root, fingerprint=fingerprint)
         configure(plan.set_display_name("plan-shards"), "data")
-        data_uri = plan.outputs["data_uri"]
-        with dsl.ParallelFor(plan.outputs["shards"], parallelism=MAX_PARALLEL_SHARDS) as shard_name:
-            shard = steps.create_pretraining_shard(shard=shard_name, data_uri=data_uri)
+        folder = plan.outputs["data_folder"]
+        with dsl.ParallelFor(plan.outputs["Output"], parallelism=MAX_PARALLEL_SHARDS) as shard_name:
+            shard = steps.create_pretraining_shard(shard=shard_name, data_folder=folder)
             configure(shard.set_display_name("create-shard"), "data")
         # After the whole loop, without a fan-in of its outputs (dsl.Collected).
-        merge = steps.create_pretraining_data(data_uri=data_uri, tracking_uri=tracking_uri, experiment=experiment).after(shard)
+        merge = steps.create_pretraining_data(data_folder=folder, tracking_uri=tracking_uri, experiment=experiment).after(shard)
         configure(merge.set_display_name("merge-manifest"), "data")
         return merge.outputs["data"]
 

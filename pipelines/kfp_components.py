@@ -77,6 +77,7 @@ def plan_pretraining_data(
     vocab: dsl.Input[dsl.Artifact],
     artifact_root: str,
     fingerprint: str,
+    data_folder: dsl.Output[dsl.Artifact],
     max_seq_length: int = 128,
     max_predictions_per_seq: int = 20,
     masked_lm_prob: float = 0.15,
@@ -98,9 +99,9 @@ def plan_pretraining_data(
     dedup: bool = True,
     clean_text_format: bool = False,
     skip_bad_records: bool = False,
-) -> NamedTuple("Plan", [("shards", list), ("data_uri", str)]):
-    """Split the corpus by document into shards of raw text, written with the plan to the content-keyed data folder;
-    returns the shard names and the folder (one that already holds this data is kept: components.data.reuse).
+) -> list:
+    """Split the corpus by document into shards of raw text, written with the plan to the content-keyed data folder
+    (named by data_folder; one that already holds this data is kept: components.data.reuse); returns the shard names.
 
     The names ("train-00012") are the ParallelFor's work items: a few bytes each, whatever
     the corpus; each shard task reads its documents and the settings from the data folder.
@@ -116,21 +117,24 @@ def plan_pretraining_data(
     configure_logging()
     settings, corpus_settings, vocab_uri = pick(DataSettings, locals()), pick(CorpusSettings, locals()), step_io.uri_of(vocab)
     uri = data_location(artifact_root, corpus, vocab_uri, settings, corpus_settings, fingerprint)
-    return plan(corpus, vocab_uri, uri, settings, corpus_settings, fingerprint), uri
+    # An artifact, not a parameter: kfp.local replaces every task-output parameter inside a ParallelFor by the loop item.
+    step_io.publish(data_folder, uri, {})
+    return plan(corpus, vocab_uri, uri, settings, corpus_settings, fingerprint)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def create_pretraining_shard(shard: str, data_uri: str):
+def create_pretraining_shard(shard: str, data_folder: dsl.Input[dsl.Artifact]):
     """Instances of one planned shard (Google's algorithm, seeded by shard), written as one Parquet file."""
     from components.core.console import configure_logging
     from components.data.shard import create_pretraining_shard as make_shard
+    from pipelines import step_io
 
     configure_logging()
-    make_shard(data_uri, shard)
+    make_shard(step_io.uri_of(data_folder), shard)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def create_pretraining_data(data_uri: str, tracking_uri: str, experiment: str, data: dsl.Output[dsl.Dataset]):
+def create_pretraining_data(data_folder: dsl.Input[dsl.Artifact], tracking_uri: str, experiment: str, data: dsl.Output[dsl.Dataset]):
     """Merge the shard records (read from the data folder) into its manifest and data card (published last)."""
     from components.core.console import configure_logging
     from components.core.tracking import Tracking
@@ -138,9 +142,10 @@ def create_pretraining_data(data_uri: str, tracking_uri: str, experiment: str, d
     from pipelines import step_io
 
     configure_logging()
-    manifest = merge_pretraining_data(data_uri, tracking=Tracking(tracking_uri, experiment))
+    uri = step_io.uri_of(data_folder)
+    manifest = merge_pretraining_data(uri, tracking=Tracking(tracking_uri, experiment))
     counts = {f"{split}_instances": s["num_instances"] for split, s in manifest["splits"].items()}
-    step_io.publish(data, data_uri, {**counts, "reused": manifest.get("reused", False)})
+    step_io.publish(data, uri, {**counts, "reused": manifest.get("reused", False)})
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)

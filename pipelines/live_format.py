@@ -19,7 +19,8 @@ def sequence_length(arguments: dict) -> int | None:
     if arguments.get("max_seq_length"):
         return int(arguments["max_seq_length"])
     work = arguments.get("work") or next(iter(arguments.get("plan") or []), None)
-    match = re.search(r"data-(\d+)$", str((work or {}).get("output_uri", "")))
+    folder = getattr(arguments.get("data_folder"), "metadata", None) or {}  # shard and merge tasks: the content-keyed data folder
+    match = re.search(r"data-(\d+)(-[0-9a-f]+)?$", str(folder.get("uri") or (work or {}).get("output_uri", "")))
     return int(match.group(1)) if match else None
 
 

@@ -4,7 +4,8 @@ The data step is the pretraining-data sub-pipeline (plan, one task per shard, me
 
 The components run as real subprocesses of this interpreter (SubprocessRunner
 without a venv), exactly as `bertpipe run` runs them. Each one reads what the
-previous one wrote (known URIs, since pipeline_run_id is a parameter).
+previous one wrote (known URIs: pipeline_run_id is a parameter, and vocab and data are found
+in the content-keyed cache folder).
 """
 
 import json
@@ -47,12 +48,13 @@ def run(tmp_path_factory):
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "kfp-root"))
     common = dict(artifact_root=str(root / "artifacts"), pipeline_run_id=RUN_ID, tracking_uri=f"sqlite:///{root}/mlflow.db", experiment="components")
     out = root / "artifacts" / "runs" / RUN_ID
-    vocab = (dsl.Artifact, str(out / "vocab"))
-    data = {length: (dsl.Dataset, str(out / f"data-{length}")) for length in (128, 512)}
+    keyed = {key: common[key] for key in ("artifact_root", "tracking_uri", "experiment")}  # no run id: content-keyed folders
 
-    run_alone(steps.export_vocab, vocab_source="", corpus="demo", vocab_size=1500, lowercase="auto", **common)
+    run_alone(steps.export_vocab, vocab_source="", corpus="demo", vocab_size=1500, lowercase="auto", fingerprint="", **keyed)
+    vocab = (dsl.Artifact, cached(out, "vocab"))
     for length, predictions in ((128, 20), (512, 80)):
-        run_alone(pretraining_data, {"vocab": vocab}, corpus="demo", max_seq_length=length, max_predictions_per_seq=predictions, **TINY_DATA, **common)
+        run_alone(pretraining_data, {"vocab": vocab}, corpus="demo", max_seq_length=length, max_predictions_per_seq=predictions, fingerprint="", **TINY_DATA, **keyed)
+    data = {length: (dsl.Dataset, cached(out, f"data-{length}")) for length in (128, 512)}
     run_alone(steps.train_phase, {"data": data[128], "vocab": vocab}, init_model="", max_seq_length=128, max_steps=6, **TINY_TRAIN, **common)
     run_alone(steps.train_phase, {"data": data[512], "vocab": vocab}, init_model=str(out / "phase-128" / "model"), max_seq_length=512, max_steps=2, **TINY_TRAIN, **common)
     model = str(out / "phase-512" / "model")
@@ -69,6 +71,12 @@ def run(tmp_path_factory):
     return out, common
 
 
+def cached(out, name: str) -> str:
+    """The one content-keyed folder `name`-<key> of the artifact root that holds the run folder `out`."""
+    (folder,) = (out.parents[1] / "cache").glob(f"{name}-*")
+    return str(folder)
+
+
 def cli(*args) -> None:
     """The same step through `bertpipe <step>`, as a user runs it."""
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, timeout=600)
@@ -77,15 +85,16 @@ def cli(*args) -> None:
 
 def test_vocab_component_writes_the_vocab_folder(run):
     out, _ = run
-    info = json.loads((out / "vocab" / "vocab_info.json").read_text())
-    assert info["size"] == 1500
-    assert (out / "vocab" / "vocab.txt").read_text().count("\n") == 1500
+    vocab = cached(out, "vocab")
+    info = json.loads(open(f"{vocab}/vocab_info.json").read())
+    assert info["size"] == 1500 and len(info["content_key"]) == 20 and vocab.endswith(info["content_key"])
+    assert open(f"{vocab}/vocab.txt").read().count("\n") == 1500
 
 
 def test_data_components_write_both_lengths(run):
     out, _ = run
     for length in (128, 512):
-        manifest = read_manifest(str(out / f"data-{length}"))
+        manifest = read_manifest(cached(out, f"data-{length}"))
         assert manifest["max_seq_length"] == length
         assert all(manifest["splits"][split]["num_instances"] > 0 for split in ("train", "dev", "test"))
         assert len(manifest["splits"]["train"]["shards"]) >= 2

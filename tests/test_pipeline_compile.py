@@ -58,14 +58,14 @@ def test_data_fans_out_one_task_per_shard(spec):
     inner, names = named(data)
     assert sorted(inner) == ["for-loop-1", "merge-manifest", "plan-shards"]
     loop = inner["for-loop-1"]
-    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("plan-pretraining-data-shards")
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("plan-pretraining-data-Output")
     assert loop["iteratorPolicy"] == {"parallelismLimit": 16}
     shard_tasks, _ = named(spec["components"][loop["componentRef"]["name"]]["dag"])
     assert list(shard_tasks) == ["create-shard"]
     # The merge waits for the whole loop and reads the shard records from the data folder: no fan-in of outputs.
     merge = inner["merge-manifest"]
     assert sorted(names[key] for key in merge["dependentTasks"]) == ["for-loop-1", "plan-shards"]  # the plan names the folder
-    assert sorted(merge["inputs"]["parameters"]) == ["data_uri", "experiment", "tracking_uri"]
+    assert sorted(merge["inputs"]["parameters"]) == ["experiment", "tracking_uri"] and list(merge["inputs"]["artifacts"]) == ["data_folder"]
 
 
 def test_sequence_lengths_are_fixed_per_task(spec):

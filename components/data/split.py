@@ -169,7 +169,8 @@ def plan_pretraining_data(corpus: str, vocab_uri: str, output_uri: str, settings
     corpus_sha256 = corpus_fingerprint(descriptors)
     previous = _existing_manifest(output_uri)
     reuse = bool(previous) and previous.get("settings") == asdict(settings) and previous.get("vocab_sha256") == vocab_info["sha256"] \
-        and previous.get("corpus_sha256") == corpus_sha256 and previous.get("corpus_reading", {}).get("settings") == asdict(corpus_settings)
+        and previous.get("corpus_sha256") == corpus_sha256 and previous.get("corpus_reading", {}).get("settings") == asdict(corpus_settings) \
+        and verified_manifest(output_uri, previous.get("content_key")) is not None
     if reuse:
         log.info("%s already holds this data (same corpus, vocab and settings); reused", output_uri)
     elif previous:
