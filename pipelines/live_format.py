@@ -44,7 +44,13 @@ def _count(value) -> str:
 
 
 def key_output(task_name: str, outputs: dict) -> str:
-    """The one thing worth seeing from a finished task: tokens, shards, instances, final loss, accuracy, version."""
+    """The one thing worth seeing from a finished task: tokens, shards, instances, final loss, accuracy, version;
+    "(reused)" when the task found its output already made (vocab, data, a finished phase)."""
+    text = _key_output(task_name, outputs)
+    return f"{text} (reused)" if any(_metadata(outputs, name).get("reused") for name in ("vocab", "data", "model")) else text
+
+
+def _key_output(task_name: str, outputs: dict) -> str:
     value = outputs.get("Output")
     if task_name == "export-vocab":
         return f"{_count(_metadata(outputs, 'vocab').get('size', 0))} tokens"
