@@ -2,6 +2,7 @@
 when complete, verified and made from the same inputs and settings."""
 
 import json
+import logging
 import os
 
 import pytest
@@ -56,6 +57,7 @@ def test_every_setting_that_changes_the_output_changes_the_key():
 
 
 def test_a_vocab_is_reused_only_when_complete_verified_and_made_the_same_way(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT)
     uri = str(tmp_path / "vocab")
@@ -74,6 +76,7 @@ def test_a_vocab_is_reused_only_when_complete_verified_and_made_the_same_way(tmp
 
 
 def test_data_is_reused_without_reading_the_corpus_only_while_every_shard_verifies(tmp_path, demo_vocab, caplog):
+    caplog.set_level(logging.INFO)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT)
     out = tmp_path / "data"
