@@ -21,7 +21,7 @@ from components.core.recipe import PHASES
 from components.core.settings import field_types
 from components.data.settings import DataSettings
 from pipelines import kfp_components as steps
-from pipelines.kubernetes import ClusterSettings, apply_cpu_step_settings, apply_training_settings
+from pipelines.kubernetes import ClusterSettings, apply_cpu_step_settings, apply_evaluation_settings, apply_training_settings
 from pipelines.trainjob import trainjob_template
 
 PIPELINE_NAME = "bert-pretraining"
@@ -64,6 +64,8 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         if settings is not None:
             if kind == "training" and not multi_node:
                 apply_training_settings(task, settings)
+            elif kind == "evaluation":
+                apply_evaluation_settings(task, settings)
             else:  # a multi-node phase's task only launches the TrainJob and waits: a CPU pod
                 apply_cpu_step_settings(task, settings, kind)
         if not cached:

@@ -44,6 +44,7 @@ def train_phase(data_uri: str, vocab_uri: str, output_uri: str, *, settings: Tra
     if done:
         log.info("reused the finished phase at %s: its model is complete and verified, trained %d steps with the same data and settings", output_uri, done["steps"])
         return {**done, "reused": True}
+    storage.check_output(output_uri)  # before the data, the model and the hours of training
     for warning in settings.warnings():
         log.warning("train-phase: %s", warning)
     if distributed.is_rank() or (launch.processes == 1 and launch.num_nodes == 1):

@@ -124,6 +124,7 @@ def export_vocab(output_uri: str, *, source: str = "", corpus: str = "", setting
     if reused:
         log.info("reused the vocab at %s: complete, verified and made from the same inputs and settings (content key %s)", output_uri, key)
         return {**reused, "reused": True}
+    storage.check_output(output_uri)
     counts: dict = {}
     if tracking is None:
         return _export_vocab(output_uri, source, corpus, settings, corpus_settings, counts, key)
