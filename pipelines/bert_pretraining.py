@@ -21,7 +21,7 @@ from components.core.recipe import PHASES
 from components.core.settings import field_types
 from components.data.settings import DataSettings
 from pipelines import kfp_components as steps
-from pipelines.kubernetes import ClusterSettings, apply_cpu_step_settings, apply_training_settings
+from pipelines.kubernetes import ClusterSettings, apply_cpu_step_settings, apply_evaluation_settings, apply_training_settings
 from pipelines.trainjob import trainjob_template
 
 PIPELINE_NAME = "bert-pretraining"
@@ -60,6 +60,8 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
             return task
         if kind == "training" and not multi_node:
             return apply_training_settings(task, settings)
+        if kind == "evaluation":
+            return apply_evaluation_settings(task, settings)
         # A multi-node phase's task only launches the TrainJob and waits: a CPU pod.
         return apply_cpu_step_settings(task, settings, kind)
 

@@ -13,6 +13,7 @@ import logging
 import sys
 from typing import Callable
 
+from components.core import storage
 from components.core.console import configure_logging
 from components.core.corpus import CorpusSettings
 from components.core.errors import BertpipeError
@@ -137,6 +138,7 @@ def command_run(args: argparse.Namespace) -> None:
     names = inspect.signature(bert_pretraining.pipeline_func).parameters
     arguments = {name: getattr(args, name) for name in names}
     check_arguments(arguments, "bertpipe run")  # every bad value now, not a step failing minutes later
+    storage.check_output(arguments["artifact_root"], "--artifact-root")  # a missing bucket now, not after the vocab
     arguments["artifact_root"] = absolute_location(arguments["artifact_root"])
     arguments["tracking_uri"] = absolute_location(arguments["tracking_uri"])
     outputs = run_pipeline_locally(arguments, args.kfp_root or default_kfp_root(arguments["artifact_root"]), verbose=args.verbose)

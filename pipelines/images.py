@@ -1,7 +1,7 @@
 """The one place component container images come from.
 
-Two images (see images/): a CPU image for vocab, data, evaluation and registry steps and a
-CUDA image for training. Precedence, highest first: an explicit argument (the CLI's
+Two images (see images/): a CPU image for vocab, data and registry steps and a CUDA image
+for training, evaluation and the probe. Precedence, highest first: an explicit argument (the CLI's
 ``--cpu-image`` / ``--gpu-image``), the environment (``BERTPIPE_CPU_IMAGE`` /
 ``BERTPIPE_GPU_IMAGE``), then the defaults below, tagged with the installed version so a
 compiled pipeline names the image built from the same code.
@@ -63,12 +63,12 @@ def _resolve(explicit: str | None, env_name: str, kind: str, flag: str) -> str:
 
 
 def cpu_image(explicit: str | None = None) -> str:
-    """Image for the CPU steps (vocab, data, evaluation, registry)."""
+    """Image for the CPU steps (vocab, data, registry)."""
     return _resolve(explicit, CPU_IMAGE_ENV, "cpu", "--cpu-image")
 
 
 def gpu_image(explicit: str | None = None) -> str:
-    """Image for the training steps (PyTorch CUDA runtime)."""
+    """Image for the GPU steps: training, evaluation, probe (PyTorch CUDA runtime)."""
     return _resolve(explicit, GPU_IMAGE_ENV, "cuda", "--gpu-image")
 
 

@@ -175,7 +175,7 @@ def train_phase(
     return summary["model_uri"]
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def evaluate(
     model_uri: str,
     data_128: dsl.Input[dsl.Dataset],
@@ -251,7 +251,7 @@ def register_model(
     return json.dumps(result, sort_keys=True)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def probe(
     model_uri: str,
     dataset: str,

@@ -1,8 +1,8 @@
 """Kubernetes settings for the pipeline's tasks: images, GPUs, resources, node pools,
 secrets, retries and caching, chosen at compile time.
 
-One frozen `ClusterSettings` holds them; `apply_training_settings` and
-`apply_cpu_step_settings` write them onto KFP tasks (kfp + kfp-kubernetes), and
+One frozen `ClusterSettings` holds them; `apply_training_settings`, `apply_evaluation_settings`
+and `apply_cpu_step_settings` write them onto KFP tasks (kfp + kfp-kubernetes), and
 `add_cluster_arguments` / `cluster_settings_from_args` give the CLI the same knobs.
 Credentials only ever appear here as Kubernetes secret *names* and *key names*: plain
 environment variables that look like credentials are refused.
@@ -206,11 +206,8 @@ def check_plain_env_value(name: str, value: str) -> None:
 def apply_training_settings(task: PipelineTask, settings: ClusterSettings) -> PipelineTask:
     """GPU image, accelerators, resources, GPU pool placement, /dev/shm, secrets, retries,
     no caching by default: a training task that survives preemption by resuming."""
-    task.set_container_image(settings.gpu_image)
-    task.set_accelerator_type(settings.gpu_type)
-    task.set_accelerator_limit(settings.gpus_per_node)
+    _apply_gpus(task, settings, settings.gpus_per_node)
     _apply_resources(task, settings.training_resources)
-    _apply_placement(task, settings.gpu_node_selector, settings.gpu_tolerations)
     # torch DataLoader workers and NCCL use shared memory; the container default is 64 MB.
     kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
                                size_limit=settings.shm_size)
@@ -220,9 +217,26 @@ def apply_training_settings(task: PipelineTask, settings: ClusterSettings) -> Pi
     return task
 
 
+def apply_evaluation_settings(task: PipelineTask, settings: ClusterSettings) -> PipelineTask:
+    """One GPU in the training pool, with the GPU image, for the evaluate and probe steps: a forward pass
+    over the test split, for the new model and the champion, takes hours on a CPU pod at BERT-base size
+    (README, *What evaluation costs*). CPU and memory as a CPU step: the instances are tokenized already."""
+    _apply_gpus(task, settings, 1)
+    _apply_resources(task, settings.cpu_step_resources)
+    _apply_common(task, settings, settings.cpu_step_retry, "evaluation")
+    return task
+
+
+def _apply_gpus(task: PipelineTask, settings: ClusterSettings, gpus: int) -> None:
+    task.set_container_image(settings.gpu_image)
+    task.set_accelerator_type(settings.gpu_type)
+    task.set_accelerator_limit(gpus)
+    _apply_placement(task, settings.gpu_node_selector, settings.gpu_tolerations)
+
+
 def apply_cpu_step_settings(task: PipelineTask, settings: ClusterSettings, kind: str) -> PipelineTask:
     """CPU image, resources, CPU pool placement, secrets, retries and caching for a step of
-    ``kind`` (vocab, data, evaluation, registry, or training for a launcher that waits on
+    ``kind`` (vocab, data, registry, or training for a launcher that waits on
     a multi-node TrainJob: it gets the training retries, each starting a new TrainJob attempt)."""
     task.set_container_image(settings.cpu_image)
     _apply_resources(task, settings.cpu_step_resources)
@@ -291,7 +305,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Kubernetes", "where and how the compiled pipeline's tasks run")
     defaults = ClusterSettings.__dataclass_fields__
     group.add_argument("--cpu-image", help=f"image for CPU steps (default: ${images.CPU_IMAGE_ENV} or {images.default_image('cpu')})")
-    group.add_argument("--gpu-image", help=f"image for training (default: ${images.GPU_IMAGE_ENV} or {images.default_image('cuda')})")
+    group.add_argument("--gpu-image", help=f"image for training, evaluation and the probe (default: ${images.GPU_IMAGE_ENV} or {images.default_image('cuda')})")
     group.add_argument("--gpu-type", default=defaults["gpu_type"].default,
                        help="accelerator resource name requested by training pods (default: %(default)s)")
     group.add_argument("--gpus-per-node", type=int, default=defaults["gpus_per_node"].default,

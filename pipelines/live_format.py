@@ -12,6 +12,7 @@ import re
 
 NAMES = {"plan-pretraining-data": "plan-shards", "create-pretraining-shard": "create-shard", "create-pretraining-data": "merge-manifest"}
 # "components.core.errors.BertpipeError: corpus x is empty" -> the message; any other exception keeps its type.
+WARNING_LINE = re.compile(r"^\d\d:\d\d:\d\d WARNING components\.[\w.]+: (.*)$")
 ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception|Interrupt))(?::\s*(.*))?$")
 
 
@@ -66,6 +67,11 @@ def key_output(task_name: str, outputs: dict) -> str:
     if task_name == "register-model" and isinstance(value, str):
         return f"registered {value}"
     return ""
+
+
+def warnings_of(log_lines: list[str]) -> list[str]:
+    """The product's own warnings in a task's log (its components.* loggers; third-party chatter stays in the log)."""
+    return [match.group(1) for match in map(WARNING_LINE.match, log_lines) if match]
 
 
 def cause_of(log_lines: list[str]) -> str:

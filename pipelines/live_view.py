@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.core.progress import PROGRESS_DIR_ENV, read_progress
-from pipelines.live_format import bar_line, cause_of, describe_task, duration, key_output, progress_text
+from pipelines.live_format import bar_line, cause_of, describe_task, duration, key_output, progress_text, warnings_of
 
 TAIL_LINES = 15
+SHOWN_WARNINGS = 3  # per task; the rest are in its log
 POLL_SECONDS = 0.5
 UNANNOUNCED = ("create-shard-",)  # tasks PlainView reports only when they end
 QUIET_ENVIRONMENT = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
@@ -50,6 +51,13 @@ class Task:
     summary: str = ""
     progress: dict | None = None
     reported_quarter: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def warning_lines(self) -> list[str]:
+        """The task's warnings, to print under its line: a warning only in a log file nobody opens does not count."""
+        shown = [f"  warning: {text}" for text in self.warnings[:SHOWN_WARNINGS]]
+        more = len(self.warnings) - SHOWN_WARNINGS
+        return shown + ([f"  ... {more} more warnings in {self.log_path}"] if more > 0 else [])
 
     def tail(self, lines: int = TAIL_LINES) -> list[str]:
         """The end of the task's own output, without kfp.local's closing banner and traceback underlines."""
@@ -142,6 +150,8 @@ class PlainView:
     def finished(self, task: Task) -> None:
         verdict = "finished" if task.ok else "FAILED  "
         self.say(f"{verdict} {task.name} in {duration(task.seconds)}" + (f": {task.summary}" if task.summary else ""))
+        for line in task.warning_lines():
+            self.say(line)
 
     def refresh(self, running: list[Task]) -> None:
         for task in running:
@@ -190,7 +200,7 @@ class TerminalView(PlainView):
         mark = "✓" if task.ok else "✗"
         lines = [bar_line(task)] if task.progress else []
         lines.append(f"{mark} {task.name:<24} {duration(task.seconds):>7}  {task.summary}".rstrip())
-        self._draw(lines)
+        self._draw(lines + task.warning_lines())
 
     def refresh(self, running: list[Task]) -> None:
         self._draw([])
@@ -240,6 +250,8 @@ class LiveRun:
             task.seconds, task.ok = time.monotonic() - task.started, status.name == "SUCCESS"
             task.progress = read_progress(self.progress_folder, task.name) if task.ok else task.progress
             task.summary = key_output(task.name, outputs) if task.ok else cause_of(task.tail(200))
+            if task.ok and task.log_path.exists():  # a failed task shows the tail of its log instead
+                task.warnings = warnings_of(task.log_path.read_text(encoding="utf-8", errors="replace").splitlines())
             if self.view:
                 self.view.finished(task)
             return outputs, status

@@ -21,7 +21,7 @@ HELP = {
     "max_predictions_per_seq": "maximum masked tokens per instance (Google: 20 at 128, 80 at 512)",
     "masked_lm_prob": "fraction of tokens to mask",
     "short_seq_prob": "probability of a shorter target length, so the model also sees short inputs",
-    "dupe_factor": "how many times each document is used, each time with different masks and pairs",
+    "dupe_factor": "how many times each train document is used, each time with different masks and pairs (dev and test: once)",
     "do_whole_word_mask": "mask all WordPiece pieces of a word together",
     "dev_fraction": "fraction of documents held out for validation during training",
     "test_fraction": "fraction of documents held out for the final evaluation",
@@ -30,7 +30,7 @@ HELP = {
     "per_word_replacement": "draw the 80/10/10 [MASK]/random/keep choice once per whole word (a fix of Google's per-piece draw; off = exact reference)",
     "dynamic_masking": "store the train split unmasked; training masks it anew each epoch (RoBERTa-style). Dev and test keep fixed masks",
     "shard_size_mb": "corpus text per shard; memory grows with the shard, not the corpus",
-    "num_workers": "processes that build shards in parallel (output does not depend on it)",
+    "num_workers": "processes that build shards in parallel, at least 1 (1 = in this process; the output does not depend on it)",
     "data_uri": "pretraining-data folder written by create-pretraining-data (local or s3://)",
     "output_uri": "folder to write into (local or s3://)",
     # training

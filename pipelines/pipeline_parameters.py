@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 from collections.abc import Mapping
 from functools import lru_cache
 
 from components.core import settings as settings_core
 from components.core.errors import BertpipeError
 from components.core.recipe import PHASES
+
+log = logging.getLogger(__name__)
 
 SETTINGS_CLASSES = (
     "components.vocab.export:VocabSettings",
@@ -69,7 +72,22 @@ def argument_problems(arguments: Mapping[str, object]) -> list[str]:
     return found
 
 
+def argument_warnings(arguments: Mapping[str, object]) -> list[str]:
+    """What each phase's TrainingSettings.warnings() says of the arguments given (legal, probably unintended)."""
+    cls = settings_classes().get("TrainingSettings")
+    found = []
+    for phase in PHASES if cls else ():
+        fields = {field: arguments[name] for name, (owner, field) in RENAMED.items()
+                  if owner == "TrainingSettings" and name.startswith(f"phase{phase.number}_") and name in arguments}
+        if {"max_steps", "warmup_steps"} <= fields.keys():  # a default of the class is not the pipeline's
+            found += [f"phase {phase.number}: {warning}" for warning in cls(**fields).warnings()]
+    return found
+
+
 def check_arguments(arguments: Mapping[str, object], action: str) -> None:
+    """Refuse every bad argument at once; log the warnings (on the terminal, not in a task log nobody reads)."""
     found = argument_problems(arguments)
     if found:
         raise BertpipeError(f"{action}: " + "; ".join(found))
+    for warning in argument_warnings(arguments):
+        log.warning("%s: %s", action, warning)

@@ -6,7 +6,6 @@ import pytest
 from components.core import instances
 from components.core.batches import InstanceArrays, collate, evaluation_batches
 from components.training.stream import TrainingStream
-from components.core.errors import BertpipeError
 
 ROWS = {
     "input_ids": [[2, 10, 4, 3, 11, 12, 3], [2, 13, 3, 4, 3], [2, 20, 21, 22, 3, 23, 24, 25, 26, 4, 3]],
@@ -94,13 +93,19 @@ def test_batch_spanning_two_shards_keeps_masks_aligned(tmp_path):
     assert batch["mlm_labels"].tolist() == batch["input_ids"][:, 1].tolist()
 
 
-def test_ranks_read_disjoint_shards(tmp_path):
-    data_uri, manifest = write_numbered_shards(tmp_path, [4, 4, 4, 4])
-    rank0 = set(ids_of(TrainingStream(data_uri, manifest, batch_size=4, seed=0, rank=0, world_size=2), 2))
-    rank1 = set(ids_of(TrainingStream(data_uri, manifest, batch_size=4, seed=0, rank=1, world_size=2), 2))
-    assert {i // 1000 for i in rank0} == {0, 2} and {i // 1000 for i in rank1} == {1, 3}
-    with pytest.raises(BertpipeError, match="4 train shards for 5 processes"):
-        TrainingStream(data_uri, manifest, batch_size=4, seed=0, rank=4, world_size=5)
+@pytest.mark.parametrize("sizes, world_size", [([12], 2), ([7, 5, 8], 2), ([6, 4], 5)])
+def test_ranks_split_each_global_batch_whatever_the_shard_count(tmp_path, sizes, world_size):
+    """1 shard for 2 ranks, 3 uneven shards for 2, more ranks than shards: every rank has data, together they
+    read what one process of world_size x the batch reads, and an epoch visits every instance once."""
+    data_uri, manifest = write_numbered_shards(tmp_path, sizes)
+    epoch_size, batch = sum(sizes), 2
+    steps = 2 * epoch_size // (batch * world_size) + 1
+    ranks = [TrainingStream(data_uri, manifest, batch_size=batch, seed=3, rank=r, world_size=world_size) for r in range(world_size)]
+    together = [i for _ in range(steps) for stream in ranks for i in next(stream)["input_ids"][:, 1].tolist()]
+    assert together == ids_of(TrainingStream(data_uri, manifest, batch_size=batch * world_size, seed=3), steps)
+    everything = sorted(1000 * shard + k for shard, size in enumerate(sizes) for k in range(size))
+    assert sorted(together[:epoch_size]) == everything and sorted(together[epoch_size : 2 * epoch_size]) == everything
+    assert {stream.position for stream in ranks} == {steps * batch * world_size}
 
 
 def test_evaluation_batches_keep_stored_order_and_short_last_batch(tmp_path):

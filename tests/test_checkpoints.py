@@ -84,6 +84,11 @@ def test_finished_run_is_not_trained_again_and_other_settings_are_refused(inputs
         train_phase(data, vocab, str(tmp_path / "out"), settings=TrainingSettings(**{**short, "per_device_train_batch_size": 8}))
     with pytest.raises(BertpipeError, match="another model shape .*num_hidden_layers 2 vs 4"):
         train_phase(data, vocab, str(tmp_path / "out"), settings=TrainingSettings(model_size="mini", **short))
+    with pytest.raises(BertpipeError) as error:  # resuming would publish a 4-step model for max_steps=2
+        train_phase(data, vocab, str(tmp_path / "out"), settings=TrainingSettings(**{**short, "max_steps": 2}))
+    assert str(error.value) == (f"{tmp_path / 'out' / 'checkpoints' / 'step-000004'} is at step 4, past max_steps=2: raise --max-steps to at least 4, "
+                                "or use a new output_uri to train from scratch")
+    assert json.loads((tmp_path / "out" / "training_summary.json").read_text())["steps"] == 4
 
 
 def test_corrupt_checkpoint_is_reported(inputs, tmp_path):

@@ -4,6 +4,7 @@ import gzip
 
 import numpy as np
 import pytest
+import torch
 
 from components.core import instances
 from components.training.stream import TrainingStream
@@ -66,6 +67,22 @@ def test_masks_are_fresh_each_epoch_and_replayed_on_resume(dynamic_data):
         positions = epoch1.masked_positions[epoch1.masked_offsets[i]:epoch1.masked_offsets[i + 1]]
         labels = epoch1.masked_ids[epoch1.masked_offsets[i]:epoch1.masked_offsets[i + 1]]
         assert np.array_equal(original[positions], labels)
+
+
+def test_ranks_draw_their_own_masks(dynamic_data):
+    """Two ranks over a train split that holds the same shard twice: if masks and orders were drawn per rank's
+    own shard list, the ranks would see identical batches; they see disjoint slices of one global stream instead."""
+    vocab, data, manifest = dynamic_data
+    train = manifest["splits"]["train"]
+    twice = {**manifest, "splits": {"train": {**train, "shards": [train["shards"][0]] * 2}}}
+    masking = DynamicMasking(MaskingConfig.for_vocab(load_vocab_tokens(vocab), manifest["settings"]), seed=9)
+    ranks = [TrainingStream(data, twice, batch_size=8, seed=9, rank=r, world_size=2, masking=masking) for r in range(2)]
+    alone = TrainingStream(data, twice, batch_size=16, seed=9, masking=masking)
+    for _ in range(2 * train["shards"][0]["num_instances"] // 16):
+        first, second, both = next(ranks[0]), next(ranks[1]), next(alone)
+        assert not torch.equal(first["input_ids"], second["input_ids"])
+        assert torch.equal(torch.cat([first["mlm_labels"], second["mlm_labels"]]), both["mlm_labels"])
+        assert torch.equal(torch.cat([first["mlm_positions"], second["mlm_positions"]]), both["mlm_positions"])
 
 
 def test_training_on_dynamic_data_learns(dynamic_data, tmp_path):

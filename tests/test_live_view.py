@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 
-from pipelines.live_format import cause_of, describe_task, duration, key_output, progress_text
+from pipelines.live_format import cause_of, describe_task, duration, key_output, progress_text, warnings_of
 from pipelines.live_view import PlainView, Task, TaskLogs, TerminalView
 
 
@@ -192,3 +192,26 @@ def test_a_terminal_gets_marks_and_redraws(tmp_path):
     screen = b"".join(chunks).decode()
     assert "✗ export-vocab" in screen and "\x1b[1F\x1b[J" in screen
     assert "bertpipe: error: the pipeline failed in export-vocab" in screen
+
+
+def test_the_products_warnings_are_shown_under_their_task_and_capped(tmp_path):
+    log_lines = [
+        "01:02:03 INFO components.data.merge: pretraining data at x",
+        "01:02:03 WARNING components.data.merge: 3 words longer than 200 characters became one [UNK] each",
+        "01:02:04 WARNING huggingface_hub.repocard: Repo card metadata block was not found.",
+        *[f"01:02:05 WARNING components.training.phase: train-phase: warning {i}" for i in range(4)],
+    ]
+    assert warnings_of(log_lines) == ["3 words longer than 200 characters became one [UNK] each", *[f"train-phase: warning {i}" for i in range(4)]]
+    task = Task("merge-manifest-128", tmp_path / "merge.log", seconds=1.0, ok=True, summary="train 14 instances", warnings=warnings_of(log_lines))
+    out = io.StringIO()
+    PlainView(out).finished(task)
+    assert [line[9:] for line in out.getvalue().splitlines()] == [
+        "finished merge-manifest-128 in 1.0s: train 14 instances",
+        "  warning: 3 words longer than 200 characters became one [UNK] each",
+        "  warning: train-phase: warning 0",
+        "  warning: train-phase: warning 1",
+        f"  ... 2 more warnings in {tmp_path / 'merge.log'}",
+    ]
+    screen = Terminal()
+    TerminalView(screen).finished(Task("evaluate", tmp_path / "e.log", seconds=2.0, ok=True, warnings=["probe: 57 of 800 texts were truncated"]))
+    assert screen.getvalue() == "✓ evaluate                    2.0s\n  warning: probe: 57 of 800 texts were truncated\n"

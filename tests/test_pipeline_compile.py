@@ -121,6 +121,25 @@ def test_gpus_per_node_start_one_training_process_per_gpu(tmp_path):
         assert container["resources"]["accelerator"]["resourceCount"] == "8"
 
 
+@pytest.mark.parametrize("num_nodes", ["1", "4"])
+def test_evaluation_and_probe_run_on_one_gpu_in_the_training_pool(tmp_path, num_nodes):
+    spec, tasks = compile_with(tmp_path, "--gpus-per-node", "8", "--num-nodes", num_nodes, "--gpu-image", "registry.example.com/ml/bertpipe-cuda:1",
+                               "--node-selector", "pool=gpu")
+    platform = list(yaml.safe_load_all((tmp_path / "pipeline.yaml").read_text()))[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in ("evaluate", "probe"):
+        executor = tasks[name]["componentRef"]["name"].replace("comp-", "exec-")
+        container = spec["deploymentSpec"]["executors"][executor]["container"]
+        assert container["image"] == "registry.example.com/ml/bertpipe-cuda:1"
+        assert (container["resources"]["accelerator"]["resourceType"], container["resources"]["accelerator"]["resourceCount"]) == ("nvidia.com/gpu", "1")
+        assert (container["resources"]["resourceCpuLimit"], container["resources"]["resourceMemoryLimit"]) == ("4", "16Gi")
+        assert platform[executor]["nodeSelector"]["labels"] == {"pool": "gpu"}
+        assert platform[executor]["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+        assert tasks[name]["retryPolicy"]["maxRetryCount"] == 2 and tasks[name]["cachingOptions"] == {}
+    # The CPU steps stay in the CPU pool.
+    vocab = spec["deploymentSpec"]["executors"][tasks["export-vocab"]["componentRef"]["name"].replace("comp-", "exec-")]["container"]
+    assert "accelerator" not in vocab["resources"] and "bertpipe-cpu" in vocab["image"]
+
+
 def test_multi_node_phases_launch_a_trainjob_from_a_cpu_pod(tmp_path):
     spec, tasks = compile_with(tmp_path, "--num-nodes", "4", "--gpus-per-node", "8", "--training-retries", "5")
     # The launcher gets the training retries: each retry starts a new TrainJob attempt that resumes.

@@ -55,3 +55,24 @@ def test_submit_refuses_bad_values_before_connecting(package, capsys):
                  "--param", "phase1_steps=-5", "--param", "masked_lm_prob=1.5"])
     err = capsys.readouterr().err
     assert code == 2 and "phase1_steps=-5: must be at least 1; masked_lm_prob=1.5: must be less than 1" in err
+
+
+def test_run_warns_of_a_warmup_longer_than_its_phase_on_the_terminal_and_checks_the_artifact_root_first(tmp_path, capsys):
+    in_the_way = tmp_path / "artifacts"
+    in_the_way.write_text("not a folder\n")
+    code = main(["run", "--artifact-root", str(in_the_way), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+                 "--phase1-steps", "4", "--phase1-warmup-steps", "10", "--phase2-steps", "20", "--phase2-warmup-steps", "10"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert [line.split(" ", 1)[1] for line in err[:-1]] == [
+        "WARNING pipelines.pipeline_parameters: bertpipe run: phase 1: warmup_steps=10 is more than max_steps=4: the learning rate never reaches its peak"]
+    assert err[-1] == f"bertpipe: error: --artifact-root {in_the_way} is a file, not a folder: pass a folder (an existing one or one to create)"
+    assert in_the_way.read_text() == "not a folder\n" and sorted(p.name for p in tmp_path.iterdir()) == ["artifacts"]
+
+
+def test_argument_warnings_need_both_values_of_a_phase():
+    from pipelines.pipeline_parameters import argument_warnings
+
+    assert argument_warnings({"phase2_steps": 5, "phase2_warmup_steps": 6}) == [
+        "phase 2: warmup_steps=6 is more than max_steps=5: the learning rate never reaches its peak"]
+    assert argument_warnings({"phase1_steps": 5}) == []  # the compiled package's warmup may be anything

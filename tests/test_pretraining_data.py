@@ -142,6 +142,19 @@ def test_splits_are_disjoint(tmp_path, vocab, demo_slice):
     assert sum(len(t) for t in texts.values()) == 120
 
 
+def test_dev_and_test_are_made_once_per_document_whatever_the_dupe_factor(tmp_path, vocab, demo_slice):
+    settings = dict(max_seq_length=64, max_predictions_per_seq=10, dev_fraction=0.1, test_fraction=0.1, seed=3)
+    once = create(demo_slice, vocab, str(tmp_path / "once"), dupe_factor=1, **settings)
+    thrice = create(demo_slice, vocab, str(tmp_path / "thrice"), dupe_factor=3, **settings)
+    for split in ("dev", "test"):
+        assert thrice["splits"][split]["num_instances"] == once["splits"][split]["num_instances"] > 0
+        assert instances.load_split(str(tmp_path / "thrice"), split).num_rows == once["splits"][split]["num_instances"]
+        paths = [shard["path"] for shard in once["splits"][split]["shards"]]
+        assert [_digests(str(tmp_path / "thrice"))[p] for p in paths] == [_digests(str(tmp_path / "once"))[p] for p in paths]
+    # The train split still gets its three passes (each draws its own target lengths, so about 3x, not exactly).
+    assert 2.7 <= thrice["splits"]["train"]["num_instances"] / once["splits"]["train"]["num_instances"] <= 3.3
+
+
 def test_rerun_reuses_matching_data_and_rewrites_otherwise(tmp_path, vocab, demo_slice, caplog):
     out = str(tmp_path / "data")
     create(demo_slice, vocab, out, max_seq_length=64, **SMALL)
@@ -244,3 +257,37 @@ def test_long_sentences_are_reported(tmp_path, vocab, caplog):
     assert "1 sentences are longer than max_seq_length - 3 = 13 tokens" in caplog.text
     assert manifest["statistics"]["train"]["long_sentences"] == 1
     assert manifest["statistics"]["train"]["length_max"] == 16
+
+
+def test_a_corpus_that_is_one_document_says_so_not_raise_the_fraction(tmp_path, vocab):
+    corpus = _corpus(tmp_path / "one.txt", [[line for doc in HAND_MADE for line in doc]])
+    out = tmp_path / "out"
+    with pytest.raises(BertpipeError) as error:
+        create(corpus, vocab, str(out), dev_fraction=0.02, test_fraction=0.02)
+    assert str(error.value) == (f"corpus {corpus} is ONE document (documents are separated by blank lines), so the dev split gets none: "
+                                "split it into documents, or set --dev-fraction 0 --test-fraction 0")
+    assert not out.exists()
+
+
+def test_a_megabyte_word_is_counted_and_shown_cut_short(tmp_path, vocab, caplog):
+    blob = "q" * 1_000_000
+    corpus = _corpus(tmp_path / "c.txt", [*HAND_MADE, [f"The {blob} is not a word.", f"Nor is {'z' * 300}, twice {'z' * 300}."]])
+    with caplog.at_level("WARNING"):
+        create(corpus, vocab, str(tmp_path / "d"), max_seq_length=32, max_predictions_per_seq=5, **SMALL)
+    assert (f"3 words longer than 200 characters became one [UNK] each (first: '{'q' * 40}…', 1000000 characters)") in caplog.text
+    assert blob[:41] not in caplog.text
+
+
+def test_no_warning_for_long_runs_that_are_many_words(tmp_path, vocab, caplog):
+    corpus = _corpus(tmp_path / "c.txt", [*HAND_MADE, [",".join(["word"] * 100) + "."]])
+    with caplog.at_level("WARNING"):
+        create(corpus, vocab, str(tmp_path / "d"), max_seq_length=32, max_predictions_per_seq=5, **SMALL)
+    assert "[UNK] each" not in caplog.text
+
+
+def test_num_workers_zero_is_refused_and_the_help_says_why(tmp_path, vocab):
+    from pipelines.parameters import help_for
+
+    _assert_fails_cleanly(tmp_path, _corpus(tmp_path / "c.txt", HAND_MADE), vocab, r"num_workers=0: must be at least 1 \(1 makes the shards in this process\)",
+                          num_workers=0)
+    assert "at least 1 (1 = in this process" in help_for("num_workers")

@@ -38,6 +38,11 @@ METRIC_NAMES = ("mlm_loss", "perplexity", "mlm_accuracy", "mlm_top5_accuracy", "
 HIGHER_IS_BETTER = ("mlm_accuracy", "mlm_top5_accuracy", "nsp_accuracy")
 
 
+def evaluation_device() -> torch.device:
+    """The GPU when the pod has one (the pipeline gives evaluate and probe one), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def autocast_for(device: torch.device):
     """bf16 autocast on GPUs; plain fp32 on CPU (bf16 is slower on CPUs without AMX)."""
     if device.type == "cuda":

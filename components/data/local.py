@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 
+from components.core import storage
 from components.core.corpus import CorpusSettings
 from components.core.errors import BertpipeError
 from components.core.tracking import Tracking
@@ -86,7 +87,8 @@ def create_pretraining_data(corpus: str, vocab_uri: str, output_uri: str, *, set
     interrupted run's finished shards are not redone. The output does not depend on `num_workers`.
     """
     if num_workers < 1:
-        raise BertpipeError(f"{STEP_NAME}: num_workers={num_workers}: must be at least 1")
+        raise BertpipeError(f"{STEP_NAME}: num_workers={num_workers}: must be at least 1 (1 makes the shards in this process)")
+    storage.check_output(output_uri)  # before the worker pool starts
     with _worker_pool(num_workers) as pool:
         names = plan_pretraining_data(corpus, vocab_uri, output_uri, settings, corpus_settings)
         _make_shards(output_uri, names, pool, num_workers - 1)

@@ -19,6 +19,7 @@ from components.core.tracking import Tracking, log_metrics, step_run
 from components.data import statistics as data_statistics
 from components.data.settings import STEP_NAME, DataSettings
 from components.data.shard import fingerprint
+from components.data.tokenization import MAX_INPUT_CHARS_PER_WORD
 from components.data.work import CORPUS_FILE, done_uri, read_plan, remove_tree, shard_name, work_uri
 
 log = logging.getLogger(__name__)
@@ -90,12 +91,27 @@ def _delete_stale_shards(output_uri: str, manifest: dict) -> None:
                 storage.delete(stale)
 
 
+def warn_overlong_words(records: list[dict]) -> None:
+    """A warning, not an error: Google's tokenizer makes such a word one [UNK] too, and one pasted blob should not
+    stop a corpus; the count and an example say whether the corpus needs cleaning."""
+    found = [record["overlong_words"] for record in records if record.get("overlong_words", {}).get("count")]
+    if found:
+        example = found[0]
+        shown = example["example"] + ("…" if example["example_chars"] > len(example["example"]) else "")
+        log.warning(
+            "%d words longer than %d characters became one [UNK] each (first: %r, %d characters): not words but blobs "
+            "(base64, URLs, markup)? clean the corpus if that is many", sum(f["count"] for f in found), MAX_INPUT_CHARS_PER_WORD,
+            shown, example["example_chars"],
+        )
+
+
 def merge_pretraining_data(output_uri: str, tracking: Tracking | None = None) -> dict:
     """Stage 3 of create-pretraining-data: write the data card and then the manifest of `output_uri`; returns the manifest.
 
     Removes the work area and stale shards. With `tracking`, the settings and per-split
     statistics go to the step's MLflow run. When the plan kept existing data, returns its manifest.
     """
+    storage.check_output(output_uri)
     plan = read_plan(output_uri)
     if plan["reuse"]:
         remove_tree(work_uri(output_uri))
@@ -111,6 +127,7 @@ def merge_pretraining_data(output_uri: str, tracking: Tracking | None = None) ->
             "%d sentences are longer than max_seq_length - 3 = %d tokens and get cut (Google's truncation); "
             "if that is many, check that the corpus has one sentence per line", long_sentences, settings.max_seq_length - 3,
         )
+    warn_overlong_words(records)
     if tracking:
         reading = manifest["corpus_reading"]
         params = {"corpus": plan["corpus"], "vocab_uri": plan["vocab_uri"], "output_uri": output_uri, "corpus_format": reading["format"],

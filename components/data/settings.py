@@ -31,7 +31,7 @@ class DataSettings:
         minimum=1)
     masked_lm_prob: float = setting(0.15, "fraction of tokens to mask", above=0, below=1)
     short_seq_prob: float = setting(0.1, "probability of a shorter target length, so the model also sees short inputs", minimum=0, maximum=1)
-    dupe_factor: int = setting(1, "how many times each document is used, each time with different masks and pairs", minimum=1)
+    dupe_factor: int = setting(1, "how many times each train document is used, each time with different masks and pairs (dev and test: once)", minimum=1)
     do_whole_word_mask: bool = setting(True, "mask all WordPiece pieces of a word together")
     per_word_replacement: bool = setting(
         False, "draw the 80/10/10 [MASK]/random/keep choice once per whole word (a fix of Google's per-piece draw; off = exact reference)")

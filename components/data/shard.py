@@ -34,6 +34,7 @@ from components.data.work import done_uri, read_plan, shard_name
 log = logging.getLogger(__name__)
 
 _TOKENIZE_BATCH_LINES = 16384
+EXAMPLE_CHARS = 40  # of an over-long word, in the record and the warning
 
 
 def shard_seed(seed: int, split: str, index: int) -> int:
@@ -85,9 +86,11 @@ def _tokenizer(vocab_sha256: str, vocab_tokens: tuple[str, ...], lowercase: bool
 
 
 def _instance_settings(settings: DataSettings, vocab: _Vocab, split: str) -> InstanceSettings:
-    # Dynamic masking is for training only: dev and test keep fixed masks, so evaluations compare.
-    dynamic = settings.dynamic_masking and split == "train"
-    return InstanceSettings(settings.max_seq_length, settings.short_seq_prob, settings.dupe_factor, MaskingConfig.for_vocab(vocab.tokens, asdict(settings)), dynamic)
+    # Dynamic masking and duplication are for training only: dev and test keep fixed masks, so evaluations
+    # compare, and are made once per document (dupe_factor copies would only multiply the evaluation's cost).
+    train = split == "train"
+    dupe_factor = settings.dupe_factor if train else 1
+    return InstanceSettings(settings.max_seq_length, settings.short_seq_prob, dupe_factor, MaskingConfig.for_vocab(vocab.tokens, asdict(settings)), settings.dynamic_masking and train)
 
 
 def _make_shard(descriptor: dict, vocab: _Vocab, output_uri: str, settings: DataSettings) -> dict:
@@ -106,6 +109,7 @@ def _make_shard(descriptor: dict, vocab: _Vocab, output_uri: str, settings: Data
     if descriptor.get("split_sentences"):  # raw documents: paragraphs, split here so that shards split in parallel
         raw = [sentences for sentences in map(split_sentences, raw) if sentences]
     documents = _tokenize_documents(raw, tokenizer)
+    overlong, example = tokenizer.overlong_words([line for lines in raw for line in lines])
     long_sentences = int((documents.sentence_lengths() > settings.max_seq_length - 3).sum())
     tokenized = time.perf_counter()
     seed = shard_seed(settings.seed, descriptor["split"], descriptor["index"])
@@ -123,6 +127,7 @@ def _make_shard(descriptor: dict, vocab: _Vocab, output_uri: str, settings: Data
         "sentences": sum(map(len, raw)),
         "fingerprint": expected,
         "counts": data_statistics.counts_to_json(stats, long_sentences),
+        "overlong_words": {"count": overlong, "example": example[:EXAMPLE_CHARS], "example_chars": len(example)},
     }
     storage.write_json(record_uri, record)
     log.info(
@@ -138,6 +143,7 @@ def create_pretraining_shard(output_uri: str, shard: str) -> dict | None:
     Corpus text, settings and vocab come from the plan in the work area. Returns the shard's
     record, or None when the plan keeps data the folder already holds.
     """
+    storage.check_output(output_uri)
     plan = read_plan(output_uri)
     if plan["reuse"]:
         return None

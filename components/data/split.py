@@ -95,6 +95,11 @@ def plan_shards(corpus: str, output_uri: str, settings: DataSettings, corpus_set
     fractions = {"dev": settings.dev_fraction, "test": settings.test_fraction, "train": 1.0}
     for split, writer in writers.items():
         if fractions[split] > 0 and writer.documents == 0:
+            if total == 1:
+                raise BertpipeError(
+                    f"corpus {corpus} is ONE document ({reader.document_unit}), "
+                    f"so the {split} split gets none: split it into documents, or set --dev-fraction 0 --test-fraction 0"
+                )
             raise BertpipeError(
                 f"{split} split got no documents from the {total} in {corpus}"
                 + (f"; raise --{split}-fraction or set it to 0" if split != "train" else "; lower --dev-fraction/--test-fraction")
@@ -144,6 +149,7 @@ def plan_pretraining_data(corpus: str, vocab_uri: str, output_uri: str, settings
     check(settings, STEP_NAME)
     check(corpus_settings, STEP_NAME)
     warn_if_unusual(settings)
+    storage.check_output(output_uri)
     load_vocab_tokens(vocab_uri)  # refuses a vocab without BERT's special tokens before anything is written
     vocab_info = load_vocab_info(vocab_uri)
     folder_existed = storage.is_s3(output_uri) or os.path.exists(output_uri)

@@ -18,6 +18,7 @@ Google's splits them into "[", "cls", "]".
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from functools import lru_cache
 from itertools import chain
@@ -37,6 +38,7 @@ _MAX_REMEMBERED_CHUNKS = 500_000
 # New chunks are tokenized together, joined by one of these (ASCII punctuation: always a token of its own).
 _SEPARATOR_CANDIDATES = "|~^#$%&*+=<>@\\_`{}"
 _CHUNKS_PER_ENCODING = 20_000
+_LONG_CHUNK = re.compile(r"\S{%d,}" % (MAX_INPUT_CHARS_PER_WORD + 1))
 _CJK_RANGES = (
     (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
     (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
@@ -207,6 +209,18 @@ class CorpusTokenizer:
             return
         for chunk, start, end in zip(chunks, [-1, *cuts], [*cuts, len(ids)]):
             self._chunk_ids[chunk] = tuple(ids[start + 1:end])
+
+    def overlong_words(self, lines: list[str]) -> tuple[int, str]:
+        """(how many words of the lines are longer than MAX_INPUT_CHARS_PER_WORD, the first of them): each becomes
+        one [UNK], as in Google's tokenizer. Such "words" are rarely words: base64, a URL, a blob pasted into the text.
+        Only space-free runs that long are looked at, with the Rust normalizer and pre-tokenizer."""
+        count, example = 0, ""
+        for chunk in _LONG_CHUNK.finditer("\n".join(lines)):
+            words = self.fast.pre_tokenizer.pre_tokenize_str(self.fast.normalizer.normalize_str(chunk.group()))
+            long_words = [word for word, _ in words if len(word) > MAX_INPUT_CHARS_PER_WORD]
+            count += len(long_words)
+            example = example or (long_words[0] if long_words else "")
+        return count, example
 
     def tokenize_lines(self, lines: list[str]) -> list[list[int]]:
         """WordPiece ids of each line (an empty list where a line has no tokens)."""

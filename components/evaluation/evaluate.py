@@ -14,8 +14,6 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-import torch
-
 from components.core import batches as batching
 from components.core import instances as instance_format
 from components.core import models
@@ -23,7 +21,7 @@ from components.core import storage
 from components.core.baselines import trivial_baselines
 from components.core.errors import BertpipeError
 from components.core.model_store import current_champion, model_folder
-from components.core.scoring import EVALUATION_METRICS_FILE, EVALUATION_REPORT_FILE, HIGHER_IS_BETTER, metrics_from, score_instances
+from components.core.scoring import EVALUATION_METRICS_FILE, EVALUATION_REPORT_FILE, HIGHER_IS_BETTER, evaluation_device, metrics_from, score_instances
 from components.core.settings import as_dict, check, setting
 from components.core.tracking import Tracking, default_tracking_uri, log_metrics, step_run
 from components.core.vocab_files import load_vocab_info
@@ -49,7 +47,7 @@ class EvaluationSettings:
 
 def measure(model_uri: str, data_uris: dict[int, str], settings: EvaluationSettings, tracking_uri: str) -> tuple[dict, dict, dict]:
     """(metrics, fill-mask examples, per-instance results; each per length) of one model on `settings.split` of each data folder."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = evaluation_device()
     with model_folder(model_uri, tracking_uri) as folder:
         if not (folder / "vocab_info.json").is_file():
             raise BertpipeError(f"{model_uri} has no vocab_info.json; evaluate a model folder written by train-phase")
@@ -67,7 +65,7 @@ def measure(model_uri: str, data_uris: dict[int, str], settings: EvaluationSetti
             raise BertpipeError(f"{data_uri} has no {split!r} instances to evaluate on; create the data with held-out documents")
         if length > model.config.max_position_embeddings:
             raise BertpipeError(f"{data_uri} has {length}-token sequences; the model takes at most {model.config.max_position_embeddings}")
-        log.info("evaluating %s on the %s split of %s", model_uri, split, data_uri)
+        log.info("evaluating %s on the %s split of %s (%s)", model_uri, split, data_uri, device)
         batches = batching.evaluation_batches(data_uri, manifest, split, settings.per_device_eval_batch_size, settings.max_eval_batches or None)
         instances[length] = score_instances(forward, batches, device)
         results[length] = {**metrics_from(instances[length]), **trivial_baselines(data_uri, manifest, split)}
@@ -136,6 +134,7 @@ def evaluate(
     {"registered_model_name", "version", "metrics", "note"}}.
     """
     check(settings, STEP_NAME)
+    storage.check_output(output_uri)
     data_uris = instance_format.data_folders(data_uris)
     tracking_uri = tracking.tracking_uri if tracking else default_tracking_uri()
     params = {"model_uri": model_uri, "registered_model_name": registered_model_name, **as_dict(settings)}

@@ -23,7 +23,7 @@ import torch
 from components.core import models
 from components.core import storage
 from components.core.errors import BertpipeError
-from components.core.scoring import PROBE_FILE
+from components.core.scoring import PROBE_FILE, autocast_for, evaluation_device
 from components.core.settings import as_dict, check, setting
 from components.core.model_store import current_champion, model_folder
 from components.core.tracking import Tracking, default_tracking_uri, log_metrics, step_run
@@ -73,7 +73,8 @@ class Encoder:
         return sum(len(ids) > self.max_length for ids in lengths)
 
     def pooled(self, batch: dict[str, torch.Tensor], pooling: str) -> torch.Tensor:
-        hidden = self.model(**batch, return_dict=True).last_hidden_state
+        with autocast_for(self.device):
+            hidden = self.model(**batch, return_dict=True).last_hidden_state.float()
         if pooling == "cls":
             return hidden[:, 0]
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -138,8 +139,7 @@ def scores(truth: np.ndarray, predicted: np.ndarray, classes: int) -> dict[str, 
 
 def probe_model(folder: Path, data: LabeledSplits, settings: ProbeSettings, where: str) -> dict:
     """The probe's results for one model folder: scores, the per-text hits, the truncation count."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    encoder = Encoder(folder, settings.max_length, device)
+    encoder = Encoder(folder, settings.max_length, evaluation_device())
     truncated = encoder.truncated(data.train_texts + data.test_texts)
     if truncated:
         log.warning("probe of %s: %d of %d texts are longer than %d tokens and were truncated", where, truncated,
@@ -178,6 +178,7 @@ def probe(model_uri: str, dataset: str, output_uri: str, *, registered_model_nam
     An empty `dataset` probes nothing and says so (the pipeline's probe is optional).
     """
     check(settings, "probe")
+    storage.check_output(output_uri)
     if not dataset:
         log.info("no probe dataset given: the downstream probe is skipped")
         result = {"dataset": "", "skipped": True, "challenger": None, "champion": None, "notes": ["no probe dataset given"]}

@@ -10,6 +10,7 @@ last phase through `init_model`).
 from __future__ import annotations
 
 import logging
+import os
 
 from components.core import instances as instance_format
 from components.core import storage
@@ -120,6 +121,8 @@ def register_and_promote(
     "kept" | "conflict", "reasons", "champion_before", "champion_after", ...}}.
     """
     check(settings, STEP_NAME)
+    report_uri = report_uri or storage.join(parent(evaluation_uri), RUN_REPORT_FILE)
+    storage.check_output(os.path.dirname(report_uri) or ".", "the folder of --report-uri")  # before a version is registered
     tracking = tracking or Tracking()
     data = instance_format.data_folders(data_uris)
     evaluation = read_evaluation(evaluation_uri, data, registered_model_name)
@@ -134,7 +137,7 @@ def register_and_promote(
         dry_run=settings.promotion_dry_run, actor=actor or pipeline_actor(tracking.pipeline_run_id), pipeline_run=tracking.pipeline_run_id or "",
         intervals=evaluation.get("intervals"), probe=probe,
     )
-    result = {**registered, "promotion": decision, "report_uri": report_uri or storage.join(parent(evaluation_uri), RUN_REPORT_FILE)}
+    result = {**registered, "promotion": decision, "report_uri": report_uri}
     result["model_card_uri"] = publish_model_card(render_model_card(result, evaluation, probe, phases, tracking.pipeline_run_id), result, model_uri, tracking)
     write_run_report(result["report_uri"], evaluation_uri, result, phases, extra=interval_lines(evaluation.get("intervals") or {}) + probe_lines(probe),
                      tracking=tracking)

@@ -40,10 +40,13 @@ def rank_arguments(data_uri: str, vocab_uri: str, output_uri: str, settings: Tra
     return arguments
 
 
-def run_torchrun(arguments: list[str], processes: int) -> None:
+def torchrun_command(arguments: list[str], processes: int) -> list[str]:
     """`torchrun --standalone --nproc-per-node=N` of the bertpipe CLI with this interpreter (no PATH lookup)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", "pipelines.cli", *arguments]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", "pipelines.cli", *arguments]
+
+
+def run_torchrun(arguments: list[str], processes: int) -> None:
     log.info("starting %d training processes under torchrun", processes)
-    finished = subprocess.run(command, check=False)
+    finished = subprocess.run(torchrun_command(arguments, processes), check=False)
     if finished.returncode != 0:
         raise BertpipeError(f"torchrun with {processes} processes failed (exit {finished.returncode}); see the ranks' logs above")

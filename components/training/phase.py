@@ -38,6 +38,7 @@ def train_phase(data_uri: str, vocab_uri: str, output_uri: str, *, settings: Tra
     """
     check(settings, "train-phase")
     check(launch, "train-phase")
+    storage.check_output(output_uri)  # before the data, the model and the hours of training
     for warning in settings.warnings():
         log.warning("train-phase: %s", warning)
     if distributed.is_rank() or (launch.processes == 1 and launch.num_nodes == 1):

@@ -1,9 +1,15 @@
 """The training stream: endless shuffled batches of one split, deterministic and resumable.
 
-The stream is a pure function of (seed, position): epoch e visits this rank's
+The stream is a pure function of (seed, position): epoch e visits the split's
 shards in an order drawn from (seed, e) and each shard's rows in an order drawn
 from (seed, e, shard). So the data position of a run is one integer (instances
 consumed), and resuming from a checkpoint needs nothing else.
+
+Under DDP every rank walks that same order: each global batch of batch_size x
+world_size instances is cut in world_size slices and rank r takes slice r. So w
+ranks of batch b see exactly the instances one process of batch w*b sees, every
+rank has data whatever the shard count, and no shard is sampled more than another.
+The price: every rank reads every shard (one at a time), as one process would.
 """
 
 from __future__ import annotations
@@ -17,20 +23,19 @@ from components.training.dynamic_masking import DynamicMasking
 
 
 class TrainingStream:
-    """Endless shuffled batches from one split, repeating epochs; rank r of w reads shards r, r+w, ...
+    """Endless shuffled batches from one split, repeating epochs; rank r of w takes slice r of each global batch.
 
-    `position` counts the instances consumed so far; pass it back in to resume exactly.
+    `position` counts the instances consumed so far by all ranks together; pass it back in to resume exactly.
     """
 
     def __init__(self, data_uri: str, manifest: dict, *, batch_size: int, seed: int, split: str = "train", rank: int = 0, world_size: int = 1, position: int = 0,
                  masking: DynamicMasking | None = None):
         shards = manifest["splits"].get(split, {}).get("shards", [])
-        self.shards = [s for s in shards[rank::world_size] if s["num_instances"] > 0]
+        self.shards = [s for s in shards if s["num_instances"] > 0]
         if not self.shards:
-            if len(shards) < world_size:
-                raise BertpipeError(f"{data_uri} has {len(shards)} {split} shards for {world_size} processes; every process needs at least one shard")
             raise BertpipeError(f"{data_uri} has no {split} instances; create the data with more documents")
         self.data_uri, self.batch_size, self.seed, self.position, self.masking = data_uri, batch_size, seed, position, masking
+        self.rank, self.world_size = rank, world_size
         self.epoch_size = sum(s["num_instances"] for s in self.shards)
         self._cache: tuple[int, InstanceArrays] | None = None
         self._order_epoch = -1
@@ -80,8 +85,9 @@ class TrainingStream:
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:
-        parts = [self._collate(epoch, shard, rows) for epoch, shard, rows in self._rows_at(self.position, self.batch_size)]
-        self.position += self.batch_size
+        mine = self.position + self.rank * self.batch_size
+        parts = [self._collate(epoch, shard, rows) for epoch, shard, rows in self._rows_at(mine, self.batch_size)]
+        self.position += self.batch_size * self.world_size
         return parts[0] if len(parts) == 1 else concat_batches(parts)
 
     def _collate(self, epoch: int, shard: int, rows: np.ndarray) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""One phase training in this process: alone, or as one rank under torchrun (DDP: each rank reads its own shards).
+"""One phase training in this process: alone, or as one rank under torchrun (DDP: each rank takes its slice of every global batch).
 
 components.training.phase.train_phase decides where the phase runs; this is what every
 rank runs. A rerun with the same output_uri resumes from the newest complete checkpoint.
@@ -122,6 +122,9 @@ class PhaseRun:
         if uri is None:
             return 0
         state = checkpoints.read_trainer_state(uri)
+        if state["step"] > self.settings.max_steps:  # resuming would publish a model trained past the steps asked for
+            raise BertpipeError(f"{uri} is at step {state['step']}, past max_steps={self.settings.max_steps}: raise --max-steps to at least "
+                                f"{state['step']}, or use a new output_uri to train from scratch")
         mine = self._fingerprint()
         if state["run"]["model_shape"] != mine["model_shape"]:
             theirs = state["run"]["model_shape"]
@@ -208,9 +211,11 @@ class PhaseRun:
         settings = self.settings
         accumulation = settings.gradient_accumulation_steps
         micro_batches = [next(self.stream) for _ in range(accumulation)]
-        # Weigh each micro-batch's MLM loss by its share of the step's masked tokens, so that
-        # accumulating k batches of n equals one batch of k*n (the loss is a mean over masked tokens).
-        masked_total = sum(len(batch["mlm_labels"]) for batch in micro_batches)
+        # Weigh each micro-batch's MLM loss by its share of the step's masked tokens on all ranks, so that
+        # accumulating k batches of n on w ranks equals one batch of k*n*w (the loss is a mean over masked
+        # tokens; DDP averages the ranks' gradients, hence the factor world_size).
+        masked_here = sum(len(batch["mlm_labels"]) for batch in micro_batches)
+        masked_per_rank = distributed.sum_across([masked_here], self.placement, self.device)[0] / self.placement.world_size
         totals = {
             "tokens": float(sum(batch["attention_mask"].sum() for batch in micro_batches)),
             "sequences": float(sum(len(batch["input_ids"]) for batch in micro_batches)),
@@ -218,7 +223,7 @@ class PhaseRun:
         }
         weighted = torch.zeros(2, device=self.device)  # (mlm, nsp) on the device: one host sync per step, not per micro-batch
         for micro, batch in enumerate(micro_batches):
-            mlm_weight = len(batch["mlm_labels"]) / masked_total
+            mlm_weight = len(batch["mlm_labels"]) / masked_per_rank
             batch = batching.batch_to(batch, self.device)
             sync = self.trained.no_sync() if self.placement.world_size > 1 and micro < accumulation - 1 else contextlib.nullcontext()
             with sync:

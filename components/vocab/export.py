@@ -88,6 +88,7 @@ def export_vocab(output_uri: str, *, source: str = "", corpus: str = "", setting
     """
     check(settings, "export-vocab")
     check(corpus_settings, "export-vocab")
+    storage.check_output(output_uri)
     counts: dict = {}
     if tracking is None:
         return _export_vocab(output_uri, source, corpus, settings, corpus_settings, counts)

@@ -44,6 +44,12 @@ class Corpus:
         return self.format != "text"
 
     @property
+    def document_unit(self) -> str:
+        """What makes one document in this corpus's format, for messages about too few documents."""
+        return {"text": "documents are separated by blank lines", "documents": "one document per file"}.get(
+            self.format, f"one document per {self.format} record")
+
+    @property
     def needs_splitting(self) -> bool:
         """Whether its documents are paragraphs that still need the sentence segmenter."""
         return self.is_raw and self.settings.sentences == "split"

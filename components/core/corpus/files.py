@@ -13,6 +13,7 @@ import glob
 import gzip
 import io
 import lzma
+import zlib
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import IO, Iterator
@@ -139,5 +140,5 @@ def read_errors(uri: str) -> Iterator[None]:
     """Decompression and I/O failures as one-line errors naming the file."""
     try:
         yield
-    except (OSError, EOFError, lzma.LZMAError) as error:
-        raise BertpipeError(f"{uri}: cannot be read ({error})") from error
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as error:  # gzip raises zlib.error on corrupt bytes
+        raise BertpipeError(f"{uri}: cannot be read, it is corrupt or truncated ({error})") from error

@@ -143,6 +143,8 @@ def staged_dir(uri: str) -> Iterator[Path]:
             publish_dir(tmp, uri)
         return
     target = Path(uri)
+    if target.exists() and not target.is_dir():  # the swap below would replace the file with the folder
+        raise BertpipeError(f"{uri} is a file, not a folder: publish to a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
     try:
