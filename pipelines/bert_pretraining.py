@@ -28,7 +28,11 @@ PIPELINE_NAME = "bert-pretraining"
 MAX_PARALLEL_SHARDS = 16  # shard pods at once per sequence length (KFP fixes it at compile time)
 DATA_SETTINGS = tuple(field_types(DataSettings))
 # registration: the register step's result as JSON (name, version, decision, reasons, report URI); evaluation_uri: its metrics.json's folder.
-PipelineOutputs = NamedTuple("PipelineOutputs", [("registration", str), ("evaluation_uri", str), ("model_uri", str)])
+# vocab, data_*, phase_*: each step's artifact, whose metadata says whether it was reused (the run's summary shows it).
+PipelineOutputs = NamedTuple("PipelineOutputs", [
+    ("registration", str), ("evaluation_uri", str), ("model_uri", str), ("vocab", dsl.Artifact),
+    ("data_128", dsl.Dataset), ("data_512", dsl.Dataset), ("phase_128", dsl.Model), ("phase_512", dsl.Model),
+])
 
 
 def corpus_reading(namespace: dict) -> dict:
@@ -55,22 +59,25 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         trainjob_template=trainjob_template(settings) if multi_node else "",
     )
 
-    def configure(task, kind: str):
-        if settings is None:
-            return task
-        if kind == "training" and not multi_node:
-            return apply_training_settings(task, settings)
-        if kind == "evaluation":
-            return apply_evaluation_settings(task, settings)
-        # A multi-node phase's task only launches the TrainJob and waits: a CPU pod.
-        return apply_cpu_step_settings(task, settings, kind)
+    def configure(task, kind: str, cached: bool = True):
+        """Cluster settings for a task of `kind`; `cached=False`: never cached, whatever the settings say."""
+        if settings is not None:
+            if kind == "training" and not multi_node:
+                apply_training_settings(task, settings)
+            elif kind == "evaluation":
+                apply_evaluation_settings(task, settings)
+            else:  # a multi-node phase's task only launches the TrainJob and waits: a CPU pod
+                apply_cpu_step_settings(task, settings, kind)
+        if not cached:
+            task.set_caching_options(enable_caching=False)
+        return task
 
     @dsl.pipeline(name="pretraining-data", description="Plan shards by document, make each shard's instances in its own task, merge the manifest")
     def pretraining_data(
         corpus: str,
         vocab: dsl.Input[dsl.Artifact],
         artifact_root: str,
-        pipeline_run_id: str,
+        fingerprint: str,
         tracking_uri: str,
         experiment: str,
         max_seq_length: int = 128,
@@ -97,17 +104,18 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
     ) -> dsl.Dataset:
         # Tasks hand each other only shard names: the plan, the documents and the shard records stay
         # in the data folder, so no task's input grows with the corpus (one argument is capped at 128 KiB).
+        # The folder is content-keyed and no task takes the run id: Kubeflow's cache can hit on every one.
         given = locals()
         settings = {name: given[name] for name in DATA_SETTINGS}
-        where = dict(artifact_root=artifact_root, pipeline_run_id=pipeline_run_id, max_seq_length=max_seq_length)
         plan = steps.plan_pretraining_data(corpus=corpus, vocab=vocab, **settings, **corpus_reading(given),
-                                           artifact_root=artifact_root, pipeline_run_id=pipeline_run_id)
+                                           artifact_root=artifact_root, fingerprint=fingerprint)
         configure(plan.set_display_name("plan-shards"), "data")
-        with dsl.ParallelFor(plan.output, parallelism=MAX_PARALLEL_SHARDS) as shard_name:
-            shard = steps.create_pretraining_shard(shard=shard_name, **where)
+        folder = plan.outputs["data_folder"]
+        with dsl.ParallelFor(plan.outputs["Output"], parallelism=MAX_PARALLEL_SHARDS) as shard_name:
+            shard = steps.create_pretraining_shard(shard=shard_name, data_folder=folder)
             configure(shard.set_display_name("create-shard"), "data")
         # After the whole loop, without a fan-in of its outputs (dsl.Collected).
-        merge = steps.create_pretraining_data(**where, tracking_uri=tracking_uri, experiment=experiment).after(shard)
+        merge = steps.create_pretraining_data(data_folder=folder, tracking_uri=tracking_uri, experiment=experiment).after(shard)
         configure(merge.set_display_name("merge-manifest"), "data")
         return merge.outputs["data"]
 
@@ -161,6 +169,10 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         max_grad_norm: float = 1.0,
         logging_steps: int = 10,
         eval_steps: int = 0,
+        pack_sequences: bool = True,
+        mixed_precision: str = "auto",
+        torch_compile: bool = False,
+        peak_tflops: float = 0.0,
         experiment: str = "bert-pretraining",
         registered_model_name: str = "bert-pretraining",
         promotion_metric: str = "mlm_accuracy_512",
@@ -173,12 +185,21 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         probe_tolerance: float = 0.01,
         probe_dataset: str = "",
         confidence_level: float = 0.95,
+        resume_run_id: str = "",
     ) -> PipelineOutputs:
-        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        # Only training, evaluation and registration take the run id (never cached); vocab and data are keyed
+        # by their inputs' content, fingerprinted by an uncached task each run, so a changed corpus misses the cache.
+        resolved = steps.resolve_run(artifact_root=artifact_root, resume_run_id=resume_run_id, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        configure(resolved.set_display_name("resolve-run"), "registry", cached=False)
+        run_id = resolved.output
         where = dict(artifact_root=artifact_root, pipeline_run_id=run_id, tracking_uri=tracking_uri, experiment=experiment)
+        tracking = dict(tracking_uri=tracking_uri, experiment=experiment)
 
         reading = corpus_reading(locals())
-        vocab = steps.export_vocab(vocab_source=vocab_source, corpus=corpus, vocab_size=vocab_size, lowercase=lowercase, **reading, **where)
+        fingerprints = steps.fingerprint_inputs(corpus=corpus, vocab_source=vocab_source)
+        configure(fingerprints.set_display_name("fingerprint-inputs"), "vocab", cached=False)
+        vocab = steps.export_vocab(vocab_source=vocab_source, corpus=corpus, vocab_size=vocab_size, lowercase=lowercase, **reading, **tracking,
+                                   artifact_root=artifact_root, fingerprint=fingerprints.outputs["vocab"])
         configure(vocab.set_display_name("export-vocab"), "vocab")
 
         data = {}
@@ -189,8 +210,8 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         )
         for phase in PHASES:
             data[phase.max_seq_length] = pretraining_data(
-                corpus=corpus, vocab=vocab.outputs["vocab"], max_seq_length=phase.max_seq_length,
-                max_predictions_per_seq=phase.max_predictions_per_seq, **data_settings, **reading, **where,
+                corpus=corpus, vocab=vocab.outputs["vocab"], max_seq_length=phase.max_seq_length, max_predictions_per_seq=phase.max_predictions_per_seq,
+                **data_settings, **reading, **tracking, artifact_root=artifact_root, fingerprint=fingerprints.outputs["corpus"],
             ).set_display_name(f"create-pretraining-data-{phase.max_seq_length}")
 
         # Phase 512 starts from phase 128's weights, with a fresh optimizer and schedule.
@@ -203,28 +224,31 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         training = dict(
             model_size=model_size, seed=train_seed, save_steps=save_steps, save_total_limit=save_total_limit, weight_decay=weight_decay,
             optimizer=optimizer, lr_scheduler_type=lr_scheduler_type, lr_power=lr_power, adam_epsilon=adam_epsilon,
-            max_grad_norm=max_grad_norm, logging_steps=logging_steps, eval_steps=eval_steps,
+            max_grad_norm=max_grad_norm, logging_steps=logging_steps, eval_steps=eval_steps, pack_sequences=pack_sequences,
+            mixed_precision=mixed_precision, torch_compile=torch_compile, peak_tflops=peak_tflops,
         )
         init_model = init_checkpoint
+        phases = {}
         for recipe_phase in PHASES:
             length = recipe_phase.max_seq_length
             phase = steps.train_phase(
                 data=data[length].output, vocab=vocab.outputs["vocab"], init_model=init_model, max_seq_length=length,
                 **per_phase[recipe_phase.number], **training, **placement, **where,
             )
-            configure(phase.set_display_name(f"train-phase-{length}"), "training")
+            configure(phase.set_display_name(f"train-phase-{length}"), "training", cached=False)
             init_model = phase.outputs["Output"]
+            phases[length] = phase.outputs["model"]
         model_uri = init_model
 
         evaluation = steps.evaluate(
             model_uri=model_uri, data_128=data[128].output, data_512=data[512].output,
             registered_model_name=registered_model_name, confidence_level=confidence_level, **where,
         )
-        configure(evaluation.set_display_name("evaluate"), "evaluation")
+        configure(evaluation.set_display_name("evaluate"), "evaluation", cached=False)
         # The downstream probe, beside the evaluation; with no probe_dataset it only records that it was skipped.
         probe = steps.probe(model_uri=model_uri, dataset=probe_dataset, registered_model_name=registered_model_name,
                             confidence_level=confidence_level, **where)
-        configure(probe.set_display_name("probe"), "evaluation")
+        configure(probe.set_display_name("probe"), "evaluation", cached=False)
 
         registration = steps.register_model(
             model_uri=model_uri, evaluation_uri=evaluation.outputs["Output"], data_128=data[128].output,
@@ -233,9 +257,10 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
             promotion_over_baseline=promotion_over_baseline, promotion_dry_run=promotion_dry_run, require_probe=require_probe, probe_tolerance=probe_tolerance,
             probe_uri=probe.outputs["Output"], pipeline_run_id=run_id, tracking_uri=tracking_uri, experiment=experiment,
         )
-        configure(registration.set_display_name("register-model"), "registry")
+        configure(registration.set_display_name("register-model"), "registry", cached=False)
 
-        return PipelineOutputs(registration.outputs["Output"], evaluation.outputs["Output"], model_uri)
+        return PipelineOutputs(registration.outputs["Output"], evaluation.outputs["Output"], model_uri, vocab.outputs["vocab"],
+                               data[128].output, data[512].output, phases[128], phases[512])
 
     return bert_pretraining, pretraining_data
 

@@ -28,6 +28,7 @@ log = logging.getLogger("bertpipe")
 EXAMPLES = """\
 examples:
   bertpipe run                                   # the whole pipeline, locally, on the demo corpus
+  bertpipe run --resume RUN_ID                   # continue a failed or killed run in its folder
   bertpipe run --artifact-root s3://bucket/bert --tracking-uri http://127.0.0.1:5000
   bertpipe compile --output bert-pretraining.yaml --gpu-type nvidia-tesla-a100 --node-selector pool=gpu
   bertpipe submit --host http://localhost:8080 --package bert-pretraining.yaml --run-name try-1 --param artifact_root=s3://bucket/bert --param tracking_uri=http://mlflow:5000
@@ -191,7 +192,9 @@ def _run_flags(run: argparse.ArgumentParser) -> None:
     from pipelines.bert_pretraining import bert_pretraining
     from pipelines.local_run import DEMO_SETTINGS
 
-    add_signature_flags(run, bert_pretraining.pipeline_func, overrides={"artifact_root": "bertpipe-artifacts", "tracking_uri": default_tracking_uri(), **DEMO_SETTINGS})
+    add_signature_flags(run, bert_pretraining.pipeline_func, overrides={"artifact_root": "bertpipe-artifacts", "tracking_uri": default_tracking_uri(), **DEMO_SETTINGS},
+                        skip=("resume_run_id",))
+    run.add_argument("--resume", dest="resume_run_id", default="", metavar="RUN_ID", help=help_for("resume_run_id"))
     next(action for action in run._actions if action.dest == "tracking_uri").help = help_for("tracking_uri") + TRACKING_DEFAULT_HELP  # no credentials in --help
     run.add_argument("--kfp-root", default="", help="kfp.local's pipeline_root (default: <artifact-root>/kfp-local, or ./bertpipe-artifacts/kfp-local for s3://)")
     run.add_argument("--verbose", action="store_true", help="stream every task's full output (kfp.local's own view) instead of a line per task")

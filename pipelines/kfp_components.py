@@ -6,15 +6,38 @@ outputs go to `artifact_root` through components.core.storage; the KFP artifacts
 carry their URIs (pipelines.step_io).
 """
 
+from typing import NamedTuple
+
 from kfp import dsl
 
 from pipelines.images import CPU_IMAGE, GPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def fingerprint_inputs(corpus: str, vocab_source: str) -> NamedTuple("Fingerprints", [("corpus", str), ("vocab", str)]):
+    """Fingerprints (by listing) of the corpus and of what the vocab is made from: the keys of the vocab and data
+    tasks' inputs, so Kubeflow's cache hits when they are unchanged and misses when a file changed. Never cached itself."""
+    from components.core.console import configure_logging
+    from components.core.content_key import input_fingerprints
+
+    configure_logging()
+    return input_fingerprints(corpus, vocab_source)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def resolve_run(artifact_root: str, resume_run_id: str, pipeline_run_id: str) -> str:
+    """The run id whose folder the training, evaluation and registration tasks write: this run's, or the one it resumes."""
+    from components.core.console import configure_logging
+    from pipelines import step_io
+
+    configure_logging()
+    return step_io.resolve_run(artifact_root, resume_run_id, pipeline_run_id)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def export_vocab(
     artifact_root: str,
-    pipeline_run_id: str,
+    fingerprint: str,
     vocab_source: str,
     corpus: str,
     tracking_uri: str,
@@ -37,13 +60,14 @@ def export_vocab(
     from components.core.corpus import CorpusSettings
     from components.core.settings import pick
     from components.core.tracking import Tracking
-    from components.vocab.export import VocabSettings, export_vocab
+    from components.vocab.export import VocabSettings, export_vocab, vocab_location
     from pipelines import step_io
 
     configure_logging()
-    uri = step_io.output_uri(artifact_root, pipeline_run_id, "vocab")
-    info = export_vocab(uri, source=vocab_source, corpus=corpus, settings=pick(VocabSettings, locals()),
-                        corpus_settings=pick(CorpusSettings, locals()), tracking=Tracking(tracking_uri, experiment, pipeline_run_id))
+    settings, corpus_settings = pick(VocabSettings, locals()), pick(CorpusSettings, locals())
+    uri = vocab_location(artifact_root, vocab_source, corpus, settings, corpus_settings, fingerprint)
+    info = export_vocab(uri, source=vocab_source, corpus=corpus, settings=settings, corpus_settings=corpus_settings,
+                        tracking=Tracking(tracking_uri, experiment), fingerprint=fingerprint)
     step_io.publish(vocab, uri, info)
 
 
@@ -52,7 +76,8 @@ def plan_pretraining_data(
     corpus: str,
     vocab: dsl.Input[dsl.Artifact],
     artifact_root: str,
-    pipeline_run_id: str,
+    fingerprint: str,
+    data_folder: dsl.Output[dsl.Artifact],
     max_seq_length: int = 128,
     max_predictions_per_seq: int = 20,
     masked_lm_prob: float = 0.15,
@@ -75,7 +100,8 @@ def plan_pretraining_data(
     clean_text_format: bool = False,
     skip_bad_records: bool = False,
 ) -> list:
-    """Split the corpus by document into shards of raw text, written with the plan to the data folder; returns the shard names.
+    """Split the corpus by document into shards of raw text, written with the plan to the content-keyed data folder
+    (named by data_folder; one that already holds this data is kept: components.data.reuse); returns the shard names.
 
     The names ("train-00012") are the ParallelFor's work items: a few bytes each, whatever
     the corpus; each shard task reads its documents and the settings from the data folder.
@@ -84,34 +110,31 @@ def plan_pretraining_data(
     from components.core.corpus import CorpusSettings
     from components.core.settings import pick
     from components.data.settings import DataSettings
+    from components.data.reuse import data_location
     from components.data.split import plan_pretraining_data as plan
     from pipelines import step_io
 
     configure_logging()
-    return plan(corpus, step_io.uri_of(vocab), step_io.data_uri(artifact_root, pipeline_run_id, max_seq_length), pick(DataSettings, locals()),
-                pick(CorpusSettings, locals()))
+    settings, corpus_settings, vocab_uri = pick(DataSettings, locals()), pick(CorpusSettings, locals()), step_io.uri_of(vocab)
+    uri = data_location(artifact_root, corpus, vocab_uri, settings, corpus_settings, fingerprint)
+    # An artifact, not a parameter: kfp.local replaces every task-output parameter inside a ParallelFor by the loop item.
+    step_io.publish(data_folder, uri, {})
+    return plan(corpus, vocab_uri, uri, settings, corpus_settings, fingerprint)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def create_pretraining_shard(shard: str, artifact_root: str, pipeline_run_id: str, max_seq_length: int):
+def create_pretraining_shard(shard: str, data_folder: dsl.Input[dsl.Artifact]):
     """Instances of one planned shard (Google's algorithm, seeded by shard), written as one Parquet file."""
     from components.core.console import configure_logging
     from components.data.shard import create_pretraining_shard as make_shard
     from pipelines import step_io
 
     configure_logging()
-    make_shard(step_io.data_uri(artifact_root, pipeline_run_id, max_seq_length), shard)
+    make_shard(step_io.uri_of(data_folder), shard)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def create_pretraining_data(
-    artifact_root: str,
-    pipeline_run_id: str,
-    max_seq_length: int,
-    tracking_uri: str,
-    experiment: str,
-    data: dsl.Output[dsl.Dataset],
-):
+def create_pretraining_data(data_folder: dsl.Input[dsl.Artifact], tracking_uri: str, experiment: str, data: dsl.Output[dsl.Dataset]):
     """Merge the shard records (read from the data folder) into its manifest and data card (published last)."""
     from components.core.console import configure_logging
     from components.core.tracking import Tracking
@@ -119,9 +142,10 @@ def create_pretraining_data(
     from pipelines import step_io
 
     configure_logging()
-    uri = step_io.data_uri(artifact_root, pipeline_run_id, max_seq_length)
-    manifest = merge_pretraining_data(uri, tracking=Tracking(tracking_uri, experiment, pipeline_run_id))
-    step_io.publish(data, uri, {f"{split}_instances": s["num_instances"] for split, s in manifest["splits"].items()})
+    uri = step_io.uri_of(data_folder)
+    manifest = merge_pretraining_data(uri, tracking=Tracking(tracking_uri, experiment))
+    counts = {f"{split}_instances": s["num_instances"] for split, s in manifest["splits"].items()}
+    step_io.publish(data, uri, {**counts, "reused": manifest.get("reused", False)})
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -154,6 +178,10 @@ def train_phase(
     per_device_eval_batch_size: int = 64,
     max_eval_batches: int = 20,
     save_total_limit: int = 2,
+    pack_sequences: bool = True,
+    mixed_precision: str = "auto",
+    torch_compile: bool = False,
+    peak_tflops: float = 0.0,
     processes: int = 1,
     num_nodes: int = 1,
     trainjob_template: str = "",

@@ -25,6 +25,8 @@ TASK_KINDS = ("vocab", "data", "training", "evaluation", "registry")
 # Data is a pure function of its inputs: cache it. Training and evaluation log to the
 # pipeline run's MLflow run and the registry step reads live registry state: run them.
 DEFAULT_CACHING = {"vocab": True, "data": True, "training": False, "evaluation": False, "registry": False}
+# The rest take the run id, are never cached in bert-pretraining, and `--cache` refuses them.
+CACHEABLE_KINDS = ("vocab", "data")
 
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 MLFLOW_SECRET_KEYS = {
@@ -337,7 +339,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--retry-backoff", default=defaults["training_retry"].default.backoff_duration,
                        help="first wait before a training retry, doubling after each (default: %(default)s)")
     group.add_argument("--cache", action="append", default=[], metavar="KIND=on|off",
-                       help=f"caching per task kind ({', '.join(TASK_KINDS)}); default: vocab and data on, the rest off")
+                       help=f"caching of the {' and '.join(CACHEABLE_KINDS)} tasks (content-keyed; default: on); training, evaluation and registration always run")
     group.add_argument("--shm-size", default=defaults["shm_size"].default,
                        help="size of /dev/shm in training pods (default: %(default)s)")
     group.add_argument("--training-timeout", type=int, default=0, metavar="SECONDS",
@@ -357,7 +359,9 @@ def cluster_settings_from_args(args: argparse.Namespace) -> ClusterSettings:
     for item in args.cache:
         kind, value = _key_value(item, "--cache")
         if kind not in TASK_KINDS:
-            raise BertpipeError(f"--cache {item!r}: kinds are {', '.join(TASK_KINDS)}")
+            raise BertpipeError(f"--cache {item!r}: kinds are {', '.join(CACHEABLE_KINDS)}")
+        if kind not in CACHEABLE_KINDS:
+            raise BertpipeError(f"--cache {item!r}: only {' and '.join(CACHEABLE_KINDS)} tasks can be cached; {kind} tasks always run")
         caching[kind] = _on_off(value, f"--cache {kind}")
     tolerations = (base.gpu_tolerations if args.toleration is None
                    else tuple(Toleration.parse(spec) for spec in args.toleration))

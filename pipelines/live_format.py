@@ -20,7 +20,8 @@ def sequence_length(arguments: dict) -> int | None:
     if arguments.get("max_seq_length"):
         return int(arguments["max_seq_length"])
     work = arguments.get("work") or next(iter(arguments.get("plan") or []), None)
-    match = re.search(r"data-(\d+)$", str((work or {}).get("output_uri", "")))
+    folder = getattr(arguments.get("data_folder"), "metadata", None) or {}  # shard and merge tasks: the content-keyed data folder
+    match = re.search(r"data-(\d+)(-[0-9a-f]+)?$", str(folder.get("uri") or (work or {}).get("output_uri", "")))
     return int(match.group(1)) if match else None
 
 
@@ -44,7 +45,13 @@ def _count(value) -> str:
 
 
 def key_output(task_name: str, outputs: dict) -> str:
-    """The one thing worth seeing from a finished task: tokens, shards, instances, final loss, accuracy, version."""
+    """The one thing worth seeing from a finished task: tokens, shards, instances, final loss, accuracy, version;
+    "(reused)" when the task found its output already made (vocab, data, a finished phase)."""
+    text = _key_output(task_name, outputs)
+    return f"{text} (reused)" if any(_metadata(outputs, name).get("reused") for name in ("vocab", "data", "model")) else text
+
+
+def _key_output(task_name: str, outputs: dict) -> str:
     value = outputs.get("Output")
     if task_name == "export-vocab":
         return f"{_count(_metadata(outputs, 'vocab').get('size', 0))} tokens"

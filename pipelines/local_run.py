@@ -1,9 +1,12 @@
 """`bertpipe run`: the whole pipeline on this machine through kfp.local, on embedded defaults.
 
 Defaults: a local artifact folder, sqlite MLflow, the tiny model and the bundled
-demo corpus, sized to finish in minutes on a 2-core CPU. Every run writes under
-`{artifact_root}/runs/{run id}/`, so a second run never reuses or overwrites
-the first one's outputs; MLflow gets a new parent run and a new model version.
+demo corpus, sized to finish in minutes on a 2-core CPU. Every run trains under
+`{artifact_root}/runs/{run id}/`, so a second run never overwrites the first
+one's models; MLflow gets a new parent run and a new model version. Vocab and
+data are content-keyed (`{artifact_root}/cache/`): a second run with the same
+corpus and data settings reuses them. `resume_run_id` makes a run continue an
+earlier one in its folder (finished phases reused, the unfinished one resumed).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from components.core.settings import check, pick
 from components.core.errors import BertpipeError
 from components.core.redact import mask
 from components.core.metric_names import EVALUATION_METRICS_FILE
+from pipelines import step_io
 
 
 # Overrides of the pipeline's cluster-sized defaults that make a local run take minutes.
@@ -30,7 +34,9 @@ DEMO_SETTINGS = {
     "dupe_factor": 2,
     "dev_fraction": 0.05,
     "test_fraction": 0.05,
+    "phase1_steps": 300,
     "phase1_learning_rate": 1e-3,
+    "phase1_warmup_steps": 30,
     "phase2_steps": 30,
     "phase2_batch_size": 8,
     "phase2_learning_rate": 5e-4,
@@ -52,6 +58,8 @@ def absolute_location(uri: str) -> str:
 def preflight(arguments: dict) -> None:
     """Fail at once, before any step starts, on inputs that would fail a step minutes later."""
     corpus = arguments["corpus"]
+    if arguments.get("resume_run_id"):
+        step_io.check_run_exists(arguments["artifact_root"], arguments["resume_run_id"])
     reading = pick(CorpusSettings, arguments)
     check(reading, "run")
     if next(iter_documents(corpus, reading), None) is None:
@@ -88,7 +96,8 @@ def run_pipeline_locally(arguments: dict, kfp_root: str, *, verbose: bool = Fals
     with live.capture():
         task = bert_pretraining(**arguments)
     if live.pipeline_run_id:
-        live.move_logs(Path(arguments["artifact_root"] if local_artifacts else kfp_root, "runs", live.pipeline_run_id, "logs"))
+        run_folder = Path(arguments["artifact_root"] if local_artifacts else kfp_root, "runs", arguments.get("resume_run_id") or live.pipeline_run_id)
+        live.move_logs(run_folder / ("logs" if not (run_folder / "logs").exists() else f"logs-{live.pipeline_run_id}"))
     failed = live.failed()
     if failed:
         stream.write("\n".join(live.failure_lines(failed)) + "\n")
@@ -116,6 +125,19 @@ def metric_line(metrics: dict, length: int) -> str:
     return f"  {length}: " + ", ".join(cell for cell in cells if cell)
 
 
+def reuse_lines(outputs: dict) -> list[str]:
+    """What the run took from earlier runs instead of making it again (from its steps' artifacts)."""
+    reused, resumed = [], []
+    for name in ("vocab", "data_128", "data_512", "phase_128", "phase_512"):
+        metadata = getattr(outputs.get(name), "metadata", None) or {}
+        if metadata.get("reused"):
+            reused.append(name.replace("_", "-"))
+        elif metadata.get("resumed_from"):
+            resumed.append(f"{name.replace('_', '-')} from {metadata['resumed_from']}")
+    lines = [f"reused:            {', '.join(reused)} (complete and verified, same inputs and settings)"] if reused else []
+    return lines + [f"resumed:           {item}" for item in resumed]
+
+
 def summary_lines(outputs: dict, arguments: dict) -> list[str]:
     """What the user wants to see when the run ends: metrics, where things are, the model version."""
     lines = ["", "bert-pretraining finished", "", "evaluation (held-out test split; trivial: the most frequent masked token, the majority NSP class):"]
@@ -127,6 +149,7 @@ def summary_lines(outputs: dict, arguments: dict) -> list[str]:
         f"model folder:      {outputs['model_uri']}",
         f"run report:        {registration['report_uri']}",
         f"task logs:         {outputs['logs']}",
+        *reuse_lines(outputs),
         f"artifacts:         {arguments['artifact_root']}",
         f"MLflow:            {mask(arguments['tracking_uri'])} (experiment {arguments['experiment']})",
         f"registered model:  {name} version {version} (models:/{name}/{version})",

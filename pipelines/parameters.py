@@ -16,6 +16,8 @@ HELP = {
     "tracking_uri": "MLflow tracking URI: sqlite:///mlflow.db (embedded store) or http://host:5000 (an MLflow server)",
     "experiment": "MLflow experiment that holds the runs",
     "registered_model_name": "MLflow registered model that gets a new version per pipeline run",
+    "resume_run_id": "continue this earlier run (its folder under <artifact-root>/runs/): finished phases are reused, an unfinished one resumes "
+                     "from its newest checkpoint ('' = a new run)",
     # the steps' inputs and outputs
     "vocab_source": "export the vocab of this tokenizer/model (local folder, s3:// folder or hub id) instead of training one",
     "source": "tokenizer/model to export the vocab from: local folder, s3:// folder or hub id",

@@ -2,18 +2,24 @@
 
 KFP's pipeline_root cannot be s3:// under the local runner, so steps write
 their real outputs through components.core.storage under
-`{artifact_root}/runs/{pipeline_run_id}/{name}` and put that URI (plus a
-summary) into the KFP artifact's metadata and file. The same code then works
-locally, on a cluster and against a test S3 server.
+`{artifact_root}/runs/{run id}/{name}` (training, evaluation, reports) or a
+content-keyed `{artifact_root}/cache/...` folder (vocab, data; see
+components.core.content_key) and put that URI (plus a summary) into the KFP
+artifact's metadata and file. The same code then works locally, on a cluster
+and against a test S3 server.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 
 from components.core import storage
 from components.core.console import configure_logging
+from components.core.errors import BertpipeError
 from components.core.tracking import Tracking
+
+log = logging.getLogger(__name__)
 
 
 def begin(pipeline_run_id: str, tracking_uri: str, experiment: str, artifact_root: str = "", name: str = "") -> tuple[str, Tracking]:
@@ -33,9 +39,21 @@ def output_uri(artifact_root: str, pipeline_run_id: str, name: str) -> str:
     return storage.join(run_uri(artifact_root, pipeline_run_id), name)
 
 
-def data_uri(artifact_root: str, pipeline_run_id: str, max_seq_length: int) -> str:
-    """Where the data step of one sequence length writes (its plan, shard and merge tasks each compute it)."""
-    return output_uri(artifact_root, pipeline_run_id, f"data-{max_seq_length}")
+def check_run_exists(artifact_root: str, run_id: str) -> None:
+    """Refuse to resume a run whose folder is not under artifact_root (a typo, another artifact root)."""
+    if "/" in run_id or run_id in (".", "..") or not storage.list_files(run_uri(artifact_root, run_id)):
+        raise BertpipeError(f"no run {run_id!r} to resume under {storage.join(artifact_root, 'runs')}: "
+                            "pass the id of an earlier run of this artifact root (a folder name there)")
+
+
+def resolve_run(artifact_root: str, resume_run_id: str, pipeline_run_id: str) -> str:
+    """The run whose folder this pipeline run writes: its own, or the earlier one it resumes (which must exist)."""
+    if not resume_run_id:
+        return pipeline_run_id
+    check_run_exists(artifact_root, resume_run_id)
+    log.info("pipeline run %s resumes run %s: finished phases are reused, an unfinished one goes on from its newest checkpoint",
+             pipeline_run_id, resume_run_id)
+    return resume_run_id
 
 
 def publish(artifact, uri: str, summary: dict) -> None:

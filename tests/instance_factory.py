@@ -96,8 +96,10 @@ def load_tokenizer(vocab_uri: str):
         return tokenizer_for(folder / VOCAB_FILE, load_vocab_info(vocab_uri)["lowercase"])
 
 
-def make_data(data_uri: str, vocab_uri: str, *, max_seq_length: int = 128, shards: dict[str, list[int]] | None = None, seed: int = 0) -> str:
-    """A data folder with the given shard sizes per split (default: train 2 x 96, dev 32, test 48)."""
+def make_data(data_uri: str, vocab_uri: str, *, max_seq_length: int = 128, shards: dict[str, list[int]] | None = None, seed: int = 0,
+              instance_length: int | None = None) -> str:
+    """A data folder with the given shard sizes per split (default: train 2 x 96, dev 32, test 48); instances of
+    about `instance_length` tokens (default: max_seq_length), as a corpus of short documents makes them."""
     shards = shards or {"train": [96, 96], "dev": [32], "test": [48]}
     tokenizer = load_tokenizer(vocab_uri)
     documents = tokenized_documents(tokenizer)
@@ -105,7 +107,7 @@ def make_data(data_uri: str, vocab_uri: str, *, max_seq_length: int = 128, shard
     for split_index, (split, sizes) in enumerate(shards.items()):
         entries, tokens = [], 0
         for index, size in enumerate(sizes):
-            rows = make_rows(tokenizer, documents, size, max_seq_length, seed=seed * 1000 + split_index * 100 + index)
+            rows = make_rows(tokenizer, documents, size, instance_length or max_seq_length, seed=seed * 1000 + split_index * 100 + index)
             path = instances.shard_path(split, index)
             entries.append({"path": path, **instances.write_shard(storage.join(data_uri, path), rows)})
             tokens += sum(map(len, rows["input_ids"]))

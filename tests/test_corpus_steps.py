@@ -93,12 +93,12 @@ def test_the_kfp_data_pipeline_makes_the_same_bytes(tmp_path, raw_jsonl, vocab, 
     @dsl.pipeline(name="corpus-data")
     def alone():
         imported = dsl.importer(artifact_uri=vocab, artifact_class=dsl.Artifact, metadata={"uri": vocab}).output
-        pretraining_data(vocab=imported, corpus=raw_jsonl, text_column="body", artifact_root=str(tmp_path / "artifacts"), pipeline_run_id="r",
+        pretraining_data(vocab=imported, corpus=raw_jsonl, text_column="body", artifact_root=str(tmp_path / "artifacts"), fingerprint="",
                          tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="corpus-kfp", masked_lm_prob=0.15, short_seq_prob=0.1,
                          do_whole_word_mask=True, **KFP_DATA)
 
     alone()
-    kfp_out = tmp_path / "artifacts" / "runs" / "r" / "data-64"
+    (kfp_out,) = (tmp_path / "artifacts" / "cache").glob("data-64-*")
     assert json.loads((kfp_out / "manifest.json").read_text())["corpus_reading"] == library_data[1]["corpus_reading"]
     assert _digests(str(kfp_out)) == _digests(library_data[0]) != {}
 

@@ -42,11 +42,14 @@ def test_no_task_input_grows_with_a_2000_shard_plan(tmp_path, demo_vocab):
     # The loop's work items: a shard name each, whatever the shard holds.
     assert len(json.dumps(names)) / len(names) < 16
 
-    where = dict(artifact_root="s3://bertpipe-artifacts/team/bert-pretraining", pipeline_run_id="5c4f1e0e-7f53-4d9c-9b0a-9f0d5e2e4c11", max_seq_length=512)
-    vocab = dsl.Artifact(name="vocab", uri="s3://bertpipe-artifacts/kfp/vocab", metadata={"uri": f"{where['artifact_root']}/runs/x/vocab", "size": 30522, "sha256": "0" * 64})
+    root = "s3://bertpipe-artifacts/team/bert-pretraining"
+    folder = f"{root}/cache/data-512-0123456789abcdef0123"
+    where = dict(data_folder=dsl.Artifact(name="data_folder", uri="s3://bertpipe-artifacts/kfp/plan/data_folder", metadata={"uri": folder}))
+    vocab = dsl.Artifact(name="vocab", uri="s3://bertpipe-artifacts/kfp/vocab", metadata={"uri": f"{root}/cache/vocab-x", "size": 30522, "sha256": "0" * 64})
     fields = {name: getattr(settings, name) for name in DataSettings.__dataclass_fields__}
     sizes = {
-        "plan": executor_input_size("comp-plan-pretraining-data", {**fields, **where, "corpus": "s3://corpora/wikipedia/en/*.txt.gz", "vocab": vocab}),
+        "plan": executor_input_size("comp-plan-pretraining-data", {**fields, "artifact_root": root, "fingerprint": "f" * 20,
+                                                                   "corpus": "s3://corpora/wikipedia/en/*.txt.gz", "vocab": vocab}),
         "merge": executor_input_size("comp-create-pretraining-data", {**where, "tracking_uri": "http://mlflow.mlflow.svc:5000", "experiment": "bert-pretraining"}),
         **{f"shard {name}": executor_input_size("comp-create-pretraining-shard", {**where, "shard": name}) for name in (names[0], names[-1])},
     }
@@ -73,13 +76,13 @@ def test_pipeline_data_equals_the_clis_byte_for_byte(tmp_path, demo_vocab):
     for phase in PHASES:
         length = phase.max_seq_length
         run_alone(pretraining_data, {"vocab": (dsl.Artifact, demo_vocab)}, corpus=str(corpus), artifact_root=str(tmp_path / "artifacts"),
-                  pipeline_run_id="data-test", max_seq_length=length, max_predictions_per_seq=phase.max_predictions_per_seq, **settings, **tracking)
+                  fingerprint="", max_seq_length=length, max_predictions_per_seq=phase.max_predictions_per_seq, **settings, **tracking)
         flags = [f"--{name.replace('_', '-')}={value}" for name, value in settings.items() if name != "per_word_replacement"]
         cli_out = tmp_path / f"cli-{length}"
         assert main(["create-pretraining-data", "--corpus", str(corpus), "--vocab-uri", demo_vocab, "--output-uri", str(cli_out),
                      f"--max-seq-length={length}", f"--max-predictions-per-seq={phase.max_predictions_per_seq}", "--per-word-replacement",
                      *flags, "--tracking-uri", tracking["tracking_uri"], "--experiment", tracking["experiment"]]) == 0
-        pipeline_out = tmp_path / "artifacts" / "runs" / "data-test" / f"data-{length}"
+        (pipeline_out,) = (tmp_path / "artifacts" / "cache").glob(f"data-{length}-*")
         manifest = json.loads((pipeline_out / "manifest.json").read_text())
         assert len(manifest["splits"]["train"]["shards"]) >= 40 and manifest["settings"]["seed"] == 20261201
         assert _digests(pipeline_out) == _digests(cli_out)

@@ -4,12 +4,14 @@ The data step is the pretraining-data sub-pipeline (plan, one task per shard, me
 
 The components run as real subprocesses of this interpreter (SubprocessRunner
 without a venv), exactly as `bertpipe run` runs them. Each one reads what the
-previous one wrote (known URIs, since pipeline_run_id is a parameter).
+previous one wrote (known URIs: pipeline_run_id is a parameter, and vocab and data are found
+in the content-keyed cache folder).
 """
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import kfp.local
 import mlflow
@@ -48,14 +50,15 @@ def run(tmp_path_factory):
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "kfp-root"))
     common = dict(artifact_root=str(root / "artifacts"), pipeline_run_id=RUN_ID, tracking_uri=f"sqlite:///{root}/mlflow.db", experiment="components")
     out = root / "artifacts" / "runs" / RUN_ID
-    vocab = (dsl.Artifact, str(out / "vocab"))
-    data = {length: (dsl.Dataset, str(out / f"data-{length}")) for length in (128, 512)}
+    keyed = {key: common[key] for key in ("artifact_root", "tracking_uri", "experiment")}  # no run id: content-keyed folders
 
-    run_alone(steps.export_vocab, vocab_source="", corpus="demo", vocab_size=1500, lowercase="auto", **common)
+    run_alone(steps.export_vocab, vocab_source="", corpus="demo", vocab_size=1500, lowercase="auto", fingerprint="", **keyed)
+    vocab = (dsl.Artifact, cached(out, "vocab"))
     cli("export-vocab", "--corpus", "demo", "--vocab-size", "1500", "--output-uri", str(out / "vocab-cli"), "--tracking-uri", common["tracking_uri"],
         "--experiment", "cli-side")
     for length, predictions in ((128, 20), (512, 80)):
-        run_alone(pretraining_data, {"vocab": vocab}, corpus="demo", max_seq_length=length, max_predictions_per_seq=predictions, **TINY_DATA, **common)
+        run_alone(pretraining_data, {"vocab": vocab}, corpus="demo", max_seq_length=length, max_predictions_per_seq=predictions, fingerprint="", **TINY_DATA, **keyed)
+    data = {length: (dsl.Dataset, cached(out, f"data-{length}")) for length in (128, 512)}
     run_alone(steps.train_phase, {"data": data[128], "vocab": vocab}, init_model="", max_seq_length=128, max_steps=6, **TINY_TRAIN, **common)
     cli("train-phase", "--data-uri", data[128][1], "--vocab-uri", vocab[1], "--output-uri", str(out / "phase-128-cli"), "--max-seq-length", "128",
         "--max-steps", "6", *(flag for name, value in TINY_TRAIN.items() for flag in ("--" + name.replace("_", "-"), str(value))), "--tracking-uri", "")
@@ -74,6 +77,12 @@ def run(tmp_path_factory):
     return out, common
 
 
+def cached(out, name: str) -> str:
+    """The one content-keyed folder `name`-<key> of the artifact root that holds the run folder `out`."""
+    (folder,) = (out.parents[1] / "cache").glob(f"{name}-*")
+    return str(folder)
+
+
 def cli(*args) -> None:
     """The same step through `bertpipe <step>`, as a user runs it."""
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, timeout=600)
@@ -82,17 +91,19 @@ def cli(*args) -> None:
 
 def test_vocab_component_writes_the_vocab_folder(run):
     out, _ = run
-    info = json.loads((out / "vocab" / "vocab_info.json").read_text())
-    assert info["size"] == 1500
-    assert (out / "vocab" / "vocab.txt").read_text().count("\n") == 1500
+    vocab = cached(out, "vocab")
+    info = json.loads(open(f"{vocab}/vocab_info.json").read())
+    assert info["size"] == 1500 and len(info["content_key"]) == 20 and vocab.endswith(info["content_key"])
+    assert open(f"{vocab}/vocab.txt").read().count("\n") == 1500
 
 
 def test_the_vocab_component_and_the_cli_write_the_same_bytes(run):
     out, _ = run
-    kfp_files, cli_files = (sorted(p.relative_to(folder) for folder in [out / name] for p in folder.rglob("*") if p.is_file() and p.name not in MARKER_FILES)
-                            for name in ("vocab", "vocab-cli"))  # the publication markers hold the time
+    kfp_vocab, cli_vocab = Path(cached(out, "vocab")), out / "vocab-cli"
+    kfp_files, cli_files = (sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and p.name not in MARKER_FILES)
+                            for folder in (kfp_vocab, cli_vocab))  # the publication markers hold the time
     assert kfp_files == cli_files and len(kfp_files) >= 3
-    assert all((out / "vocab" / name).read_bytes() == (out / "vocab-cli" / name).read_bytes() for name in kfp_files)
+    assert all((kfp_vocab / name).read_bytes() == (cli_vocab / name).read_bytes() for name in kfp_files)
 
 
 def test_the_training_component_and_the_cli_train_the_same_weights(run):
@@ -105,7 +116,7 @@ def test_the_training_component_and_the_cli_train_the_same_weights(run):
 def test_data_components_write_both_lengths(run):
     out, _ = run
     for length in (128, 512):
-        manifest = read_manifest(str(out / f"data-{length}"))
+        manifest = read_manifest(cached(out, f"data-{length}"))
         assert manifest["max_seq_length"] == length
         assert all(manifest["splits"][split]["num_instances"] > 0 for split in ("train", "dev", "test"))
         assert len(manifest["splits"]["train"]["shards"]) >= 2

@@ -75,7 +75,7 @@ def compiled(tmp_path, monkeypatch):
         "--env", "AWS_ENDPOINT_URL=http://minio.storage:9000",
         "--training-retries", "5",
         "--retry-backoff", "300s",
-        "--cache", "evaluation=on",
+        "--cache", "vocab=off",
         "--shm-size", "32Gi",
         "--training-timeout", "86400",
     )
@@ -189,7 +189,8 @@ def test_toleration_parse(spec, expected):
     (["--env", "HF_APIKEY=abc"], "looks like a credential"),
     (["--env", "MLFLOW_TRACKING_URI=http://user:pw@mlflow:5000"], "the URL carries a user name/password"),
     (["--s3-secret", "Team_S3"], "not a valid Kubernetes object name"),
-    (["--cache", "training=maybe"], "is not on/off"),
+    (["--cache", "data=maybe"], "is not on/off"),
+    (["--cache", "training=on"], "training tasks always run"),
     (["--cache", "everything=on"], "kinds are"),
     (["--retry-backoff", "2m"], "whole seconds"),
     (["--gpu-image", "bertpipe cuda"], "not a container image reference"),

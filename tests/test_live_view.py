@@ -136,6 +136,18 @@ def test_plain_view_reports_training_by_quarters():
     assert steps == [15, 30, 45]
 
 
+def test_plain_view_announces_shard_tasks_only_when_they_end():
+    out = io.StringIO()
+    view = PlainView(out)
+    shard, merge = Task("create-shard-128-1", Path("a")), Task("merge-manifest-128", Path("b"))
+    view.started(shard)
+    view.started(merge)
+    shard.seconds, shard.ok = 2.0, True
+    view.finished(shard)
+    lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
+    assert lines == ["started  merge-manifest-128", "finished create-shard-128-1 in 2.0s"]
+
+
 def run_failing_pipeline(tmp_path, **streams):
     """A run whose export-vocab task fails (a vocab.txt with a repeated line: every check before the run passes)."""
     source = tmp_path / "repeating-vocab"
@@ -154,8 +166,9 @@ def test_a_failed_task_is_named_with_its_cause_log_tail_and_log_path(tmp_path):
     cause = f"vocab from {tmp_path / 'repeating-vocab'} repeats tokens; every line of vocab.txt must be unique"
     assert stderr.splitlines() == [f"bertpipe: error: the pipeline failed in export-vocab: {cause} (full log: {log})"]
     lines = stdout.splitlines()
-    assert re.fullmatch(r"[\d:]{8} FAILED   export-vocab in [\d.]+s: " + re.escape(cause), lines[2])
-    assert lines[3] == f"last lines of {log}:"
+    failed = next(index for index, line in enumerate(lines) if " FAILED " in line)  # after the run's first tasks (fingerprint, resolve)
+    assert re.fullmatch(r"[\d:]{8} FAILED   export-vocab in [\d.]+s: " + re.escape(cause), lines[failed])
+    assert f"last lines of {log}:" in lines[failed + 1:]  # independent tasks (resolve-run) may still start after the failure
     assert lines[-1] == f"  components.core.errors.BertpipeError: {cause}"
     assert len(lines) <= 20 and "executor_input" not in stdout.replace("Got executor_input:", "")
     assert "Traceback (most recent call last):" in log.read_text()  # the whole story stays in the log

@@ -25,8 +25,8 @@ def named(dag):
 def test_the_dag_has_every_step(spec):
     tasks, _ = named(spec["root"]["dag"])
     assert sorted(tasks) == [
-        "create-pretraining-data-128", "create-pretraining-data-512", "evaluate", "export-vocab",
-        "probe", "register-model", "train-phase-128", "train-phase-512",
+        "create-pretraining-data-128", "create-pretraining-data-512", "evaluate", "export-vocab", "fingerprint-inputs",
+        "probe", "register-model", "resolve-run", "train-phase-128", "train-phase-512",
     ]
 
 
@@ -36,13 +36,14 @@ def test_wiring_follows_the_recipe(spec):
     def upstream(name):
         return sorted(names[key] for key in tasks[name].get("dependentTasks", []))
 
-    assert upstream("export-vocab") == []
-    assert upstream("create-pretraining-data-128") == upstream("create-pretraining-data-512") == ["export-vocab"]
-    assert upstream("train-phase-128") == ["create-pretraining-data-128", "export-vocab"]
-    assert upstream("train-phase-512") == ["create-pretraining-data-512", "export-vocab", "train-phase-128"]
-    assert upstream("evaluate") == ["create-pretraining-data-128", "create-pretraining-data-512", "train-phase-512"]
-    assert upstream("probe") == ["train-phase-512"]
-    assert upstream("register-model") == ["create-pretraining-data-128", "create-pretraining-data-512", "evaluate", "probe", "train-phase-512"]
+    assert upstream("fingerprint-inputs") == upstream("resolve-run") == []
+    assert upstream("export-vocab") == ["fingerprint-inputs"]
+    assert upstream("create-pretraining-data-128") == upstream("create-pretraining-data-512") == ["export-vocab", "fingerprint-inputs"]
+    assert upstream("train-phase-128") == ["create-pretraining-data-128", "export-vocab", "resolve-run"]
+    assert upstream("train-phase-512") == ["create-pretraining-data-512", "export-vocab", "resolve-run", "train-phase-128"]
+    assert upstream("evaluate") == ["create-pretraining-data-128", "create-pretraining-data-512", "resolve-run", "train-phase-512"]
+    assert upstream("probe") == ["resolve-run", "train-phase-512"]
+    assert upstream("register-model") == ["create-pretraining-data-128", "create-pretraining-data-512", "evaluate", "probe", "resolve-run", "train-phase-512"]
     # Phase 512 starts from phase 128's model; evaluation and registration use phase 512's.
     init = tasks["train-phase-512"]["inputs"]["parameters"]["init_model"]["taskOutputParameter"]
     assert names[init["producerTask"]] == "train-phase-128"
@@ -63,8 +64,8 @@ def test_data_fans_out_one_task_per_shard(spec):
     assert list(shard_tasks) == ["create-shard"]
     # The merge waits for the whole loop and reads the shard records from the data folder: no fan-in of outputs.
     merge = inner["merge-manifest"]
-    assert [names[key] for key in merge["dependentTasks"]] == ["for-loop-1"]
-    assert sorted(merge["inputs"]["parameters"]) == ["artifact_root", "experiment", "max_seq_length", "pipeline_run_id", "tracking_uri"]
+    assert sorted(names[key] for key in merge["dependentTasks"]) == ["for-loop-1", "plan-shards"]  # the plan names the folder
+    assert sorted(merge["inputs"]["parameters"]) == ["experiment", "tracking_uri"] and list(merge["inputs"]["artifacts"]) == ["data_folder"]
 
 
 def test_sequence_lengths_are_fixed_per_task(spec):
@@ -75,11 +76,36 @@ def test_sequence_lengths_are_fixed_per_task(spec):
 
 def test_data_is_cached_training_and_registration_are_not(spec):
     tasks, _ = named(spec["root"]["dag"])
-    for name in ("train-phase-128", "train-phase-512", "evaluate", "register-model"):
+    for name in ("train-phase-128", "train-phase-512", "evaluate", "probe", "register-model", "fingerprint-inputs", "resolve-run"):
         assert tasks[name]["cachingOptions"] == {}
     data, _ = named(spec["components"][tasks["create-pretraining-data-128"]["componentRef"]["name"]]["dag"])
-    for task in (tasks["export-vocab"], data["plan-shards"], data["merge-manifest"]):
+    loop, _ = named(spec["components"][data["for-loop-1"]["componentRef"]["name"]]["dag"])
+    for task in (tasks["export-vocab"], data["plan-shards"], loop["create-shard"], data["merge-manifest"]):
         assert task["cachingOptions"] == {"enableCache": True}
+
+
+def test_no_run_id_reaches_the_vocab_and_data_tasks(spec):
+    """KFP's cache keys on every input: the run id (or a task that passes it on) would make every vocab and data task a miss."""
+    tasks, names = named(spec["root"]["dag"])
+    placeholder = [name for name, task in tasks.items() if "pipeline_job" in json.dumps(task)]
+    assert placeholder == ["resolve-run"]
+    data = spec["components"][tasks["create-pretraining-data-128"]["componentRef"]["name"]]["dag"]
+    loop = spec["components"][data["tasks"]["for-loop-1"]["componentRef"]["name"]]["dag"]
+    cached = [tasks["export-vocab"], tasks["create-pretraining-data-128"], tasks["create-pretraining-data-512"], *data["tasks"].values(), *loop["tasks"].values()]
+    for task in cached:
+        text = json.dumps(task)
+        assert "pipeline_job" not in text and "pipeline_run_id" not in text and "resolve-run" not in text, task["taskInfo"]["name"]
+    # What keys them instead: the fingerprints of the inputs, made anew by an uncached task every run.
+    assert tasks["export-vocab"]["inputs"]["parameters"]["fingerprint"]["taskOutputParameter"] == {"producerTask": "fingerprint-inputs", "outputParameterKey": "vocab"}
+    assert tasks["create-pretraining-data-128"]["inputs"]["parameters"]["fingerprint"]["taskOutputParameter"] == {
+        "producerTask": "fingerprint-inputs", "outputParameterKey": "corpus"}
+    assert tasks["train-phase-128"]["inputs"]["parameters"]["pipeline_run_id"]["taskOutputParameter"]["producerTask"] == "resolve-run"
+
+
+def test_a_run_can_resume_an_earlier_one(spec):
+    assert spec["root"]["inputDefinitions"]["parameters"]["resume_run_id"]["defaultValue"] == ""
+    tasks, _ = named(spec["root"]["dag"])
+    assert tasks["resolve-run"]["inputs"]["parameters"]["resume_run_id"]["componentInputParameter"] == "resume_run_id"
 
 
 def test_no_laptop_location_is_compiled_in(spec):

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 
 from components.evaluation.fill_mask import fill_mask
-from pipelines.local_run import DEMO_SETTINGS, run_pipeline_locally
+from pipelines.local_run import DEMO_SETTINGS, reuse_lines, run_pipeline_locally
 
 TINY = {
     **DEMO_SETTINGS,
@@ -72,6 +72,15 @@ def test_the_first_version_is_champion_only_if_it_beats_the_trivial_baselines(tw
     assert tags["bertpipe.promotion.decided_by"].startswith("pipeline run ")
 
 
+def test_the_second_run_reuses_the_vocab_and_the_data(two_runs):
+    _, first, second, root = two_runs
+    assert reuse_lines(first) == []
+    assert reuse_lines(second) == ["reused:            vocab, data-128, data-512 (complete and verified, same inputs and settings)"]
+    for name in ("vocab", "data_128", "data_512"):
+        assert first[name].metadata["uri"] == second[name].metadata["uri"] and first[name].metadata["uri"].startswith(str(root / "artifacts" / "cache"))
+    assert "reused the data at" in Path(second["logs"], "plan-shards-128.log").read_text()
+
+
 def test_same_settings_give_the_same_metrics(two_runs):
     _, first, second, _ = two_runs
     assert first["metrics"] == second["metrics"]
@@ -83,8 +92,12 @@ def test_mlflow_holds_the_run_params_metrics_and_model(two_runs):
     client = mlflow.MlflowClient(arguments["tracking_uri"])
     experiment = client.get_experiment_by_name("pipeline-test")
     runs = client.search_runs([experiment.experiment_id])
-    steps = sorted(r.data.tags.get("bertpipe.step", "") for r in runs if r.data.tags.get("mlflow.parentRunId"))
-    assert steps.count("export-vocab") == 2
+    steps = [r.data.tags.get("bertpipe.step", "") for r in runs]
+    nested = [r.data.tags.get("bertpipe.step", "") for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    # The second run reused vocab and data, so only the first logged them; content-keyed tasks take no run id
+    # (Kubeflow can cache them), so their runs are not nested under a pipeline run.
+    assert steps.count("export-vocab") == steps.count("create-pretraining-data") / 2 == 1 and "export-vocab" not in nested
+    assert nested.count("train-phase-128") == nested.count("evaluate") == 2
     train_runs = [r for r in runs if "learning_rate" in r.data.params]
     assert len(train_runs) == 4 and all("loss" in r.data.metrics for r in train_runs)
     # Phase 1 logged every 10 of its 20 steps.

@@ -24,9 +24,11 @@ def test_pipeline_writes_to_s3_and_logs_to_the_mlflow_server(servers_env, tmp_pa
     run_folder = outputs["model_uri"].rsplit("/phase-512/", 1)[0]
     assert run_folder.startswith(f"{root}/runs/")
     files = storage.list_files(run_folder)
+    cached = storage.list_files(f"{root}/cache")  # vocab and data: content-keyed, beside the runs
+    assert any(f.startswith(f"{root}/cache/vocab-") and f.endswith("/vocab.txt") for f in cached)
     for length in (128, 512):
-        assert f"{run_folder}/data-{length}/manifest.json" in files
-        assert any(f.startswith(f"{run_folder}/data-{length}/train/shard-") for f in files)
+        (data_folder,) = {f.rsplit("/", 1)[0] for f in cached if f.startswith(f"{root}/cache/data-{length}-") and f.endswith("/manifest.json")}
+        assert any(f.startswith(f"{data_folder}/train/shard-") for f in cached)
         assert any(f.startswith(f"{run_folder}/phase-{length}/checkpoints/") for f in files)
         assert f"{run_folder}/phase-{length}/model/model.safetensors" in files
     assert f"{run_folder}/report.md" in files

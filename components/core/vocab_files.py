@@ -2,7 +2,7 @@
 
     vocab.txt         one token per line; the line number is the token id
     tokenizer.json    the matching fast tokenizer (+ tokenizer_config.json)
-    vocab_info.json   {"lowercase", "size", "sha256" (of vocab.txt), "source"}
+    vocab_info.json   {"lowercase", "size", "sha256" (of vocab.txt), "source", "content_key" (what it was made from, see export-vocab)}
 """
 
 from __future__ import annotations

@@ -60,6 +60,7 @@ def _manifest(plan: dict, settings: DataSettings, records: list[dict], corpus_re
         "lowercase": plan["vocab"]["lowercase"],
         "corpus": plan["corpus"],
         "corpus_sha256": plan["corpus_sha256"],
+        "content_key": plan["content_key"],
         "settings": asdict(settings),  # in field order: the data card lists them so
         "corpus_reading": corpus_reading,
         "splits": {},
@@ -109,13 +110,13 @@ def merge_pretraining_data(output_uri: str, tracking: Tracking | None = None) ->
     """Stage 3 of create-pretraining-data: write the data card and then the manifest of `output_uri`; returns the manifest.
 
     Removes the work area and stale shards. With `tracking`, the settings and per-split
-    statistics go to the step's MLflow run. When the plan kept existing data, returns its manifest.
+    statistics go to the step's MLflow run. When the plan kept existing data, returns its manifest (with "reused": True).
     """
     storage.check_output(output_uri)
     plan = read_plan(output_uri)
     if plan["reuse"]:
         remove_tree(work_uri(output_uri))
-        return instances.read_manifest(output_uri)
+        return {**instances.read_manifest(output_uri), "reused": True}
     settings = from_mapping(DataSettings, plan["settings"])
     records = _records(output_uri, plan, settings)
     manifest = _manifest(plan, settings, records, _corpus_reading(output_uri, records))

@@ -19,6 +19,7 @@ from components.core.corpus import Corpus, CorpusSettings
 from components.core.errors import BertpipeError
 from components.core.settings import check
 from components.core.vocab_files import load_vocab_info, load_vocab_tokens
+from components.data.reuse import data_key, verified_manifest
 from components.data.settings import STEP_NAME, DataSettings, warn_if_unusual
 from components.data.work import CORPUS_FILE, remove_tree, shard_name, work_uri, write_plan
 
@@ -138,13 +139,16 @@ def _existing_manifest(output_uri: str) -> dict | None:
 
 
 def plan_pretraining_data(corpus: str, vocab_uri: str, output_uri: str, settings: DataSettings = DataSettings(),
-                          corpus_settings: CorpusSettings = CorpusSettings()) -> list[str]:
+                          corpus_settings: CorpusSettings = CorpusSettings(), fingerprint: str = "") -> list[str]:
     """Stage 1 of create-pretraining-data: plan the shards of `output_uri`; returns their names, to make one by one.
 
-    When the folder already holds this data (same corpus, vocab and settings) the plan says so
-    and the shard and merge stages keep it (the corpus is read with `corpus_settings`). Otherwise an old manifest is removed first, so a
-    reader never sees old and new data mixed; shards finished by an interrupted run with the
-    same settings are kept (the shard stage skips them). Bad input leaves nothing behind.
+    When the folder already holds this data the plan says so and the shard and merge stages keep
+    it: at once, without reading the corpus, when its manifest records this content key
+    (components.data.reuse; `fingerprint` = the corpus's, computed when not given) and every shard
+    verifies; else after planning, when corpus, vocab and settings are the same (the corpus is read
+    with `corpus_settings`). Otherwise an old manifest is removed first, so a reader never sees old
+    and new data mixed; shards finished by an interrupted run with the same settings are kept (the
+    shard stage skips them). Bad input leaves nothing behind.
     """
     check(settings, STEP_NAME)
     check(corpus_settings, STEP_NAME)
@@ -152,6 +156,12 @@ def plan_pretraining_data(corpus: str, vocab_uri: str, output_uri: str, settings
     storage.check_output(output_uri)
     load_vocab_tokens(vocab_uri)  # refuses a vocab without BERT's special tokens before anything is written
     vocab_info = load_vocab_info(vocab_uri)
+    key = data_key(corpus, vocab_info["sha256"], settings, corpus_settings, fingerprint)
+    kept = verified_manifest(output_uri, key)
+    if kept:
+        log.info("reused the data at %s: complete, every shard verified, made from the same corpus, vocab and settings (content key %s)", output_uri, key)
+        write_plan(output_uri, {"corpus": corpus, "vocab_uri": vocab_uri, "content_key": key, "reuse": True, "shards": []})
+        return [shard_name(split, index) for split in instances.SPLITS for index in range(len(kept["splits"][split]["shards"]))]
     folder_existed = storage.is_s3(output_uri) or os.path.exists(output_uri)
     resumable = folder_existed and bool(storage.list_files(work_uri(output_uri, "done")))
     try:
@@ -165,12 +175,13 @@ def plan_pretraining_data(corpus: str, vocab_uri: str, output_uri: str, settings
     corpus_sha256 = corpus_fingerprint(descriptors)
     previous = _existing_manifest(output_uri)
     reuse = bool(previous) and previous.get("settings") == asdict(settings) and previous.get("vocab_sha256") == vocab_info["sha256"] \
-        and previous.get("corpus_sha256") == corpus_sha256 and previous.get("corpus_reading", {}).get("settings") == asdict(corpus_settings)
+        and previous.get("corpus_sha256") == corpus_sha256 and previous.get("corpus_reading", {}).get("settings") == asdict(corpus_settings) \
+        and verified_manifest(output_uri, previous.get("content_key")) is not None
     if reuse:
         log.info("%s already holds this data (same corpus, vocab and settings); reused", output_uri)
     elif previous:
         storage.delete(storage.join(output_uri, instances.MANIFEST_FILE))
     vocab = {key: vocab_info[key] for key in ("sha256", "size", "lowercase")}
-    write_plan(output_uri, {"corpus": corpus, "vocab_uri": vocab_uri, "vocab": vocab, "settings": asdict(settings),
-                            "corpus_settings": asdict(corpus_settings), "corpus_sha256": corpus_sha256, "reuse": reuse, "shards": descriptors})
+    write_plan(output_uri, {"corpus": corpus, "vocab_uri": vocab_uri, "vocab": vocab, "settings": asdict(settings), "corpus_settings": asdict(corpus_settings),
+                            "corpus_sha256": corpus_sha256, "content_key": key, "reuse": reuse, "shards": descriptors})
     return [shard_name(d["split"], d["index"]) for d in descriptors]

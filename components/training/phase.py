@@ -16,8 +16,10 @@ the phase runs (LaunchSettings). Every rank ends in components.training.trainer.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
 from components.core import storage
+from components.core.errors import BertpipeError
 from components.core.settings import check
 from components.core.tracking import Tracking
 from components.training import distributed, trainjob
@@ -38,6 +40,10 @@ def train_phase(data_uri: str, vocab_uri: str, output_uri: str, *, settings: Tra
     """
     check(settings, "train-phase")
     check(launch, "train-phase")
+    done = finished_phase(data_uri, vocab_uri, output_uri, settings)
+    if done:
+        log.info("reused the finished phase at %s: its model is complete and verified, trained %d steps with the same data and settings", output_uri, done["steps"])
+        return {**done, "reused": True}
     storage.check_output(output_uri)  # before the data, the model and the hours of training
     for warning in settings.warnings():
         log.warning("train-phase: %s", warning)
@@ -49,3 +55,21 @@ def train_phase(data_uri: str, vocab_uri: str, output_uri: str, *, settings: Tra
     else:
         run_torchrun(arguments, launch.processes)
     return storage.read_json(storage.join(output_uri, "training_summary.json"))
+
+
+def finished_phase(data_uri: str, vocab_uri: str, output_uri: str, settings: TrainingSettings) -> dict | None:
+    """The summary of a phase that already finished at output_uri with this data, vocab and settings, its model
+    complete and every file verified (a resumed pipeline run skips it); None when it must (still) train."""
+    summary_uri = storage.join(output_uri, "training_summary.json")
+    try:
+        summary = storage.read_json(summary_uri) if storage.exists(summary_uri) else None
+        if not summary:
+            return None
+        wanted = {"data_uri": data_uri, "vocab_uri": vocab_uri, **asdict(settings)}
+        if summary.get("steps") != settings.max_steps or any(summary["settings"].get(name) != value for name, value in wanted.items()):
+            return None
+        storage.read_published(summary["model_uri"])  # refuses a model folder that is absent or half-written
+        with storage.local_dir(summary["model_uri"]):  # verifies every file's checksum
+            return summary
+    except (BertpipeError, KeyError, ValueError):
+        return None

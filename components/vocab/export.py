@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core import storage
+from components.core.content_key import cache_uri, content_key, source_fingerprint
 from components.core.corpus import Corpus, CorpusSettings
 from components.core.errors import BertpipeError
 from components.core.settings import check
@@ -19,6 +20,9 @@ from components.core.vocab_files import INFO_FILE, SPECIAL_TOKENS, VOCAB_FILE, c
 from components.vocab.settings import VocabSettings
 
 log = logging.getLogger(__name__)
+
+# Bump when a code change makes a different vocab folder from the same inputs and settings (it changes every vocab key).
+VOCAB_FORMAT = 1
 
 
 def tokens_from_pretrained(source: str) -> tuple[list[str], bool]:
@@ -67,36 +71,66 @@ def _train_wordpiece(corpus: str, vocab_size: int, lowercase: bool, corpus_setti
     return list(SPECIAL_TOKENS) + sorted(learned, key=lambda token: (token.startswith("##"), token)), reader.counts.as_dict()
 
 
+def vocab_key(source: str, corpus: str, settings: VocabSettings, corpus_settings: CorpusSettings, fingerprint: str = "") -> str:
+    """What the vocab is made from and how: equal keys, equal vocab folders (`fingerprint`: source_fingerprint of the
+    tokenizer exported, else of the corpus; computed here when not given)."""
+    if source:  # an exported vocab does not read the corpus
+        return content_key("vocab", VOCAB_FORMAT, "export", source, fingerprint or source_fingerprint(source), asdict(settings))
+    return content_key("vocab", VOCAB_FORMAT, "train", corpus, fingerprint or source_fingerprint(corpus), asdict(settings), asdict(corpus_settings))
+
+
+def vocab_location(artifact_root: str, source: str, corpus: str, settings: VocabSettings, corpus_settings: CorpusSettings, fingerprint: str) -> str:
+    """The content-keyed vocab folder of a pipeline run: the same inputs and settings, the same folder."""
+    return cache_uri(artifact_root, "vocab", vocab_key(source, corpus, settings, corpus_settings, fingerprint))
+
+
+def _reusable(output_uri: str, key: str) -> dict | None:
+    """The vocab_info of a complete, verified vocab folder at output_uri made with this key, else None."""
+    try:
+        storage.read_published(output_uri)  # refuses a folder that is absent or half-written
+        with storage.local_dir(output_uri) as folder:  # verifies every file's checksum
+            info = storage.read_json(str(folder / INFO_FILE))
+    except (BertpipeError, OSError, ValueError):
+        return None
+    return info if info.get("content_key") == key else None
+
+
 def export_vocab(output_uri: str, *, source: str = "", corpus: str = "", settings: VocabSettings = VocabSettings(),
-                 corpus_settings: CorpusSettings = CorpusSettings(), tracking: Tracking | None = None) -> dict:
+                 corpus_settings: CorpusSettings = CorpusSettings(), tracking: Tracking | None = None, fingerprint: str = "") -> dict:
     """Write a vocab folder to output_uri: the vocab of `source` (a tokenizer folder, s3:// folder or hub id)
     when given, else a WordPiece vocab trained on `corpus` (read with `corpus_settings`).
 
-    Returns the vocab_info dict.
+    A folder already there that is complete, verified and made from the same inputs and settings
+    (its content key, see vocab_key) is reused as it is. Returns the vocab_info dict ("reused": whether it was).
     """
     check(settings, "export-vocab")
     check(corpus_settings, "export-vocab")
+    if not (source or corpus):
+        raise BertpipeError("export-vocab needs --source (a tokenizer to export) or --corpus (to train a vocab on)")
+    key = vocab_key(source, corpus, settings, corpus_settings, fingerprint)
+    reused = _reusable(output_uri, key)
+    if reused:
+        log.info("reused the vocab at %s: complete, verified and made from the same inputs and settings (content key %s)", output_uri, key)
+        return {**reused, "reused": True}
     storage.check_output(output_uri)
     counts: dict = {}
     if tracking is None:
-        return _export_vocab(output_uri, source, corpus, settings, corpus_settings, counts)
+        return _export_vocab(output_uri, source, corpus, settings, corpus_settings, counts, key)
     import mlflow
 
     params = {"source": source, "corpus": corpus, "vocab_size": settings.vocab_size, "lowercase": settings.lowercase}
     if corpus and not source:
         params.update(asdict(corpus_settings))
     with step_run(tracking, "export-vocab", params):
-        info = _export_vocab(output_uri, source, corpus, settings, corpus_settings, counts)
+        info = _export_vocab(output_uri, source, corpus, settings, corpus_settings, counts, key)
         log_metrics({"vocab_size": info["size"], **{f"corpus/{name}": value for name, value in counts.items()}})
         mlflow.set_tags({"vocab_sha256": info["sha256"], "vocab_uri": output_uri})
     return info
 
 
-def _export_vocab(output_uri: str, source: str, corpus: str, settings: VocabSettings, corpus_settings: CorpusSettings, counts: dict) -> dict:
+def _export_vocab(output_uri: str, source: str, corpus: str, settings: VocabSettings, corpus_settings: CorpusSettings, counts: dict, key: str) -> dict:
     """The vocab folder; `counts` gets the corpus counts when the vocab is trained."""
     vocab_size, lowercase = settings.vocab_size, settings.lowercase_flag
-    if not (source or corpus):
-        raise BertpipeError("export-vocab needs --source (a tokenizer to export) or --corpus (to train a vocab on)")
     if source:
         if corpus:
             log.info("exporting the vocab of %s; the corpus is not used for the vocab", source)
@@ -115,10 +149,10 @@ def _export_vocab(output_uri: str, source: str, corpus: str, settings: VocabSett
         raise BertpipeError(f"vocab from {origin} repeats tokens; every line of vocab.txt must be unique")
 
     vocab_bytes = vocab_file_bytes(tokens)
-    info = {"lowercase": lowercase, "size": len(tokens), "sha256": hashlib.sha256(vocab_bytes).hexdigest(), "source": origin}
+    info = {"lowercase": lowercase, "size": len(tokens), "sha256": hashlib.sha256(vocab_bytes).hexdigest(), "source": origin, "content_key": key}
     with storage.staged_dir(output_uri) as staging:
         (staging / VOCAB_FILE).write_bytes(vocab_bytes)
         tokenizer_for(staging / VOCAB_FILE, lowercase).save_pretrained(str(staging))
         storage.write_json(str(staging / INFO_FILE), info)
     log.info("vocab written to %s (%d tokens, sha256 %s)", output_uri, info["size"], info["sha256"][:12])
-    return info
+    return {**info, "reused": False}

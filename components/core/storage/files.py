@@ -141,6 +141,20 @@ def list_files(prefix: str) -> list[str]:
     return sorted(found)
 
 
+def file_stamps(prefix: str) -> dict[str, str]:
+    """Every file under a local folder or s3:// prefix (or one local file) with a stamp that changes when it is
+    rewritten: "size:mtime_ns" locally, "size:ETag" on S3 (one listing, no object is read)."""
+    if not is_s3(prefix):
+        return {path: f"{os.stat(path).st_size}:{os.stat(path).st_mtime_ns}" for path in list_files(prefix)}
+    bucket, key = split_s3(prefix)
+    key = key.rstrip("/") + "/" if key else ""
+    found = {}
+    with s3.s3_errors(prefix):
+        for page in s3.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            found.update({f"{S3_SCHEME}{bucket}/{obj['Key']}": f"{obj['Size']}:{obj['ETag'].strip(chr(34))}" for obj in page.get("Contents", [])})
+    return found
+
+
 def relative_files(local_dir: Path) -> list[str]:
     return sorted(p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*") if p.is_file())
 
