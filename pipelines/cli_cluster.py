@@ -108,11 +108,9 @@ def add_allow_local_storage(parser: argparse.ArgumentParser) -> None:
                         help="accept a local artifact_root and tracking store (only for clusters whose pods all mount the same volume there)")
 
 
-def add_cluster_commands(commands) -> None:
-    """The compile, submit and schedule subcommands."""
+def _compile_flags(compile_: argparse.ArgumentParser) -> None:
     from pipelines.kubernetes import add_cluster_arguments
 
-    compile_ = commands.add_parser("compile", help="compile the pipeline to KFP YAML for a cluster (images, GPUs, node pools, secrets)")
     compile_.add_argument("--output", default="bert-pretraining.yaml", help="YAML file to write (default: %(default)s)")
     compile_.add_argument("--artifact-root", default="", help="compile this artifact_root in as the default: s3://bucket/prefix (default: none, each run passes it)")
     compile_.add_argument("--tracking-uri", default="", help="compile this MLflow server in as the default tracking_uri (default: none, each run passes it)")
@@ -120,13 +118,14 @@ def add_cluster_commands(commands) -> None:
     add_cluster_arguments(compile_)
     compile_.set_defaults(handler=command_compile)
 
-    submit = commands.add_parser("submit", help="start a run of a compiled pipeline on a Kubeflow Pipelines endpoint")
+
+def _submit_flags(submit: argparse.ArgumentParser) -> None:
     add_submission_arguments(submit)
     submit.add_argument("--run-name", required=True, help="name of the run in the KFP UI")
     submit.set_defaults(handler=command_submit)
 
-    schedule = commands.add_parser("schedule", help="create, list, pause, resume or delete recurring runs",
-                                   description="Create a recurring run (default action), or manage existing ones by name or id.")
+
+def _schedule_flags(schedule: argparse.ArgumentParser) -> None:
     schedule.add_argument("action", nargs="?", default="create", choices=["create", "list", "pause", "resume", "delete"], help="what to do (default: create)")
     schedule.add_argument("target", nargs="?", help="the schedule's name or id (pause, resume, delete)")
     add_submission_arguments(schedule, package_required=False)
@@ -135,3 +134,13 @@ def add_cluster_commands(commands) -> None:
     schedule.add_argument("--max-concurrency", type=int, default=1, help="runs of this schedule at once (default: %(default)s)")
     schedule.add_argument("--catchup", action="store_true", help="start the runs missed while paused (default: skip them)")
     schedule.set_defaults(handler=command_schedule)
+
+
+def cluster_commands() -> list[tuple]:
+    """(name, summary, description, add_flags) of compile, submit and schedule, for pipelines.cli.build_parser (their flags import kfp)."""
+    return [
+        ("compile", "compile the pipeline to KFP YAML for a cluster (images, GPUs, node pools, secrets)", None, _compile_flags),
+        ("submit", "start a run of a compiled pipeline on a Kubeflow Pipelines endpoint", None, _submit_flags),
+        ("schedule", "create, list, pause, resume or delete recurring runs",
+         "Create a recurring run (default action), or manage existing ones by name or id.", _schedule_flags),
+    ]

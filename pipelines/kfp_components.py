@@ -178,23 +178,23 @@ def train_phase(
     per_device_eval_batch_size: int = 64,
     max_eval_batches: int = 20,
     save_total_limit: int = 2,
+    pack_sequences: bool = True,
+    mixed_precision: str = "auto",
+    torch_compile: bool = False,
+    peak_tflops: float = 0.0,
     processes: int = 1,
     num_nodes: int = 1,
     trainjob_template: str = "",
 ) -> str:
     """One pretraining phase (resuming from its last checkpoint after a retry); returns the model folder's URI."""
-    from components.core.console import configure_logging
     from components.core.settings import pick
-    from components.core.tracking import Tracking
     from components.training.phase import train_phase
     from components.training.settings import LaunchSettings, TrainingSettings
     from pipelines import step_io
 
-    configure_logging()
-    summary = train_phase(
-        step_io.uri_of(data), step_io.uri_of(vocab), step_io.output_uri(artifact_root, pipeline_run_id, f"phase-{max_seq_length}"),
-        settings=pick(TrainingSettings, locals()), launch=pick(LaunchSettings, locals()), tracking=Tracking(tracking_uri, experiment, pipeline_run_id),
-    )
+    uri, tracking = step_io.begin(pipeline_run_id, tracking_uri, experiment, artifact_root, f"phase-{max_seq_length}")
+    summary = train_phase(step_io.uri_of(data), step_io.uri_of(vocab), uri, settings=pick(TrainingSettings, locals()), launch=pick(LaunchSettings, locals()),
+                          tracking=tracking)
     step_io.publish(model, summary["model_uri"], summary)
     return summary["model_uri"]
 
@@ -220,16 +220,14 @@ def evaluate(
 ) -> str:
     """MLM and NSP metrics on the held-out split at 128 and 512, for the new model and the current champion; returns the evaluation folder."""
     from components.core import storage
-    from components.core.console import configure_logging
     from components.core.settings import pick
-    from components.core.tracking import Tracking
-    from components.evaluation.evaluate import EvaluationSettings, evaluate as evaluate_step
+    from components.evaluation.evaluate import evaluate as evaluate_step
+    from components.evaluation.settings import EvaluationSettings
     from pipelines import step_io
 
-    configure_logging()
-    uri = step_io.output_uri(artifact_root, pipeline_run_id, "evaluation")
+    uri, tracking = step_io.begin(pipeline_run_id, tracking_uri, experiment, artifact_root, "evaluation")
     record = evaluate_step(model_uri, {128: step_io.uri_of(data_128), 512: step_io.uri_of(data_512)}, uri, registered_model_name=registered_model_name,
-                           settings=pick(EvaluationSettings, locals()), tracking=Tracking(tracking_uri, experiment, pipeline_run_id))
+                           settings=pick(EvaluationSettings, locals()), tracking=tracking)
     step_io.publish_metrics(metrics, record["metrics"])
     step_io.publish_text(report, storage.join(uri, "report.md"))
     return uri
@@ -260,17 +258,15 @@ def register_model(
     returns the registration (name, version, decision and reasons) as JSON."""
     import json
 
-    from components.core.console import configure_logging
     from components.core.settings import pick
-    from components.core.tracking import Tracking
-    from components.registry.promotion import PromotionSettings
+    from components.registry.settings import PromotionSettings
     from components.registry.step import register_and_promote
     from pipelines import step_io
 
-    configure_logging()
+    _, tracking = step_io.begin(pipeline_run_id, tracking_uri, experiment)
     result = register_and_promote(model_uri, evaluation_uri, {128: step_io.uri_of(data_128), 512: step_io.uri_of(data_512)},
-                                  registered_model_name=registered_model_name, settings=pick(PromotionSettings, locals()),
-                                  tracking=Tracking(tracking_uri, experiment, pipeline_run_id), probe_uri=probe_uri)
+                                  registered_model_name=registered_model_name, settings=pick(PromotionSettings, locals()), tracking=tracking,
+                                  probe_uri=probe_uri)
     step_io.publish_text(report, result["report_uri"])
     return json.dumps(result, sort_keys=True)
 
@@ -299,14 +295,11 @@ def probe(
     confidence_level: float = 0.95,
 ) -> str:
     """The downstream probe of the new model and the champion on a labeled dataset ('' skips it); returns the probe folder."""
-    from components.core.console import configure_logging
     from components.core.settings import pick
-    from components.core.tracking import Tracking
-    from components.evaluation.probe import ProbeSettings, probe as probe_step
+    from components.evaluation.probe import probe as probe_step
+    from components.evaluation.settings import ProbeSettings
     from pipelines import step_io
 
-    configure_logging()
-    uri = step_io.output_uri(artifact_root, pipeline_run_id, "probe")
-    probe_step(model_uri, dataset, uri, registered_model_name=registered_model_name, settings=pick(ProbeSettings, locals()),
-               tracking=Tracking(tracking_uri, experiment, pipeline_run_id))
+    uri, tracking = step_io.begin(pipeline_run_id, tracking_uri, experiment, artifact_root, "probe")
+    probe_step(model_uri, dataset, uri, registered_model_name=registered_model_name, settings=pick(ProbeSettings, locals()), tracking=tracking)
     return uri

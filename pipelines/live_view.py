@@ -37,6 +37,7 @@ from pipelines.live_format import bar_line, cause_of, describe_task, duration, k
 TAIL_LINES = 15
 SHOWN_WARNINGS = 3  # per task; the rest are in its log
 POLL_SECONDS = 0.5
+UNANNOUNCED = ("create-shard-",)  # tasks PlainView reports only when they end
 QUIET_ENVIRONMENT = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
@@ -142,7 +143,9 @@ class PlainView:
             self.stream.flush()
 
     def started(self, task: Task) -> None:
-        self.say(f"started  {task.name}")
+        # Shard tasks run many at once and briefly: their end line is enough (a demo run fits a screen).
+        if not task.name.startswith(UNANNOUNCED):
+            self.say(f"started  {task.name}")
 
     def finished(self, task: Task) -> None:
         verdict = "finished" if task.ok else "FAILED  "

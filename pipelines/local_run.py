@@ -23,7 +23,7 @@ from components.core.corpus import CorpusSettings, iter_documents
 from components.core.settings import check, pick
 from components.core.errors import BertpipeError
 from components.core.redact import mask
-from components.core.scoring import EVALUATION_METRICS_FILE
+from components.core.metric_names import EVALUATION_METRICS_FILE
 from pipelines import step_io
 
 
@@ -34,7 +34,9 @@ DEMO_SETTINGS = {
     "dupe_factor": 2,
     "dev_fraction": 0.05,
     "test_fraction": 0.05,
+    "phase1_steps": 300,
     "phase1_learning_rate": 1e-3,
+    "phase1_warmup_steps": 30,
     "phase2_steps": 30,
     "phase2_batch_size": 8,
     "phase2_learning_rate": 5e-4,

@@ -20,13 +20,13 @@ from components.core.recipe import PHASES
 log = logging.getLogger(__name__)
 
 SETTINGS_CLASSES = (
-    "components.vocab.export:VocabSettings",
+    "components.vocab.settings:VocabSettings",
     "components.core.corpus:CorpusSettings",
     "components.data.settings:DataSettings",
     "components.training.settings:TrainingSettings",
-    "components.evaluation.evaluate:EvaluationSettings",
-    "components.evaluation.probe:ProbeSettings",
-    "components.registry.promotion:PromotionSettings",
+    "components.evaluation.settings:EvaluationSettings",
+    "components.evaluation.settings:ProbeSettings",
+    "components.registry.settings:PromotionSettings",
 )
 # Pipeline names that differ from the field they feed.
 RENAMED = {

@@ -15,9 +15,18 @@ import json
 import logging
 
 from components.core import storage
+from components.core.console import configure_logging
 from components.core.errors import BertpipeError
+from components.core.tracking import Tracking
 
 log = logging.getLogger(__name__)
+
+
+def begin(pipeline_run_id: str, tracking_uri: str, experiment: str, artifact_root: str = "", name: str = "") -> tuple[str, Tracking]:
+    """What a component body does before its one library call: the CLI's log format, the folder the step writes in
+    this run's folder ("" when it names none), and its MLflow tracking, nested under the pipeline run."""
+    configure_logging()
+    return (output_uri(artifact_root, pipeline_run_id, name) if name else ""), Tracking(tracking_uri, experiment, pipeline_run_id)
 
 
 def run_uri(artifact_root: str, pipeline_run_id: str) -> str:

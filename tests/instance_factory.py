@@ -22,6 +22,20 @@ def make_vocab(uri: str, vocab_size: int = 2000) -> str:
     return uri
 
 
+def make_untrained_model(root, vocab_size: int, seed: int) -> str:
+    """A freshly initialised tiny model folder with a demo vocab of `vocab_size` and its tokenizer files, under root."""
+    import torch
+
+    from components.core import models
+
+    vocab = make_vocab(str(root / "vocab"), vocab_size=vocab_size)
+    torch.manual_seed(seed)
+    folder = root / "model"
+    models.build_model("tiny", vocab_size).save_pretrained(str(folder))
+    storage.download_dir(vocab, folder)
+    return str(folder)
+
+
 def tokenized_documents(tokenizer, max_documents: int = 200) -> list[list[list[int]]]:
     documents = []
     for document in iter_documents("demo"):
@@ -82,8 +96,10 @@ def load_tokenizer(vocab_uri: str):
         return tokenizer_for(folder / VOCAB_FILE, load_vocab_info(vocab_uri)["lowercase"])
 
 
-def make_data(data_uri: str, vocab_uri: str, *, max_seq_length: int = 128, shards: dict[str, list[int]] | None = None, seed: int = 0) -> str:
-    """A data folder with the given shard sizes per split (default: train 2 x 96, dev 32, test 48)."""
+def make_data(data_uri: str, vocab_uri: str, *, max_seq_length: int = 128, shards: dict[str, list[int]] | None = None, seed: int = 0,
+              instance_length: int | None = None) -> str:
+    """A data folder with the given shard sizes per split (default: train 2 x 96, dev 32, test 48); instances of
+    about `instance_length` tokens (default: max_seq_length), as a corpus of short documents makes them."""
     shards = shards or {"train": [96, 96], "dev": [32], "test": [48]}
     tokenizer = load_tokenizer(vocab_uri)
     documents = tokenized_documents(tokenizer)
@@ -91,7 +107,7 @@ def make_data(data_uri: str, vocab_uri: str, *, max_seq_length: int = 128, shard
     for split_index, (split, sizes) in enumerate(shards.items()):
         entries, tokens = [], 0
         for index, size in enumerate(sizes):
-            rows = make_rows(tokenizer, documents, size, max_seq_length, seed=seed * 1000 + split_index * 100 + index)
+            rows = make_rows(tokenizer, documents, size, instance_length or max_seq_length, seed=seed * 1000 + split_index * 100 + index)
             path = instances.shard_path(split, index)
             entries.append({"path": path, **instances.write_shard(storage.join(data_uri, path), rows)})
             tokens += sum(map(len, rows["input_ids"]))

@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from pipelines.local_run import DEMO_SETTINGS
+
 
 def bertpipe(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
@@ -21,8 +23,8 @@ def test_run_help_shows_demo_defaults():
     result = bertpipe("run", "--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())  # argparse wraps help lines
-    assert "--phase1-steps PHASE1_STEPS optimizer steps of phase 1 (128 tokens) (default: 900)" in text
-    assert "peak learning rate of phase 1 (128 tokens) (default: 0.001)" in text
+    assert f"--phase1-steps PHASE1_STEPS phase 1 (128 tokens): optimizer steps in this phase (default: {DEMO_SETTINGS['phase1_steps']})" in text
+    assert "phase 1 (128 tokens): peak learning rate, reached after the warmup (default: 0.001)" in text
     assert "'demo' = the bundled public-domain corpus (default: demo)" in text
 
 

@@ -5,7 +5,6 @@ import json
 import logging
 import os
 
-import pytest
 
 from components.core import storage
 from components.core.content_key import cache_uri, input_fingerprints, source_fingerprint

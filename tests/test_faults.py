@@ -13,7 +13,7 @@ import pytest
 
 from components.core import storage
 from components.core.errors import BertpipeError
-from components.core.tracking import MetricsBuffer, Tracking, step_run
+from components.core.tracking import MetricsBuffer, Tracking, background_step_run, step_run
 
 
 def _checkpoint_files(count: int, size: int, seed: int) -> dict[str, bytes]:
@@ -163,6 +163,28 @@ def test_dead_or_hanging_mlflow_fails_the_step_start_with_the_products_own_bound
     assert elapsed < PRODUCT_BOUND_S, f"took {elapsed:.0f} s: fails, but not within the product's bounds"
     assert {name: os.environ[name] for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")} == {
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+
+
+def test_a_run_opened_in_the_background_that_cannot_open_fails_the_step_at_its_next_log(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    dead = _closed_port()
+    logged = 0
+    with pytest.raises(BertpipeError, match=f"^MLflow at {dead} failed while starting the train-phase-128 run: "):
+        with background_step_run(Tracking(tracking_uri=dead, experiment="never"), "train-phase-128") as metrics:
+            deadline = time.monotonic() + PRODUCT_BOUND_S
+            while time.monotonic() < deadline:  # the training steps go on until the refusal is known
+                metrics.log({"loss": 1.0}, step=logged)
+                logged += 1
+                time.sleep(0.05)
+    assert logged >= 1
+
+
+def test_a_background_run_that_could_not_open_before_a_short_block_ended_fails_it_at_the_end(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    dead = _closed_port()
+    with pytest.raises(BertpipeError, match=f"^MLflow at {dead} failed while starting the train-phase-128 run: "):
+        with background_step_run(Tracking(tracking_uri=dead, experiment="never"), "train-phase-128") as metrics:
+            metrics.log({"loss": 1.0}, step=1)
 
 
 def test_a_users_own_mlflow_http_settings_win(black_hole, product_http_defaults, monkeypatch):

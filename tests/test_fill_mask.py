@@ -3,25 +3,18 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-import torch
 
-from components.core import models, storage
 from components.core.errors import BertpipeError
 from components.evaluation.fill_mask import fill_mask, format_table
-from tests.instance_factory import make_vocab
+from tests.instance_factory import make_untrained_model
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fill-mask")
-    vocab = make_vocab(str(root / "vocab"), vocab_size=1000)
-    torch.manual_seed(5)
-    folder = root / "model"
-    models.build_model("tiny", 1000).save_pretrained(str(folder))
-    storage.download_dir(vocab, folder)
-    return folder
+    return Path(make_untrained_model(tmp_path_factory.mktemp("fill-mask"), vocab_size=1000, seed=5))
 
 
 def test_guesses_match_hugging_face_fill_mask_pipeline(model_dir):

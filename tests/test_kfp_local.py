@@ -11,6 +11,7 @@ in the content-keyed cache folder).
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import kfp.local
 import mlflow
@@ -19,6 +20,7 @@ from kfp import dsl
 
 from pipelines import kfp_components as steps
 from components.core.instances import read_manifest
+from components.core.storage.paths import MARKER_FILES
 from pipelines.bert_pretraining import pretraining_data
 
 RUN_ID = "component-test"
@@ -52,10 +54,14 @@ def run(tmp_path_factory):
 
     run_alone(steps.export_vocab, vocab_source="", corpus="demo", vocab_size=1500, lowercase="auto", fingerprint="", **keyed)
     vocab = (dsl.Artifact, cached(out, "vocab"))
+    cli("export-vocab", "--corpus", "demo", "--vocab-size", "1500", "--output-uri", str(out / "vocab-cli"), "--tracking-uri", common["tracking_uri"],
+        "--experiment", "cli-side")
     for length, predictions in ((128, 20), (512, 80)):
         run_alone(pretraining_data, {"vocab": vocab}, corpus="demo", max_seq_length=length, max_predictions_per_seq=predictions, fingerprint="", **TINY_DATA, **keyed)
     data = {length: (dsl.Dataset, cached(out, f"data-{length}")) for length in (128, 512)}
     run_alone(steps.train_phase, {"data": data[128], "vocab": vocab}, init_model="", max_seq_length=128, max_steps=6, **TINY_TRAIN, **common)
+    cli("train-phase", "--data-uri", data[128][1], "--vocab-uri", vocab[1], "--output-uri", str(out / "phase-128-cli"), "--max-seq-length", "128",
+        "--max-steps", "6", *(flag for name, value in TINY_TRAIN.items() for flag in ("--" + name.replace("_", "-"), str(value))), "--tracking-uri", "")
     run_alone(steps.train_phase, {"data": data[512], "vocab": vocab}, init_model=str(out / "phase-128" / "model"), max_seq_length=512, max_steps=2, **TINY_TRAIN, **common)
     model = str(out / "phase-512" / "model")
     run_alone(steps.evaluate, {"data_128": data[128], "data_512": data[512]}, model_uri=model, registered_model_name="component-test", **common)
@@ -89,6 +95,22 @@ def test_vocab_component_writes_the_vocab_folder(run):
     info = json.loads(open(f"{vocab}/vocab_info.json").read())
     assert info["size"] == 1500 and len(info["content_key"]) == 20 and vocab.endswith(info["content_key"])
     assert open(f"{vocab}/vocab.txt").read().count("\n") == 1500
+
+
+def test_the_vocab_component_and_the_cli_write_the_same_bytes(run):
+    out, _ = run
+    kfp_vocab, cli_vocab = Path(cached(out, "vocab")), out / "vocab-cli"
+    kfp_files, cli_files = (sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and p.name not in MARKER_FILES)
+                            for folder in (kfp_vocab, cli_vocab))  # the publication markers hold the time
+    assert kfp_files == cli_files and len(kfp_files) >= 3
+    assert all((kfp_vocab / name).read_bytes() == (cli_vocab / name).read_bytes() for name in kfp_files)
+
+
+def test_the_training_component_and_the_cli_train_the_same_weights(run):
+    out, _ = run
+    kfp_model, cli_model = out / "phase-128" / "model", out / "phase-128-cli" / "model"
+    assert (kfp_model / "model.safetensors").read_bytes() == (cli_model / "model.safetensors").read_bytes()
+    assert (kfp_model / "config.json").read_bytes() == (cli_model / "config.json").read_bytes()
 
 
 def test_data_components_write_both_lengths(run):

@@ -136,6 +136,18 @@ def test_plain_view_reports_training_by_quarters():
     assert steps == [15, 30, 45]
 
 
+def test_plain_view_announces_shard_tasks_only_when_they_end():
+    out = io.StringIO()
+    view = PlainView(out)
+    shard, merge = Task("create-shard-128-1", Path("a")), Task("merge-manifest-128", Path("b"))
+    view.started(shard)
+    view.started(merge)
+    shard.seconds, shard.ok = 2.0, True
+    view.finished(shard)
+    lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
+    assert lines == ["started  merge-manifest-128", "finished create-shard-128-1 in 2.0s"]
+
+
 def run_failing_pipeline(tmp_path, **streams):
     """A run whose export-vocab task fails (a vocab.txt with a repeated line: every check before the run passes)."""
     source = tmp_path / "repeating-vocab"

@@ -9,15 +9,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
-from components.core import models, storage
 from components.core.errors import BertpipeError
 from components.core.tracking import Tracking
 from components.evaluation.probe import ProbeSettings, probe, scores
 from components.evaluation.probe_data import DEMO_PROBE_SET, load_labeled
 from pipelines.cli import main
-from tests.instance_factory import make_vocab
+from tests.instance_factory import make_untrained_model
 
 SPLIT = dict(text_column="text", label_column="label", split_column="split", test_fraction=0.25, seed=0)
 
@@ -25,13 +23,7 @@ SPLIT = dict(text_column="text", label_column="label", split_column="split", tes
 @pytest.fixture(scope="module")
 def untrained(tmp_path_factory) -> str:
     """A freshly initialised tiny model with the demo vocab and tokenizer files."""
-    root = tmp_path_factory.mktemp("probe")
-    vocab = make_vocab(str(root / "vocab"), vocab_size=2000)
-    torch.manual_seed(0)
-    folder = root / "model"
-    models.build_model("tiny", 2000).save_pretrained(str(folder))
-    storage.download_dir(vocab, folder)
-    return str(folder)
+    return make_untrained_model(tmp_path_factory.mktemp("probe"), vocab_size=2000, seed=0)
 
 
 def write(tmp_path: Path, rows: list[dict], name: str) -> str:

@@ -20,7 +20,8 @@ from components.core.model_store import CHAMPION, alias_version
 from components.core.tracking import Tracking
 from components.evaluation.evaluate import EvaluationSettings, evaluate
 from components.core.instances import manifest_sha256
-from components.registry.promotion import PromotionSettings, promote
+from components.registry.promotion import promote
+from components.registry.settings import PromotionSettings
 from components.registry.register import register_model
 from components.registry.step import register_and_promote
 from components.training.phase import train_phase

@@ -10,14 +10,15 @@ from components.core import settings as settings_core
 from components.core.corpus import CorpusSettings
 from components.core.recipe import PHASES
 from components.data.settings import DataSettings
-from components.evaluation.evaluate import EvaluationSettings
-from components.registry.promotion import PromotionSettings
+from components.evaluation.settings import EvaluationSettings, ProbeSettings
+from components.registry.settings import PromotionSettings
 from components.training.settings import LaunchSettings, TrainingSettings
-from components.vocab.export import VocabSettings
+from components.vocab.settings import VocabSettings
 from pipelines import kfp_components
-from components.evaluation.probe import ProbeSettings
 from pipelines.bert_pretraining import bert_pretraining, pretraining_data
 from pipelines.cli import build_parser
+from pipelines.parameters import HELP, help_for
+from pipelines.pipeline_parameters import settings_classes, source_of
 
 # (KFP component or pipeline, its settings dataclass): every field is a parameter of the component.
 COMPONENT_SETTINGS = [
@@ -112,3 +113,21 @@ def test_every_bad_value_is_reported_at_once():
 def test_json_floats_come_back_as_ints():
     assert settings_core.from_mapping(VocabSettings, {"vocab_size": 4000.0}).vocab_size == 4000
     assert isinstance(settings_core.from_mapping(VocabSettings, {"vocab_size": 4000.0}).vocab_size, int)
+
+
+def test_help_texts_of_settings_come_from_the_settings_and_live_nowhere_else():
+    fields = {f.name for cls in settings_classes().values() for f in dataclasses.fields(cls)}
+    assert not set(HELP) & fields  # a setting's help has one home, its dataclass
+    fed = 0
+    for name in inspect.signature(bert_pretraining.pipeline_func).parameters:
+        source = source_of(name)
+        if source is None:
+            assert help_for(name) == HELP[name]
+            continue
+        cls, field = source
+        expected = next(f for f in dataclasses.fields(cls) if f.name == field).metadata["help"]
+        assert help_for(name) == expected or help_for(name).endswith(f" tokens): {expected}"), name
+        fed += 1
+    assert fed >= 40
+    assert help_for("phase2_steps") == "phase 2 (512 tokens): optimizer steps in this phase"
+    assert help_for("data_seed") == DataSettings.__dataclass_fields__["seed"].metadata["help"]

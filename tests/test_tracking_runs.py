@@ -13,7 +13,7 @@ import pytest
 
 from components.core.errors import BertpipeError
 from components.core.redact import mask
-from components.core.tracking import Tracking, close_pipeline_run, step_run
+from components.core.tracking import Tracking, background_step_run, close_pipeline_run, step_run
 from pipelines.cli import build_parser
 
 
@@ -61,6 +61,23 @@ def test_runs_end_finished_or_failed_and_a_killed_attempt_is_marked_killed(tmp_p
                         ("train-phase-512", "FINISHED"), ("evaluate", "FAILED")}
     close_pipeline_run(tracking)
     assert ("parent", "FINISHED") in {(run.data.tags.get("bertpipe.step", "parent"), run.info.status) for run in runs_of(tracking)}
+
+
+def test_a_background_run_keeps_what_was_logged_before_it_opened_and_ends_with_the_blocks_status(tmp_path):
+    tracking = Tracking(f"sqlite:///{tmp_path}/mlflow.db", "background", "pipeline-9")
+    with background_step_run(tracking, "train-phase-128", {"max_steps": 3}) as metrics:
+        for step in (1, 2, 3):  # queued at once, whether or not the run is open yet
+            metrics.log({"loss": 4.0 - step, "grad_norm": float("nan")}, step=step)
+        report = metrics.close()
+    with pytest.raises(ValueError, match="training diverged"):
+        with background_step_run(tracking, "train-phase-512", {"max_steps": 3}):
+            raise ValueError("training diverged")
+    runs = {run.data.tags["bertpipe.step"]: run for run in runs_of(tracking) if "bertpipe.step" in run.data.tags}
+    assert {step: run.info.status for step, run in runs.items()} == {"train-phase-128": "FINISHED", "train-phase-512": "FAILED"}
+    assert (report.complete, report.logged) == (True, 3)
+    history = mlflow.MlflowClient(tracking.tracking_uri).get_metric_history(runs["train-phase-128"].info.run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(1, 3.0), (2, 2.0), (3, 1.0)]
+    assert runs["train-phase-128"].data.params == {"max_steps": "3"} and runs["train-phase-128"].data.tags["mlflow.parentRunId"]
 
 
 def test_mask_hides_userinfo_only():

@@ -18,8 +18,8 @@ class Unsynced(torch.nn.Module):
         super().__init__()
         self.module = module
 
-    def forward(self, *inputs):
-        return self.module(*inputs)
+    def forward(self, *inputs, **keywords):
+        return self.module(*inputs, **keywords)
 
     def no_sync(self):
         return contextlib.nullcontext()

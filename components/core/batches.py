@@ -1,17 +1,19 @@
 """From instance shards to model batches: flat arrays of a shard, a collator that pads to the
-batch's longest row, and the evaluation batches (stored order). The training stream, which
-shuffles and masks, is the training step's (components/training/stream.py).
+batch's longest row, one that packs several instances per row (components.core.packing), and
+the evaluation batches (stored order, unpacked). The training stream, which shuffles and
+masks, is the training step's (components/training/stream.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
 import torch
 
 from components.core import instances as instance_format
+from components.core import packing
 from components.core import storage
 
 PAD_MULTIPLE = 8
@@ -45,6 +47,45 @@ class InstanceArrays:
     def __len__(self) -> int:
         return len(self.segment_a_length)
 
+    def select(self, rows) -> "InstanceArrays":
+        """The given rows, in that order, as new arrays (row k of the result is rows[k])."""
+        rows = np.asarray(rows, dtype=np.int64)
+        ids, ids_offsets = _ragged_rows(self.input_ids, self.input_offsets, rows)
+        positions, masked_offsets = _ragged_rows(self.masked_positions, self.masked_offsets, rows)
+        labels, _ = _ragged_rows(self.masked_ids, self.masked_offsets, rows)
+        return InstanceArrays(ids, ids_offsets, self.segment_a_length[rows], positions, labels, masked_offsets, self.next_sentence_label[rows])
+
+    @staticmethod
+    def concat(parts: list["InstanceArrays"]) -> "InstanceArrays":
+        """The parts' rows one after the other."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def offsets(name):
+            lengths = np.concatenate([np.diff(getattr(part, name)) for part in parts])
+            return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+        values = {f.name: np.concatenate([getattr(part, f.name) for part in parts]) for f in fields(InstanceArrays) if not f.name.endswith("offsets")}
+        return InstanceArrays(**values, input_offsets=offsets("input_offsets"), masked_offsets=offsets("masked_offsets"))
+
+
+def _ragged_rows(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The values of the given rows of a ragged column and their new offsets."""
+    starts, ends = offsets[rows], offsets[rows + 1]
+    take = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if len(rows) else np.zeros(0, dtype=np.int64)
+    return values[take], np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+
+
+def _round_up(width: int) -> int:
+    return int(-(-width // PAD_MULTIPLE) * PAD_MULTIPLE)
+
+
+def _masked_tokens(arrays: InstanceArrays, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(masked tokens per row, their positions within the row, their labels), row-major."""
+    positions, offsets = _ragged_rows(arrays.masked_positions, arrays.masked_offsets, rows)
+    labels, _ = _ragged_rows(arrays.masked_ids, arrays.masked_offsets, rows)
+    return np.diff(offsets), positions.astype(np.int64), labels.astype(np.int64)
+
 
 def collate(arrays: InstanceArrays, rows) -> dict[str, torch.Tensor]:
     """A batch of the given rows, padded (with id 0, [PAD]) to the longest row rounded up to a multiple of 8.
@@ -55,7 +96,7 @@ def collate(arrays: InstanceArrays, rows) -> dict[str, torch.Tensor]:
     rows = np.asarray(rows, dtype=np.int64)
     starts, ends = arrays.input_offsets[rows], arrays.input_offsets[rows + 1]
     lengths = ends - starts
-    width = int(-(-lengths.max() // PAD_MULTIPLE) * PAD_MULTIPLE)
+    width = _round_up(lengths.max())
     input_ids = np.zeros((len(rows), width), dtype=np.int64)
     attention_mask = np.zeros((len(rows), width), dtype=np.int64)
     token_type_ids = np.zeros((len(rows), width), dtype=np.int64)
@@ -64,17 +105,54 @@ def collate(arrays: InstanceArrays, rows) -> dict[str, torch.Tensor]:
         input_ids[i, :length] = arrays.input_ids[start : start + length]
         attention_mask[i, :length] = 1
         token_type_ids[i] = (columns >= segment_a) & (columns < length)
-    masked_starts, masked_ends = arrays.masked_offsets[rows], arrays.masked_offsets[rows + 1]
-    counts = masked_ends - masked_starts
-    take = np.concatenate([np.arange(s, e) for s, e in zip(masked_starts, masked_ends)]) if len(rows) else np.zeros(0, dtype=np.int64)
+    counts, positions, labels = _masked_tokens(arrays, rows)
     return {
         "input_ids": torch.from_numpy(input_ids),
         "attention_mask": torch.from_numpy(attention_mask),
         "token_type_ids": torch.from_numpy(token_type_ids),
         "mlm_batch_index": torch.from_numpy(np.repeat(np.arange(len(rows)), counts)),
-        "mlm_positions": torch.from_numpy(arrays.masked_positions[take].astype(np.int64)),
-        "mlm_labels": torch.from_numpy(arrays.masked_ids[take].astype(np.int64)),
+        "mlm_positions": torch.from_numpy(positions),
+        "mlm_labels": torch.from_numpy(labels),
         "next_sentence_label": torch.from_numpy(arrays.next_sentence_label[rows].astype(np.int64)),
+        "instance_lengths": torch.from_numpy(lengths.astype(np.int64)),
+    }
+
+
+def collate_packed(arrays: InstanceArrays, rows, row_width: int) -> dict[str, torch.Tensor]:
+    """The given instances packed into rows of at most row_width tokens (components.core.packing.pack:
+    first-fit decreasing, then the narrowest width, a multiple of 8, that needs no more rows).
+
+    Beside collate's keys: position_ids restart at 0 per instance, instance_ids[r, j] is
+    1 + the index of the instance token (r, j) belongs to (0: padding), and cls_rows[i],
+    cls_positions[i] locate instance i's [CLS]. Labels keep the order of `rows`, so the
+    losses equal collate's on the same rows; mlm_batch_index/mlm_positions index the packed rows.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = arrays.input_offsets[rows]
+    lengths = arrays.input_offsets[rows + 1] - starts
+    row_of, offset, width = packing.pack(lengths, row_width, PAD_MULTIPLE)
+    count = int(row_of.max()) + 1 if len(rows) else 0
+    input_ids, token_type_ids, position_ids, instance_ids = (np.zeros((count, width), dtype=np.int64) for _ in range(4))
+    for i, (start, length, segment_a, row, first) in enumerate(zip(starts, lengths, arrays.segment_a_length[rows], row_of, offset)):
+        span = slice(first, first + length)
+        input_ids[row, span] = arrays.input_ids[start : start + length]
+        position_ids[row, span] = np.arange(length)
+        token_type_ids[row, first + segment_a : first + length] = 1
+        instance_ids[row, span] = i + 1
+    counts, positions, labels = _masked_tokens(arrays, rows)
+    return {
+        "input_ids": torch.from_numpy(input_ids),
+        "attention_mask": torch.from_numpy((instance_ids > 0).astype(np.int64)),
+        "token_type_ids": torch.from_numpy(token_type_ids),
+        "position_ids": torch.from_numpy(position_ids),
+        "instance_ids": torch.from_numpy(instance_ids),
+        "cls_rows": torch.from_numpy(row_of),
+        "cls_positions": torch.from_numpy(offset),
+        "mlm_batch_index": torch.from_numpy(np.repeat(row_of, counts)),
+        "mlm_positions": torch.from_numpy(positions + np.repeat(offset, counts)),
+        "mlm_labels": torch.from_numpy(labels),
+        "next_sentence_label": torch.from_numpy(arrays.next_sentence_label[rows].astype(np.int64)),
+        "instance_lengths": torch.from_numpy(lengths.astype(np.int64)),
     }
 
 

@@ -88,7 +88,7 @@ def read_shard(uri: str, expected_sha256: str | None = None) -> pa.Table:
     data = storage.read_bytes(uri)
     if expected_sha256 and hashlib.sha256(data).hexdigest() != expected_sha256:
         raise BertpipeError(f"shard {uri} does not match its manifest checksum; it is corrupt or was overwritten")
-    return pq.read_table(pa.BufferReader(data))
+    return pq.ParquetFile(pa.BufferReader(data)).read()  # not pq.read_table: its dataset layer imports pandas (a second at start-up)
 
 
 def load_split(data_uri: str, split: str, manifest: dict | None = None) -> pa.Table:

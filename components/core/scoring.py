@@ -28,14 +28,7 @@ from components.core import batches as batching
 from components.core import models
 from components.core.errors import BertpipeError
 
-# The evaluate step's output folder holds these; the register step reads them.
-EVALUATION_METRICS_FILE = "metrics.json"
-EVALUATION_REPORT_FILE = "report.md"
-PROBE_FILE = "probe.json"  # the probe step's output, read by the register step too
 INSTANCE_COLUMNS = ("masked", "mlm_hits", "mlm_top5_hits", "mlm_loss", "nsp_hit", "nsp_loss")
-METRIC_NAMES = ("mlm_loss", "perplexity", "mlm_accuracy", "mlm_top5_accuracy", "nsp_loss", "nsp_accuracy", "loss")
-# The metrics where higher is better: the only ones a promotion rule "must beat the champion by a margin" fits.
-HIGHER_IS_BETTER = ("mlm_accuracy", "mlm_top5_accuracy", "nsp_accuracy")
 
 
 def evaluation_device() -> torch.device:
@@ -83,7 +76,7 @@ def score_instances(forward: models.MaskedPretrainingModel, batches: Iterable[di
 
 
 def metrics_from(results: dict[str, np.ndarray]) -> dict[str, float]:
-    """The aggregate metrics (evaluate.METRIC_NAMES) of per-instance results."""
+    """The aggregate metrics (components.core.metric_names.METRIC_NAMES) of per-instance results."""
     masked, sequences = int(results["masked"].sum()), len(results["nsp_hit"])
     if not masked or not sequences:
         raise BertpipeError("no held-out instances to evaluate on")
@@ -101,5 +94,5 @@ def metrics_from(results: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def pretraining_metrics(forward: models.MaskedPretrainingModel, batches: Iterable[dict], device: torch.device) -> dict[str, float]:
-    """MLM/NSP metrics (METRIC_NAMES) over all batches."""
+    """MLM/NSP metrics (metric_names.METRIC_NAMES) over all batches."""
     return metrics_from(score_instances(forward, batches, device))

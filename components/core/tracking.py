@@ -11,7 +11,11 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
+import threading
+import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -171,8 +175,6 @@ def close_pipeline_run(tracking: Tracking, status: str = "FINISHED") -> None:
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     """Log numeric metrics to the active run (non-finite values are skipped: MLflow rejects NaN on some stores)."""
-    import math
-
     import mlflow
 
     clean = {key: float(value) for key, value in metrics.items() if value is not None and math.isfinite(float(value))}
@@ -207,51 +209,60 @@ class MetricsBuffer:
     log() only queues (with the time of the call); the thread sends batches, and
     while the server fails it keeps them and retries with backoff. close() sends
     what it can within its timeout and returns a LoggingReport of what was not
-    logged, instead of failing a training run over its bookkeeping.
+    logged, instead of failing a training run over its bookkeeping. `run` is the
+    run's id, or a Future of it (background_step_run): the thread waits for it, and
+    mlflow is imported there too, never in the caller's thread.
     """
 
     BATCH = 1000  # MLflow's limit of metrics per log_batch
 
-    def __init__(self, tracking_uri: str, run_id: str, flush_interval: float = 2.0, max_backoff: float = 60.0):
-        import threading
-
-        from mlflow import MlflowClient
-
-        self._client = MlflowClient(tracking_uri)
+    def __init__(self, tracking_uri: str, run: str | Future, flush_interval: float = 2.0, max_backoff: float = 60.0):
+        if not isinstance(run, Future):
+            run_id, run = run, Future()
+            run.set_result(run_id)
+        self._run = run
+        self._client = None
         self._tracking_uri = tracking_uri
-        self._run_id = run_id
         self._interval = flush_interval
         self._max_backoff = max_backoff
-        self._pending: list = []
+        self._pending: list[tuple[str, float, int, int]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._report = LoggingReport()
-        self._thread = threading.Thread(target=self._run, name="mlflow-metrics", daemon=True)
+        self._thread = threading.Thread(target=self._run_thread, name="mlflow-metrics", daemon=True)
         self._thread.start()
 
+    @property
+    def run_id(self) -> str:
+        """The run's id (a BertpipeError while it is not open, or when it could not be opened)."""
+        if not self._run.done():
+            raise BertpipeError(mask(f"MLflow at {self._tracking_uri} has not opened the run yet"))
+        return self._run.result()
+
+    def _raise_if_not_opened(self) -> None:
+        if self._run.done() and self._run.exception() is not None:
+            raise self._run.exception()
+
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """Queue finite numeric metrics for the run (never blocks on the server)."""
-        import math
-        import time
-
-        from mlflow.entities import Metric
-
+        """Queue finite numeric metrics for the run (never blocks on the server); a run that could not be opened fails here."""
+        self._raise_if_not_opened()
         now = int(time.time() * 1000)
-        batch = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()
-                 if value is not None and math.isfinite(float(value))]
+        batch = [(key, float(value), now, step or 0) for key, value in metrics.items() if value is not None and math.isfinite(float(value))]
         with self._lock:
             self._pending.extend(batch)
 
     def _send_some(self) -> bool:
         """Send one batch; False when the server failed (the batch stays queued)."""
+        from mlflow.entities import Metric
+
         with self._lock:
             batch = self._pending[: self.BATCH]
         if not batch:
             return True
         try:
             with mlflow_errors(self._tracking_uri, "logging metrics"):
-                self._client.log_batch(self._run_id, metrics=batch, synchronous=True)
+                self._client.log_batch(self.run_id, metrics=[Metric(*values) for values in batch], synchronous=True)
         except BertpipeError as error:
             if not self._report.last_error:
                 log.warning("%s; metrics are kept and sent when it answers again", error)
@@ -262,7 +273,12 @@ class MetricsBuffer:
             self._report.logged += len(batch)
         return True
 
-    def _run(self) -> None:
+    def _run_thread(self) -> None:
+        if self._run.exception() is not None:  # waits for the run to be open
+            return
+        from mlflow import MlflowClient
+
+        self._client = MlflowClient(self._tracking_uri)
         delay = self._interval
         while not self._closing.is_set():
             self._wake.wait(delay)
@@ -275,14 +291,14 @@ class MetricsBuffer:
                 delay = self._interval
 
     def close(self, timeout: float = 30.0) -> LoggingReport:
-        """Stop the thread, send what is left within timeout, and report what could not be logged."""
-        import time
-
+        """Stop the thread, send what is left within timeout, and report what could not be logged (a run that
+        could not be opened fails here, as in log())."""
         deadline = time.monotonic() + timeout
         self._closing.set()
         self._wake.set()
         self._thread.join(timeout)
-        while self._pending and not self._thread.is_alive() and time.monotonic() < deadline:
+        self._raise_if_not_opened()
+        while self._pending and self._client is not None and not self._thread.is_alive() and time.monotonic() < deadline:
             if not self._send_some():
                 break
         with self._lock:
@@ -290,7 +306,56 @@ class MetricsBuffer:
         report = self._report
         report.unlogged = len(left)
         if left:
-            report.first_unlogged_step = min(metric.step for metric in left)
-            report.last_unlogged_step = max(metric.step for metric in left)
+            report.first_unlogged_step = min(metric[3] for metric in left)
+            report.last_unlogged_step = max(metric[3] for metric in left)
             log.warning("%s", report.summary())
         return report
+
+
+class _StepFailed(Exception):
+    """Raised inside the held step_run so that it ends the run FAILED."""
+
+
+@contextlib.contextmanager
+def background_step_run(tracking: Tracking, step: str, params: dict | None = None, timeout: float = 60.0) -> Iterator[MetricsBuffer]:
+    """step_run(strict_close=False) held open by a thread of its own, so the step's work starts at once: importing
+    mlflow and opening the run take seconds (most of train-phase's start-up against sqlite). Yields the run's
+    MetricsBuffer; what is logged before the run is open waits in it. A run that cannot be opened fails the step at
+    its next log() or at the end of the block, as it would have at the start. The run ends FINISHED, or FAILED
+    when the block raises, in the thread that opened it (MLflow's active run is per thread)."""
+    opened: Future = Future()
+    finished = threading.Event()
+    outcome = {"failed": True}
+
+    def hold() -> None:
+        try:
+            with step_run(tracking, step, params, strict_close=False) as run_id:
+                opened.set_result(run_id)
+                finished.wait()
+                if outcome["failed"]:
+                    raise _StepFailed()
+        except _StepFailed:
+            pass
+        except BaseException as error:  # the run could not be opened (BertpipeError), or mlflow broke closing it
+            if not opened.done():
+                opened.set_exception(error)
+            else:
+                log.warning("MLflow run of %s: %s", step, mask(str(error)))
+
+    holder = threading.Thread(target=hold, name="mlflow-run", daemon=True)
+    holder.start()
+    metrics = MetricsBuffer(tracking.tracking_uri, opened)
+    try:
+        yield metrics
+        outcome["failed"] = False
+    finally:
+        try:
+            metrics.close()
+        except BertpipeError:
+            if not outcome["failed"]:  # never hide the error that failed the block
+                raise
+        finally:
+            finished.set()
+            holder.join(timeout)
+    if not opened.done():
+        log.warning("MLflow at %s did not open the %s run within the step; nothing was logged", mask(tracking.tracking_uri), step)

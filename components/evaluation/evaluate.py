@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 
 from components.core import batches as batching
 from components.core import instances as instance_format
@@ -20,29 +19,19 @@ from components.core import models
 from components.core import storage
 from components.core.baselines import trivial_baselines
 from components.core.errors import BertpipeError
+from components.core.metric_names import EVALUATION_METRICS_FILE, EVALUATION_REPORT_FILE, HIGHER_IS_BETTER
 from components.core.model_store import current_champion, model_folder
-from components.core.scoring import EVALUATION_METRICS_FILE, EVALUATION_REPORT_FILE, HIGHER_IS_BETTER, evaluation_device, metrics_from, score_instances
-from components.core.settings import as_dict, check, setting
+from components.core.scoring import evaluation_device, metrics_from, score_instances
+from components.core.settings import as_dict, check
 from components.core.tracking import Tracking, default_tracking_uri, log_metrics, step_run
 from components.core.vocab_files import load_vocab_info
 from components.evaluation import instance_results
 from components.evaluation.report import fill_mask_examples, render_report
+from components.evaluation.settings import EvaluationSettings
 
 log = logging.getLogger(__name__)
 
 STEP_NAME = "evaluate"
-
-
-@dataclass(frozen=True)
-class EvaluationSettings:
-    """How the held-out instances are read (the model and the data folders are inputs)."""
-
-    split: str = setting("test", "held-out split to evaluate on", choices=("dev", "test"))
-    per_device_eval_batch_size: int = setting(64, "sequences per evaluation batch", minimum=1)
-    max_eval_batches: int = setting(0, "cap on evaluation batches per length, for quick checks (0: the whole split)", minimum=0)
-    confidence_level: float = setting(0.95, "level of the paired bootstrap interval of new model minus champion", above=0.0, below=1.0)
-    bootstrap_resamples: int = setting(1000, "resamples of the paired bootstrap (of instances, not tokens)", minimum=100)
-    bootstrap_seed: int = setting(0, "seed of the paired bootstrap")
 
 
 def measure(model_uri: str, data_uris: dict[int, str], settings: EvaluationSettings, tracking_uri: str) -> tuple[dict, dict, dict]:

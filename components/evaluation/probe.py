@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,34 +22,16 @@ import torch
 from components.core import models
 from components.core import storage
 from components.core.errors import BertpipeError
-from components.core.scoring import PROBE_FILE, autocast_for, evaluation_device
-from components.core.settings import as_dict, check, setting
+from components.core.metric_names import PROBE_FILE
+from components.core.scoring import autocast_for, evaluation_device
+from components.core.settings import as_dict, check
 from components.core.model_store import current_champion, model_folder
 from components.core.tracking import Tracking, default_tracking_uri, log_metrics, step_run
 from components.evaluation.bootstrap import paired_bootstrap
 from components.evaluation.probe_data import LabeledSplits, load_labeled
+from components.evaluation.settings import ProbeSettings
 
 log = logging.getLogger(__name__)
-
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """How the probe reads its dataset and trains its classifier."""
-
-    text_column: str = setting("text", "column of the probe dataset holding the text")
-    label_column: str = setting("label", "column of the probe dataset holding the class label")
-    split_column: str = setting("split", "column with 'train'/'test' per row; without it the rows are split by test_fraction")
-    test_fraction: float = setting(0.2, "fraction of rows held out for testing when the dataset has no split column", above=0.0, below=1.0)
-    pooling: str = setting("mean", "sentence representation: the mean of the last hidden states, or the [CLS] vector", choices=("mean", "cls"))
-    max_length: int = setting(128, "tokens per text (longer texts are truncated, and the log says how many)", minimum=8)
-    l2: float = setting(1e-3, "L2 penalty of the logistic regression", minimum=0.0)
-    max_iter: int = setting(200, "L-BFGS iterations of the logistic regression", minimum=1)
-    fine_tune_steps: int = setting(0, "steps of an optional full fine-tune (encoder + linear head) reported beside the frozen probe; 0: none", minimum=0)
-    fine_tune_learning_rate: float = setting(3e-5, "AdamW learning rate of the fine-tune", above=0.0)
-    batch_size: int = setting(32, "texts per batch when embedding and fine-tuning", minimum=1)
-    seed: int = setting(0, "seed of the split by fraction, the fine-tune and the bootstrap")
-    confidence_level: float = setting(0.95, "level of the paired bootstrap interval of the accuracy difference to the champion", above=0.0, below=1.0)
 
 
 class Encoder:

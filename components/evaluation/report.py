@@ -7,7 +7,8 @@ import torch
 from components.core import batches as batching
 from components.core import models
 from components.core.baselines import BASELINE_OF
-from components.core.scoring import METRIC_NAMES, autocast_for
+from components.core.metric_names import METRIC_NAMES
+from components.core.scoring import autocast_for
 
 FILL_MASK_EXAMPLES = 5
 EXAMPLE_TOKENS = 48  # shown per example

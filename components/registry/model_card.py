@@ -7,7 +7,7 @@ model_card.md, in the register run's artifacts and beside the model folder.
 
 from __future__ import annotations
 
-from components.core.scoring import METRIC_NAMES
+from components.core.metric_names import METRIC_NAMES
 
 MODEL_CARD_FILE = "model_card.md"
 MAX_DESCRIPTION = 5000

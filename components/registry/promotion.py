@@ -34,12 +34,11 @@ from typing import Mapping
 from components.core.baselines import baseline_key
 from components.core.errors import BertpipeError
 from components.core.model_store import CHAMPION, alias_version, registry_client
-from components.core.scoring import HIGHER_IS_BETTER
-from components.core.settings import setting
 from components.core.tracking import mlflow_errors
 from components.registry.history import record_move
 from components.registry.lock import alias_lock
 from components.registry.register import METRIC_TAG_PREFIX
+from components.registry.settings import PromotionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -50,42 +49,6 @@ COMPARED_WITH_TAG = "bertpipe.promotion.compared_with"
 # Float noise must not decide a tie: 0.31 - 0.30 is 0.010000000000000009.
 EPSILON = 1e-9
 MAX_TAG_VALUE = 5000
-
-
-@dataclass(frozen=True)
-class PromotionPolicy:
-    """When a challenger replaces the champion (all thresholds in the metric's own units)."""
-
-    metric: str = "mlm_accuracy_512"
-    margin: float = 0.0  # the challenger must beat the champion by MORE than this
-    guard_metric: str = "nsp_accuracy_512"
-    guard_tolerance: float = 0.01  # the guard metric may drop by at most this
-    floor: float = 0.0  # the metric must reach at least this, champion or not
-    beat_baselines: bool = True  # metric and guard must beat their trivial baselines (core.baselines), when measured
-    probe_tolerance: float | None = None  # the probe's accuracy may drop by at most this (None: the probe does not decide)
-
-
-PROMOTION_METRICS = tuple(f"{name}_{length}" for length in (128, 512) for name in HIGHER_IS_BETTER)
-
-
-@dataclass(frozen=True)
-class PromotionSettings:
-    """The pipeline's promotion rule, as settings (the register-and-promote step's)."""
-
-    promotion_metric: str = setting("mlm_accuracy_512", "metric the new model must improve to replace the champion (higher is better)", choices=PROMOTION_METRICS)
-    promotion_margin: float = setting(0.0, "how much it must beat the champion by (strictly more than this)", minimum=0.0, maximum=1.0)
-    nsp_tolerance: float = setting(0.01, "how much NSP accuracy at 512 may drop at most on promotion", minimum=0.0, maximum=1.0)
-    promotion_floor: float = setting(0.0, "the metric's minimum for any champion, the first one included", minimum=0.0, maximum=1.0)
-    promotion_over_baseline: bool = setting(True, "the metric and NSP accuracy must also beat their trivial baselines (most frequent token, majority NSP label)")
-    promotion_dry_run: bool = setting(False, "decide and report, but move no alias")
-    require_probe: bool = setting(False, "the downstream probe's accuracy must not drop by more than --probe-tolerance either")
-    probe_tolerance: float = setting(0.01, "how much the probe's test accuracy may drop at most (with --require-probe)", minimum=0.0, maximum=1.0)
-
-    @property
-    def policy(self) -> "PromotionPolicy":
-        return PromotionPolicy(metric=self.promotion_metric, margin=self.promotion_margin, guard_tolerance=self.nsp_tolerance, floor=self.promotion_floor,
-                               beat_baselines=self.promotion_over_baseline,
-                               probe_tolerance=self.probe_tolerance if self.require_probe else None)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import logging
 
 from components.core import storage
 from components.core.baselines import baseline_key
-from components.core.scoring import EVALUATION_METRICS_FILE, EVALUATION_REPORT_FILE
+from components.core.metric_names import EVALUATION_METRICS_FILE, EVALUATION_REPORT_FILE
 from components.core.tracking import Tracking, step_run
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,14 @@ import os
 from components.core import instances as instance_format
 from components.core import storage
 from components.core.errors import BertpipeError
-from components.core.scoring import EVALUATION_METRICS_FILE, PROBE_FILE
+from components.core.metric_names import EVALUATION_METRICS_FILE, PROBE_FILE
 from components.core.settings import check
 from components.core.tracking import Tracking, close_pipeline_run
 from components.registry.model_card import MODEL_CARD_FILE, description, interval_lines, probe_lines, render_model_card
-from components.registry.promotion import PromotionSettings, pipeline_actor, promote_if_better
+from components.registry.promotion import pipeline_actor, promote_if_better
 from components.registry.register import register_model
 from components.registry.run_report import write_run_report
+from components.registry.settings import PromotionSettings
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ MODEL_SIZES = ("tiny", "mini", "small", "base", "large")
 OPTIMIZERS = ("adamw", "lamb")
 SCHEDULES = ("linear", "polynomial", "constant")
 MAX_POSITIONS = 512  # every preset's max_position_embeddings
+PRECISIONS = ("auto", "bf16", "fp16", "no")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,12 @@ class TrainingSettings:
     per_device_eval_batch_size: int = setting(64, "sequences per validation batch", minimum=1)
     max_eval_batches: int = setting(20, "validation batches per evaluation on the dev split", minimum=1)
     save_total_limit: int = setting(2, "checkpoints to keep, the newest (0: all)", minimum=0)
+    pack_sequences: bool = setting(True, "pack several instances per row (attention, positions and NSP per instance): no compute spent on padding; "
+                                         "a batch still counts instances")
+    mixed_precision: str = setting("auto", "autocast dtype: auto (bf16 on GPUs that support it, else fp32), bf16, fp16 (GPU only, with loss scaling) or no",
+                                   choices=PRECISIONS)
+    torch_compile: bool = setting(False, "compile the model with torch.compile (GPUs; the first steps are slower while it compiles)")
+    peak_tflops: float = setting(0.0, "the device's peak TFLOP/s for the MFU metric (0: from the GPU's name; none on CPU)", minimum=0)
 
     def warnings(self) -> list[str]:
         """Legal but probably unintended (a warning, not an error: short test phases keep the default warmup)."""

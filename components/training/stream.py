@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from components.core.batches import InstanceArrays, collate, read_arrays
+from components.core.batches import InstanceArrays, collate, collate_packed, read_arrays
 from components.core.errors import BertpipeError
 from components.training.dynamic_masking import DynamicMasking
 
@@ -26,16 +26,18 @@ class TrainingStream:
     """Endless shuffled batches from one split, repeating epochs; rank r of w takes slice r of each global batch.
 
     `position` counts the instances consumed so far by all ranks together; pass it back in to resume exactly.
+    With `row_width`, each batch's instances are packed into rows of that many tokens
+    (components.core.batches.collate_packed); a batch holds `batch_size` instances either way.
     """
 
     def __init__(self, data_uri: str, manifest: dict, *, batch_size: int, seed: int, split: str = "train", rank: int = 0, world_size: int = 1, position: int = 0,
-                 masking: DynamicMasking | None = None):
+                 masking: DynamicMasking | None = None, row_width: int | None = None):
         shards = manifest["splits"].get(split, {}).get("shards", [])
         self.shards = [s for s in shards if s["num_instances"] > 0]
         if not self.shards:
             raise BertpipeError(f"{data_uri} has no {split} instances; create the data with more documents")
         self.data_uri, self.batch_size, self.seed, self.position, self.masking = data_uri, batch_size, seed, position, masking
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.row_width = rank, world_size, row_width
         self.epoch_size = sum(s["num_instances"] for s in self.shards)
         self._cache: tuple[int, InstanceArrays] | None = None
         self._order_epoch = -1
@@ -86,31 +88,17 @@ class TrainingStream:
 
     def __next__(self) -> dict[str, torch.Tensor]:
         mine = self.position + self.rank * self.batch_size
-        parts = [self._collate(epoch, shard, rows) for epoch, shard, rows in self._rows_at(mine, self.batch_size)]
+        arrays = InstanceArrays.concat([self._rows(epoch, shard, rows) for epoch, shard, rows in self._rows_at(mine, self.batch_size)])
         self.position += self.batch_size * self.world_size
-        return parts[0] if len(parts) == 1 else concat_batches(parts)
+        everything = np.arange(len(arrays))
+        return collate(arrays, everything) if self.row_width is None else collate_packed(arrays, everything, self.row_width)
 
-    def _collate(self, epoch: int, shard: int, rows: np.ndarray) -> dict[str, torch.Tensor]:
+    def _rows(self, epoch: int, shard: int, rows: np.ndarray) -> InstanceArrays:
         if self.masking is None:
-            return collate(self._arrays(shard), rows)
-        return collate(self.masking.apply(self._arrays(shard), rows, epoch, shard), np.arange(len(rows)))
+            return self._arrays(shard).select(rows)
+        return self.masking.apply(self._arrays(shard), rows, epoch, shard)
 
     @property
     def epoch(self) -> float:
         return self.position / self.epoch_size
 
-
-def concat_batches(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """One batch from collated pieces of several shards (re-padded to the widest piece)."""
-    width = max(p["input_ids"].shape[1] for p in parts)
-    merged: dict[str, list[torch.Tensor]] = {key: [] for key in parts[0]}
-    offset = 0
-    for part in parts:
-        pad = width - part["input_ids"].shape[1]
-        for key in ("input_ids", "attention_mask", "token_type_ids"):
-            merged[key].append(torch.nn.functional.pad(part[key], (0, pad)))
-        merged["mlm_batch_index"].append(part["mlm_batch_index"] + offset)
-        for key in ("mlm_positions", "mlm_labels", "next_sentence_label"):
-            merged[key].append(part[key])
-        offset += part["input_ids"].shape[0]
-    return {key: torch.cat(values) for key, values in merged.items()}

@@ -25,14 +25,15 @@ from components.core import storage
 from components.core import instances as instance_format
 from components.training.dynamic_masking import DynamicMasking
 from components.core.errors import BertpipeError
-from components.core.scoring import autocast_for, pretraining_metrics
+from components.core.scoring import pretraining_metrics
 from components.training.loss_curve import plot_loss_curve
 from components.core.masking import MaskingConfig
 from components.training.optimization import make_optimizer, make_scheduler
 from components.training.stream import TrainingStream
-from components.training.throughput import batch_training_flops, peak_flops
+from components.training.precision import Precision
+from components.training.throughput import batch_counts, batch_training_flops, peak_flops
 from components.core.progress import Progress
-from components.core.tracking import MetricsBuffer, Tracking, mlflow_errors, step_run
+from components.core.tracking import Tracking, background_step_run, mlflow_errors
 from components.core.vocab_files import load_vocab_info, load_vocab_tokens
 from components.training.settings import TrainingSettings
 
@@ -50,7 +51,8 @@ class PhaseRun:
         self.settings, self.tracking = settings, tracking
         self.placement = distributed.start()
         self.device = self.placement.device
-        self.peak_flops = peak_flops(self.device)
+        self.peak_flops = peak_flops(self.device, settings.peak_tflops)
+        self.precision = Precision(settings.mixed_precision, self.device)
         self.vocab_info = load_vocab_info(self.vocab_uri)
         self.manifest = instance_format.read_manifest(self.data_uri)
         instance_format.check_compatible(self.manifest, self.data_uri, max_seq_length=settings.max_seq_length, vocab_sha256=self.vocab_info["sha256"])
@@ -72,10 +74,13 @@ class PhaseRun:
             world_size=self.placement.world_size,
             position=position,
             masking=self._dynamic_masking(),
+            row_width=settings.max_seq_length if settings.pack_sequences else None,
         )
         self.trained = self.forward
         if self.placement.world_size > 1:
             self.trained = torch.nn.parallel.DistributedDataParallel(self.forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if settings.torch_compile:
+            self.trained = torch.compile(self.trained)
 
     def _dynamic_masking(self) -> DynamicMasking | None:
         """Fresh masks each epoch when the data's train split was stored unmasked (create-pretraining-data --dynamic-masking)."""
@@ -144,29 +149,25 @@ class PhaseRun:
         params = {"data_uri": self.data_uri, "vocab_uri": self.vocab_uri, "output_uri": self.output_uri, **asdict(settings),
                   **{f"model_{k}": v for k, v in models.model_shape(self.model).items()}}
         params.update(global_batch_size=self.global_batch_size, world_size=self.placement.world_size, device=str(self.device),
-                      num_parameters=self.model.num_parameters(), allocator=allocator.describe())
+                      num_parameters=self.model.num_parameters(), allocator=allocator.describe(), precision=self.precision.name)
         log.info("training %s for %d steps at %d tokens, global batch %d, on %s", settings.model_size if not settings.init_model else settings.init_model,
                  settings.max_steps, settings.max_seq_length, self.global_batch_size, self.device)
         logs_to_mlflow = self.tracking is not None and self.placement.is_main
-        # A server that dies mid-run must not stop training: metrics go through a buffer, closing the run may fail.
-        run_context = step_run(self.tracking, f"train-phase-{settings.max_seq_length}", params, strict_close=False) if logs_to_mlflow else contextlib.nullcontext()
-        with run_context as run_id:
-            self.metrics = MetricsBuffer(self.tracking.tracking_uri, run_id) if logs_to_mlflow else None
-            try:
-                seconds = self._train()
-                if self.checkpoint_step != self.step:
-                    self._save_checkpoint()
-                summary = self._publish(seconds, params)
-            finally:
-                if self.metrics:  # on failure too: send what was measured before it
-                    self.metrics.close()
+        # Training starts while the run opens in the background; a server that dies mid-run must not stop it: metrics
+        # go through a buffer (closed on failure too, sending what was measured before it), closing the run may fail.
+        run_context = background_step_run(self.tracking, f"train-phase-{settings.max_seq_length}", params) if logs_to_mlflow else contextlib.nullcontext()
+        with run_context as self.metrics:
+            seconds = self._train()
+            if self.checkpoint_step != self.step:
+                self._save_checkpoint()
+            summary = self._publish(seconds, params)
         distributed.barrier(self.placement)
         return summary
 
     def _train(self) -> float:
         settings = self.settings
         started = time.perf_counter()
-        window = {"tokens": 0.0, "sequences": 0.0, "loss": 0.0, "mlm_loss": 0.0, "nsp_loss": 0.0, "grad_norm": 0.0, "flops": 0.0, "steps": 0, "since": time.perf_counter()}
+        window = {"tokens": 0.0, "slots": 0.0, "sequences": 0.0, "loss": 0.0, "mlm_loss": 0.0, "nsp_loss": 0.0, "grad_norm": 0.0, "flops": 0.0, "steps": 0, "since": time.perf_counter()}
         bar = None
         if self.placement.is_main and sys.stderr.isatty():
             from tqdm import tqdm
@@ -216,38 +217,37 @@ class PhaseRun:
         # tokens; DDP averages the ranks' gradients, hence the factor world_size).
         masked_here = sum(len(batch["mlm_labels"]) for batch in micro_batches)
         masked_per_rank = distributed.sum_across([masked_here], self.placement, self.device)[0] / self.placement.world_size
-        totals = {
-            "tokens": float(sum(batch["attention_mask"].sum() for batch in micro_batches)),
-            "sequences": float(sum(len(batch["input_ids"]) for batch in micro_batches)),
-            "flops": sum(batch_training_flops(self.model.config, *b["input_ids"].shape, len(b["mlm_labels"])) for b in micro_batches),
-        }
+        counts = [batch_counts(batch) for batch in micro_batches]
+        totals = {key: sum(c[key] for c in counts) for key in counts[0]}
+        totals["flops"] = sum(batch_training_flops(self.model.config, b["instance_lengths"], len(b["mlm_labels"])) for b in micro_batches)
         weighted = torch.zeros(2, device=self.device)  # (mlm, nsp) on the device: one host sync per step, not per micro-batch
         for micro, batch in enumerate(micro_batches):
             mlm_weight = len(batch["mlm_labels"]) / masked_per_rank
             batch = batching.batch_to(batch, self.device)
             sync = self.trained.no_sync() if self.placement.world_size > 1 and micro < accumulation - 1 else contextlib.nullcontext()
             with sync:
-                with autocast_for(self.device):
-                    mlm_logits, nsp_logits = self.trained(*(batch[name] for name in models.MODEL_INPUTS))
+                with self.precision.autocast():
+                    mlm_logits, nsp_logits = self.trained(**models.inputs_of(batch))
                 mlm_loss, nsp_loss = models.pretraining_losses(mlm_logits, nsp_logits, batch)
-                (mlm_loss * mlm_weight + nsp_loss / accumulation).backward()
+                self.precision.backward(mlm_loss * mlm_weight + nsp_loss / accumulation)
             weighted += torch.stack([mlm_loss.detach() * mlm_weight, nsp_loss.detach() / accumulation])
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.forward.parameters(), settings.max_grad_norm or math.inf)
+        grad_norm = self.precision.clip(self.optimizer, self.forward.parameters(), settings.max_grad_norm)
         totals["mlm_loss"], totals["nsp_loss"], totals["grad_norm"] = torch.cat([weighted, grad_norm.reshape(1).float()]).tolist()
         totals["loss"] = totals["mlm_loss"] + totals["nsp_loss"]
-        if not (math.isfinite(totals["loss"]) and math.isfinite(totals["grad_norm"])):
+        overflow_is_expected = self.precision.scaler is not None  # fp16: the scaler skips the step and lowers its scale
+        if not (math.isfinite(totals["loss"]) and (math.isfinite(totals["grad_norm"]) or overflow_is_expected)):
             last = checkpoints.latest(self.output_uri)
             raise BertpipeError(
                 f"training diverged at step {self.step + 1}: loss {totals['loss']}, gradient norm {totals['grad_norm']}; "
                 f"last good checkpoint: {last or 'none'}; lower learning_rate or raise warmup_steps"
             )
-        self.optimizer.step()
+        self.precision.step(self.optimizer)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return totals
 
     def _log_window(self, window: dict, bar) -> None:
-        keys = ("loss", "mlm_loss", "nsp_loss", "tokens", "sequences", "grad_norm", "flops")
+        keys = ("loss", "mlm_loss", "nsp_loss", "tokens", "slots", "sequences", "grad_norm", "flops")
         summed = dict(zip(keys, distributed.sum_across([window[k] for k in keys], self.placement, self.device)))
         steps, ranks = window["steps"], self.placement.world_size
         elapsed = max(time.perf_counter() - window["since"], 1e-9)
@@ -255,7 +255,8 @@ class PhaseRun:
         row.update(
             step=self.step,
             learning_rate=self.scheduler.get_last_lr()[0],
-            tokens_per_second=summed["tokens"] / elapsed,
+            tokens_per_second=summed["tokens"] / elapsed,  # real tokens, padding not counted
+            padding_share=1.0 - summed["tokens"] / max(summed["slots"], 1.0),
             sequences_per_second=summed["sequences"] / elapsed,
             epoch=self.stream.epoch,
         )
@@ -266,7 +267,7 @@ class PhaseRun:
             return
         if self.metrics:
             self.metrics.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
-        text = ", ".join(f"{k}={row[k]:.4g}" for k in ("loss", "mlm_loss", "nsp_loss", "learning_rate", "tokens_per_second", "mfu") if k in row)
+        text = ", ".join(f"{k}={row[k]:.4g}" for k in ("loss", "mlm_loss", "nsp_loss", "learning_rate", "tokens_per_second", "padding_share", "mfu") if k in row)
         self.progress.update(self.step, self.settings.max_steps, loss=row["loss"], tokens_per_second=row["tokens_per_second"])
         if bar:
             bar.set_postfix_str(text)
@@ -288,12 +289,13 @@ class PhaseRun:
 
     def _log_artifacts(self, loss_curve, summary: dict) -> None:
         """The loss curve and summary to the run; an unreachable server is reported, not fatal (the files are in output_uri)."""
-        import mlflow
+        from mlflow import MlflowClient
 
         try:
             with mlflow_errors(self.tracking.tracking_uri, "logging the loss curve"):
-                mlflow.log_artifact(str(loss_curve))
-                mlflow.log_dict(summary, "training_summary.json")
+                client = MlflowClient(self.tracking.tracking_uri)
+                client.log_artifact(self.metrics.run_id, str(loss_curve))
+                client.log_dict(self.metrics.run_id, summary, "training_summary.json")
         except BertpipeError as error:
             log.warning("%s; the loss curve and summary are still in %s", error, self.output_uri)
 
@@ -326,6 +328,7 @@ class PhaseRun:
             "final_nsp_loss": last.get("nsp_loss"),
             "tokens_per_second": median(row["tokens_per_second"] for row in train_rows) if train_rows else None,
             "sequences_per_second": median(row["sequences_per_second"] for row in train_rows) if train_rows else None,
+            "padding_share": median(row["padding_share"] for row in train_rows) if train_rows and "padding_share" in last else None,
             "mfu": median(row["mfu"] for row in train_rows) if train_rows and "mfu" in last else None,
             "model_shape": models.model_shape(self.model),
             "num_parameters": self.model.num_parameters(),

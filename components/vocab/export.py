@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from components.core import storage
 from components.core.content_key import cache_uri, content_key, source_fingerprint
 from components.core.corpus import Corpus, CorpusSettings
 from components.core.errors import BertpipeError
-from components.core.settings import check, setting
+from components.core.settings import check
 from components.core.tracking import Tracking, log_metrics, step_run
 from components.core.vocab_files import INFO_FILE, SPECIAL_TOKENS, VOCAB_FILE, check_special_tokens, tokenizer_for, vocab_file_bytes
+from components.vocab.settings import VocabSettings
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +69,6 @@ def _train_wordpiece(corpus: str, vocab_size: int, lowercase: bool, corpus_setti
     # The trainer's id order varies between runs (ties broken by thread timing); WordPiece
     # only needs the set, so sort it to make the vocab file reproducible.
     return list(SPECIAL_TOKENS) + sorted(learned, key=lambda token: (token.startswith("##"), token)), reader.counts.as_dict()
-
-
-@dataclass(frozen=True)
-class VocabSettings:
-    """How the vocab is made (the source tokenizer or the corpus are inputs, not settings)."""
-
-    vocab_size: int = setting(8000, "size of the WordPiece vocab trained on the corpus (ignored when the vocab is exported)", minimum=len(SPECIAL_TOKENS) + 1)
-    lowercase: str = setting("auto", "lower-case and strip accents ('auto' keeps the source tokenizer's setting; a trained vocab lower-cases)",
-                             choices=("auto", "true", "false"))
-
-    @property
-    def lowercase_flag(self) -> bool | None:
-        return {"auto": None, "true": True, "false": False}[self.lowercase]
 
 
 def vocab_key(source: str, corpus: str, settings: VocabSettings, corpus_settings: CorpusSettings, fingerprint: str = "") -> str:
