@@ -13,7 +13,6 @@ import pytest
 from safetensors.torch import load_file
 
 from components.training import checkpoints
-from pipelines.cli import main
 from pipelines.local_run import run_pipeline_locally, summary_lines
 from tests.test_pipeline_local import TINY
 
@@ -87,7 +86,10 @@ def test_reuse_and_resume(tmp_path):
     assert resumed["metrics"] == uninterrupted["metrics"]
 
 
-def test_an_unknown_run_is_refused_before_anything_starts(tmp_path, capsys):
-    assert main(["run", "--resume", "no-such-run", "--artifact-root", str(tmp_path / "artifacts"), "--kfp-root", str(tmp_path / "kfp")]) == 2
-    assert "no run 'no-such-run' to resume under" in capsys.readouterr().err
+def test_an_unknown_run_is_refused_before_anything_starts(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--resume", "no-such-run", "--artifact-root", str(tmp_path / "artifacts"),
+                             "--kfp-root", str(tmp_path / "kfp"), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith("bertpipe: error: no run 'no-such-run' to resume under ")
     assert not (tmp_path / "artifacts").exists() and not (tmp_path / "kfp").exists()
