@@ -72,8 +72,18 @@ def _key_output(task_name: str, outputs: dict) -> str:
             metrics = json.loads(value).get("challenger", {})
         return ", ".join(f"mlm_accuracy {length} {metrics[f'mlm_accuracy_{length}']:.3f}" for length in (128, 512) if f"mlm_accuracy_{length}" in metrics)
     if task_name == "register-model" and isinstance(value, str):
-        return f"registered {value}"
+        return _registration(value)
     return ""
+
+
+def _registration(value: str) -> str:
+    """The task returns the registration as JSON: say which version and what the promotion decided."""
+    if not value.startswith("{"):
+        return f"registered {value}"
+    result = json.loads(value)
+    decision = (result.get("promotion") or {}).get("decision", "")
+    verdict = {"promoted": "champion", "kept": "not champion", "conflict": "promotion conflict"}.get(decision, decision)
+    return f"registered {result.get('name')} version {result.get('version')}" + (f", {verdict}" if verdict else "")
 
 
 def warnings_of(log_lines: list[str]) -> list[str]:

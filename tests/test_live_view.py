@@ -1,6 +1,7 @@
 """The live view of `bertpipe run`: task names and key outputs, logs routed per task, terminal and plain output, failures."""
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -44,6 +45,10 @@ def test_key_outputs_say_the_one_thing_worth_seeing():
         "900 steps, final loss 5.432, 14,731 tokens/s"
     assert key_output("evaluate", {"metrics": Artifact(mlm_accuracy_128=0.2, mlm_accuracy_512=0.19)}) == "mlm_accuracy 128 0.200, mlm_accuracy 512 0.190"
     assert key_output("register-model", {"Output": "bert-pretraining/3"}) == "registered bert-pretraining/3"
+    registration = {"name": "bert-pretraining", "version": "3", "model_uri": "models:/bert-pretraining/3", "promotion": {"decision": "kept", "reasons": ["..."]}}
+    assert key_output("register-model", {"Output": json.dumps(registration)}) == "registered bert-pretraining version 3, not champion"
+    registration["promotion"]["decision"] = "promoted"
+    assert key_output("register-model", {"Output": json.dumps(registration)}) == "registered bert-pretraining version 3, champion"
 
 
 def test_the_cause_is_the_steps_own_one_line_error():
