@@ -54,6 +54,15 @@ def test_decide(challenger, champion, policy, promoted, reason):
     assert any(reason in line for line in decision.reasons), decision.reasons
 
 
+def test_a_required_probe_that_never_ran_blocks_a_first_version_too():
+    required = PromotionPolicy(floor=0.2, probe_tolerance=0.01)
+    blocked = decide(metrics(0.30), None, required, probe=None)
+    assert not blocked.promote and blocked.reasons[0].startswith("the policy requires the downstream probe, but it did not run")
+    probed = decide(metrics(0.30), None, required, probe={"challenger": {"accuracy": 0.6}, "notes": ["no champion to compare with"]})
+    assert probed.promote and probed.reasons[0].startswith("no champion yet") and "not compared" in probed.reasons[-1]
+    assert decide(metrics(0.30), None, PromotionPolicy(floor=0.2), probe=None).promote  # not required: no probe is fine
+
+
 def test_worse_mlm_is_refused_even_with_better_nsp_and_both_reasons_are_given():
     decision = decide(metrics(0.29, nsp=0.95), metrics(0.30, nsp=0.80))
     assert not decision.promote

@@ -119,7 +119,11 @@ def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None
             return Decision(False, (f"{key} {measured:.4f} does not beat the trivial baseline {baseline_key(key)} {trivial:.4f}",))
         above_baselines.append(f"{key} {measured:.4f} beats the trivial baseline {trivial:.4f}")
     if champion is None:
-        return Decision(True, (f"no champion yet and {metric} {value:.4f} reaches the floor {policy.floor:.4f}", *above_baselines))
+        first = (f"no champion yet and {metric} {value:.4f} reaches the floor {policy.floor:.4f}", *above_baselines)
+        if policy.probe_tolerance is None:
+            return Decision(True, first)
+        probe_ok, reason = _probe_check(probe, policy.probe_tolerance)  # a required probe that never ran blocks a first version too
+        return Decision(probe_ok, (*first, reason) if probe_ok else (reason, *first))
 
     best = _value(champion, metric)
     if best is None:
