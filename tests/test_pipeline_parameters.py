@@ -8,8 +8,9 @@ from pipelines.bert_pretraining import bert_pretraining
 from pipelines.cli import main
 from pipelines.pipeline_parameters import argument_problems, source_of
 
-# Inputs and locations, not step settings: checked where they are used (pipelines.locations, the corpus reader).
-INPUTS = {"artifact_root", "tracking_uri", "corpus", "vocab_source", "experiment", "registered_model_name", "probe_dataset"}
+# Inputs and locations, not step settings: checked where they are used (pipelines.locations, the corpus reader,
+# step_io.check_run_exists for the run to resume).
+INPUTS = {"artifact_root", "tracking_uri", "corpus", "vocab_source", "experiment", "registered_model_name", "probe_dataset", "resume_run_id"}
 
 
 def test_every_pipeline_parameter_feeds_a_step_setting_of_its_type():
