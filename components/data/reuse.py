@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from components.core import instances, storage
 from components.core.content_key import cache_uri, content_key, source_fingerprint
 from components.core.corpus import CorpusSettings
 from components.core.errors import BertpipeError
+from components.core.storage import s3
 from components.core.vocab_files import load_vocab_info
 from components.data.settings import DataSettings
 
@@ -55,9 +55,7 @@ def verified_manifest(output_uri: str, key: str) -> dict | None:
     if not manifest or manifest.get("content_key") != key:
         return None
     shards = [(storage.join(output_uri, s["path"]), s["sha256"]) for split in manifest["splits"].values() for s in split["shards"]]
-    with ThreadPoolExecutor(16) as pool:
-        intact = all(pool.map(lambda shard: _shard_verified(*shard), shards))
-    if not intact:
+    if not all(s3.parallel(lambda shard: _shard_verified(*shard), shards)):
         log.warning("%s has a manifest for this data but a shard is missing or does not match its checksum; making it again", output_uri)
         return None
     return manifest
