@@ -9,6 +9,7 @@ import pytest
 
 from components.evaluation.evaluate import render_report
 from components.registry.run_report import write_run_report
+from components.registry.step import training_phases
 from components.training.loss_curve import plot_loss_curve
 from tests.markdown_html import to_html
 
@@ -33,7 +34,8 @@ def run_folder(tmp_path_factory) -> Path:
         plot_loss_curve(history, run / f"phase-{length}" / "plots" / "loss_curve.png", f"train-phase {length}")
         summary = {"steps": steps, "global_batch_size": 32, "train_seconds": 181.4 if length == 128 else 20.2, "final_loss": history[-1]["loss"],
                    "num_parameters": 1_290_000, "model_shape": {"num_hidden_layers": 2, "hidden_size": 128}, "max_seq_length": length,
-                   "output_uri": str(run / f"phase-{length}"), "settings": {"model_size": "tiny", "data_uri": str(run / f"data-{length}")}}
+                   "history": history, "settings": {"model_size": "tiny", "data_uri": str(run / f"data-{length}"),
+                                                    "init_model": str(run / "phase-128" / "model") if length == 512 else ""}}
         (run / f"phase-{length}" / "training_summary.json").write_text(json.dumps(summary))
     (run / "evaluation").mkdir()
     results = {length: {key.rsplit("_", 1)[0]: value for key, value in METRICS.items() if key.endswith(f"_{length}")} for length in (128, 512)}
@@ -45,7 +47,8 @@ def run_folder(tmp_path_factory) -> Path:
 
 
 def phases_of(run: Path) -> list[dict]:
-    return [json.loads((run / f"phase-{length}" / "training_summary.json").read_text()) for length in (128, 512)]
+    """The phases as the register step finds them: from the final model back through each phase's init_model."""
+    return training_phases(str(run / "phase-512" / "model"))
 
 
 def test_report_opens_with_the_summary_table(run_folder):

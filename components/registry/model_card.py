@@ -37,7 +37,8 @@ def probe_lines(probe: dict | None) -> list[str]:
     interval = probe.get("interval")
     if interval:
         lines += ["", f"Accuracy difference {interval['difference']:+.4f}, {interval['level']:.0%} interval [{interval['low']:+.4f}, {interval['high']:+.4f}]."]
-    return lines + [f"Note: {note}" for note in probe.get("notes", [])] + [""]
+    notes = [f"Note: {note}" for note in probe.get("notes", [])]
+    return lines + ([""] + notes if notes else []) + [""]
 
 
 def render_model_card(registered: dict, evaluation: dict, probe: dict | None, phases: list[dict], pipeline_run: str) -> str:

@@ -37,7 +37,8 @@ def parent(uri: str) -> str:
 
 
 def training_phases(model_uri: str) -> list[dict]:
-    """The training summaries of the phases that made model_uri, first phase first: {"output_uri", "max_seq_length", "steps"}.
+    """The training summaries of the phases that made model_uri, first phase first (without their step history),
+    each with its "output_uri".
 
     A phase writes `<output>/model` and `<output>/training_summary.json`; its
     settings name the model it started from. Empty for a folder not written by train-phase.
@@ -48,7 +49,7 @@ def training_phases(model_uri: str) -> list[dict]:
         if not storage.exists(summary_uri):
             break
         summary = storage.read_json(summary_uri)
-        phases.append({"output_uri": parent(uri), "max_seq_length": summary["max_seq_length"], "steps": summary["steps"]})
+        phases.append({**{key: value for key, value in summary.items() if key != "history"}, "output_uri": parent(uri)})
         uri = summary.get("settings", {}).get("init_model", "")
     return phases[::-1]
 
