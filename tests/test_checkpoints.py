@@ -107,3 +107,22 @@ def test_only_the_newest_checkpoints_are_kept(inputs, tmp_path):
     train_phase(data, vocab, str(tmp_path / "out"), settings=TrainingSettings(**{**RUN, "max_steps": 6, "save_steps": 2, "save_total_limit": 2}))
     assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir()) == ["step-000004", "step-000006"]
     assert checkpoints.latest(str(tmp_path / "out")).endswith("step-000006")
+
+
+def test_fp16_loss_scale_survives_a_resume(tmp_path):
+    """A resumed fp16 run continues from the backed-off loss scale, not GradScaler's fresh 65536 (which would skip
+    steps on overflow again until it has backed off)."""
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=1000)
+    for _ in range(3):  # three overflows halve the scale three times
+        scaler.scale(model(torch.ones(1, 4)).sum()).backward()
+        model.weight.grad.fill_(float("inf"))
+        scaler.step(optimizer)
+        scaler.update()
+    assert scaler.get_scale() == 2.0**13
+    uri = checkpoints.save(str(tmp_path), 3, model=model, optimizer=optimizer, scheduler=scheduler, rng_states=[], trainer_state={}, scaler=scaler)
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=1000)
+    checkpoints.restore(uri, model=model, optimizer=optimizer, scheduler=scheduler, scaler=fresh)
+    assert fresh.get_scale() == 2.0**13 and fresh.state_dict()["_growth_tracker"] == scaler.state_dict()["_growth_tracker"]

@@ -38,14 +38,17 @@ def checkpoint_uri(output_uri: str, step: int) -> str:
     return storage.join(output_uri, "checkpoints", f"step-{step:06d}")
 
 
-def save(output_uri: str, step: int, *, model, optimizer, scheduler, rng_states: list, trainer_state: dict) -> str:
-    """Write a complete checkpoint; the marker goes last."""
+def save(output_uri: str, step: int, *, model, optimizer, scheduler, rng_states: list, trainer_state: dict, scaler=None) -> str:
+    """Write a complete checkpoint; the marker goes last. `scaler`: fp16's GradScaler, whose loss scale a resumed
+    run must continue from (a fresh one restarts at 65536 and skips steps on overflow until it has backed off)."""
     uri = checkpoint_uri(output_uri, step)
     with storage.staged_dir(uri) as folder:
         save_safetensors_model(model, str(folder / "model.safetensors"))
         torch.save(optimizer.state_dict(), folder / "optimizer.pt")
         torch.save(scheduler.state_dict(), folder / "scheduler.pt")
         torch.save(rng_states, folder / "rng.pt")
+        if scaler is not None:
+            torch.save(scaler.state_dict(), folder / "scaler.pt")
         storage.write_json(str(folder / "trainer_state.json"), {**trainer_state, "step": step})
         checksums = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
     storage.write_json(storage.join(uri, MARKER), {"step": step, "sha256": checksums})
@@ -88,8 +91,8 @@ def read_trainer_state(uri: str) -> dict:
     return storage.read_json(storage.join(uri, "trainer_state.json"))
 
 
-def restore(uri: str, *, model, optimizer, scheduler) -> tuple[dict, list]:
-    """Load weights, optimizer and schedule from a checkpoint; returns (trainer_state, rng_states)."""
+def restore(uri: str, *, model, optimizer, scheduler, scaler=None) -> tuple[dict, list]:
+    """Load weights, optimizer, schedule (and fp16's loss scale) from a checkpoint; returns (trainer_state, rng_states)."""
     checksums = storage.read_json(storage.join(uri, MARKER))["sha256"]
     with tempfile.TemporaryDirectory(prefix="bertpipe-ckpt-") as tmp:
         folder = Path(tmp)
@@ -102,6 +105,8 @@ def restore(uri: str, *, model, optimizer, scheduler) -> tuple[dict, list]:
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
         scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
         rng_states = torch.load(folder / "rng.pt", weights_only=True)
+        if scaler is not None and (folder / "scaler.pt").exists():
+            scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
         state = storage.read_json(str(folder / "trainer_state.json"))
     log.info("resumed from %s (step %d)", uri, state["step"])
     return state, rng_states

@@ -138,7 +138,8 @@ class PhaseRun:
         changed = [f"{k} {state['run'][k]!r} -> {mine[k]!r}" for k in RESUME_KEYS if state["run"].get(k) != mine[k]]
         if changed:
             raise BertpipeError(f"{self.output_uri} holds checkpoints of a run with other settings ({'; '.join(changed)}); use a new output_uri or the same settings")
-        state, rng_states = checkpoints.restore(uri, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+        state, rng_states = checkpoints.restore(uri, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                                    scaler=self.precision.scaler)
         checkpoints.set_rng_state(rng_states[self.placement.rank], self.device)
         self.step, self.history, self.resumed_from = state["step"], state["history"], uri
         self.checkpoint_step = self.step
@@ -304,7 +305,8 @@ class PhaseRun:
         positions = distributed.gather_objects(self.stream.position, self.placement)
         if self.placement.is_main:
             state = {"run": self._fingerprint(), "positions": positions, "history": self.history}
-            checkpoints.save(self.output_uri, self.step, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, rng_states=rng_states, trainer_state=state)
+            checkpoints.save(self.output_uri, self.step, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, rng_states=rng_states, trainer_state=state,
+                             scaler=self.precision.scaler)
             if self.settings.save_total_limit:
                 checkpoints.prune(self.output_uri, keep=self.settings.save_total_limit)
         self.checkpoint_step = self.step
