@@ -31,6 +31,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.core.console import QUIET_THIRD_PARTY
 from components.core.progress import PROGRESS_DIR_ENV, read_progress
 from pipelines.live_format import bar_line, cause_of, describe_task, duration, key_output, progress_text, warnings_of
 
@@ -38,7 +39,7 @@ TAIL_LINES = 15
 SHOWN_WARNINGS = 3  # per task; the rest are in its log
 POLL_SECONDS = 0.5
 UNANNOUNCED = ("create-shard-",)  # tasks PlainView reports only when they end
-QUIET_ENVIRONMENT = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+QUIET_ENVIRONMENT = {"TQDM_DISABLE": "1", **QUIET_THIRD_PARTY}
 
 
 @dataclass

@@ -1,12 +1,14 @@
 """`bertpipe fill-mask`: the same guesses as Hugging Face's fill-mask pipeline, as a table or JSON, clear errors."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from components.core.console import QUIET_THIRD_PARTY
 from components.core.errors import BertpipeError
 from components.evaluation.fill_mask import fill_mask, format_table
 from tests.instance_factory import make_untrained_model
@@ -60,3 +62,19 @@ def test_cli_prints_json_and_one_line_errors(model_dir):
     failed = subprocess.run([*command, "the [MASK] of denmark", "--model", str(model_dir / "missing")], capture_output=True, text=True)
     assert failed.returncode == 2
     assert failed.stderr.strip().startswith("bertpipe: error:") and len(failed.stderr.strip().splitlines()) == 1
+
+
+def test_a_registered_version_prints_only_its_table(model_dir, tmp_path):
+    """No third-party noise around the answer: MLflow's download bar, transformers' "Loading weights" bar and its
+    MISSING-keys report (the NSP head bertpipe restores itself) stay quiet unless the user asks for them."""
+    from components.core.tracking import Tracking
+    from components.registry.register import register_model
+
+    tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    register_model(str(model_dir), "quiet", tracking=Tracking(tracking_uri=tracking_uri, experiment="quiet"))
+    environment = {name: value for name, value in os.environ.items() if name not in QUIET_THIRD_PARTY}
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "fill-mask", "the [MASK] of denmark", "--model", "models:/quiet/1",
+                           "--tracking-uri", tracking_uri], capture_output=True, text=True, check=True, env=environment)
+    for noise in ("Downloading artifacts", "Loading weights", "LOAD REPORT", "MISSING", "Writing model shards"):
+        assert noise not in done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == "model: models:/quiet/1" and "rank  [MASK] 1" in done.stdout
