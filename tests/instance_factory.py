@@ -1,8 +1,9 @@
 """Small instance shards for training/evaluation tests, built straight from the demo corpus.
 
 Not Google's algorithm (that is components.data.instance_creation): runs of sentences packed to
-about max_seq_length, 15% of positions masked (no whole-word masking, no 80/10/10), half of
-the B segments random. Enough for a model to learn from, deterministic given a seed.
+about max_seq_length, 15% of positions masked (no whole-word masking; every one a [MASK] unless
+eighty_ten_ten asks for Google's 80% [MASK], 10% random token, 10% unchanged), half of the B
+segments random. Enough for a model to learn from, deterministic given a seed.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def tokenized_documents(tokenizer, max_documents: int = 200) -> list[list[list[i
     return documents
 
 
-def make_rows(tokenizer, documents, count: int, max_seq_length: int, seed: int) -> dict[str, list]:
+def make_rows(tokenizer, documents, count: int, max_seq_length: int, seed: int, eighty_ten_ten: bool = False) -> dict[str, list]:
     """Instances packed like Google's: segment A = a run of sentences, B = the next run (or, half the
     time, a run from another document), filled up to max_seq_length; 15% of tokens masked."""
     rng = random.Random(seed)
@@ -81,13 +82,19 @@ def make_rows(tokenizer, documents, count: int, max_seq_length: int, seed: int) 
         positions = sorted(rng.sample(candidates, min(max_predictions, max(1, round(0.15 * len(candidates))))))
         labels = [ids[p] for p in positions]
         for p in positions:
-            ids[p] = mask
+            ids[p] = replacement(rng, mask, tokenizer.vocab_size, ids[p]) if eighty_ten_ten else mask
         rows["input_ids"].append(ids)
         rows["segment_a_length"].append(len(first) + 2)
         rows["masked_lm_positions"].append(positions)
         rows["masked_lm_ids"].append(labels)
         rows["next_sentence_label"].append(int(is_random))
     return rows
+
+
+def replacement(rng: random.Random, mask: int, vocab_size: int, original: int) -> int:
+    """Google's choice for a masked position: [MASK] 80% of the time, a random token 10%, the original 10%."""
+    draw = rng.random()
+    return mask if draw < 0.8 else rng.randrange(vocab_size) if draw < 0.9 else original
 
 
 def load_tokenizer(vocab_uri: str):
@@ -97,9 +104,10 @@ def load_tokenizer(vocab_uri: str):
 
 
 def make_data(data_uri: str, vocab_uri: str, *, max_seq_length: int = 128, shards: dict[str, list[int]] | None = None, seed: int = 0,
-              instance_length: int | None = None) -> str:
+              instance_length: int | None = None, eighty_ten_ten: bool = False) -> str:
     """A data folder with the given shard sizes per split (default: train 2 x 96, dev 32, test 48); instances of
-    about `instance_length` tokens (default: max_seq_length), as a corpus of short documents makes them."""
+    about `instance_length` tokens (default: max_seq_length), as a corpus of short documents makes them;
+    `eighty_ten_ten`: masked positions as Google fills them (make_rows)."""
     shards = shards or {"train": [96, 96], "dev": [32], "test": [48]}
     tokenizer = load_tokenizer(vocab_uri)
     documents = tokenized_documents(tokenizer)
@@ -107,7 +115,8 @@ def make_data(data_uri: str, vocab_uri: str, *, max_seq_length: int = 128, shard
     for split_index, (split, sizes) in enumerate(shards.items()):
         entries, tokens = [], 0
         for index, size in enumerate(sizes):
-            rows = make_rows(tokenizer, documents, size, instance_length or max_seq_length, seed=seed * 1000 + split_index * 100 + index)
+            rows = make_rows(tokenizer, documents, size, instance_length or max_seq_length, seed=seed * 1000 + split_index * 100 + index,
+                             eighty_ten_ten=eighty_ten_ten)
             path = instances.shard_path(split, index)
             entries.append({"path": path, **instances.write_shard(storage.join(data_uri, path), rows)})
             tokens += sum(map(len, rows["input_ids"]))

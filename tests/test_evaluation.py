@@ -98,3 +98,20 @@ def test_refuses_mismatched_data_and_registry_uris(setup, tmp_path):
         evaluate(model_dir, {"short": data[64]}, str(tmp_path / "e"))
     with pytest.raises(BertpipeError, match="bert"):
         evaluate("models:/bert@champion", {64: data[64]}, str(tmp_path / "e"), tracking=Tracking(f"sqlite:///{tmp_path}/mlflow.db"))
+
+
+def test_a_champion_that_cannot_be_loaded_is_left_out_and_the_evaluation_says_so(setup, tmp_path):
+    import mlflow
+
+    root, model_dir, data = setup
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("broken")
+    client.create_model_version("broken", source=str(tmp_path / "gone"))
+    client.set_registered_model_alias("broken", "champion", "1")
+    record = evaluate(model_dir, {64: data[64]}, str(tmp_path / "eval"), registered_model_name="broken", tracking=Tracking(uri, "evaluate-test"))
+    champion = record["champion"]
+    assert (champion["version"], champion["metrics"], record["intervals"]) == ("1", None, {})
+    assert champion["note"].startswith("Champion version 1 cannot be evaluated on this data (") and champion["note"].endswith("its registered metrics will be used.")
+    assert champion["note"] in (tmp_path / "eval" / "report.md").read_text()
+    assert not (tmp_path / "eval" / "champion").exists() and record["metrics"]["mlm_accuracy_64"] >= 0

@@ -5,6 +5,8 @@ import json
 import mlflow
 import pytest
 
+from components.core.errors import BertpipeError
+from components.core.model_store import CHAMPION, alias_version
 from components.registry.history import history, render_table
 from components.registry.promotion import PromotionPolicy, promote, promote_if_better, rollback
 from pipelines.cli import main
@@ -68,9 +70,10 @@ def test_history_lists_every_move_made(registry, capsys):
 def test_a_move_that_fails_records_nothing(registry):
     uri, name, add_version = registry
     add_version(0.3)
-    with pytest.raises(Exception):
+    with pytest.raises(BertpipeError, match=f"failed while promoting {name} version 7"):
         promote(name, "7", tracking_uri=uri, reason="no such version")
     assert history(name, tracking_uri=uri) == []
+    assert alias_version(mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri), name, CHAMPION) is None
     assert render_table([]) == "no alias moves recorded"
 
 
