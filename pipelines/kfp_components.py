@@ -245,7 +245,7 @@ def register_model(
     experiment: str,
     report: dsl.Output[dsl.Markdown],
     promotion_metric: str = "mlm_accuracy_512",
-    promotion_margin: float = 0.0,
+    promotion_margin: float = 0.005,
     nsp_tolerance: float = 0.01,
     promotion_floor: float = 0.0,
     promotion_over_baseline: bool = True,
