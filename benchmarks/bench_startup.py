@@ -3,15 +3,18 @@
 Sides, each a fresh process per measurement, interleaved so that load from other processes hits all alike:
 
   ours              `bertpipe train-phase` as shipped: lazy imports, the MLflow run opened in a background thread
+  ours, no MLflow   the same with --tracking-uri '' (what the MLflow thread costs the first step)
   eager imports     the same command after importing what a parser that imports every step, and a run opened
                     before training, cost (torch, transformers' BERT, kfp, mlflow + its experiment): the old start-up
+  baseline          with --baseline CHECKOUT: `bertpipe train-phase` of another checkout (e.g. main before a change)
   HF Trainer        a plain Hugging Face `Trainer` on `BertForPreTraining` (same preset, instances, batch and
                     tracking store; report_to mlflow), to its first step
 
 Every side logs to a fresh sqlite MLflow store (a user's default), tiny preset, 128 tokens, batch 32, the
-bert-base-uncased vocab (the MiniLM wheel's). Prints medians, the ratio to ours, peak RSS and the load average.
+bert-base-uncased vocab (the MiniLM wheel's). Prints medians, the ratio to ours, the CPU seconds (user + system:
+less swayed by other processes than the wall clock), peak RSS and the load average.
 
-    PYTHONPATH=$PWD python benchmarks/bench_startup.py --repeats 3
+    PYTHONPATH=$PWD python benchmarks/bench_startup.py --repeats 3 [--baseline /work/main]
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ def train_command(side: str, vocab: str, data: str, out: str, tracking_uri: str)
              "--per-device-train-batch-size", "32", "--max-steps", "3", "--logging-steps", "1", "--tracking-uri", tracking_uri, "--experiment", "startup"]
     if side == "eager imports":
         return [sys.executable, "-c", "import sys; " + EAGER, tracking_uri, *flags]
+    if side == "ours, no MLflow":
+        flags[flags.index(tracking_uri)] = ""
     return [sys.executable, "-m", "pipelines.cli", *flags]
 
 
@@ -47,20 +52,26 @@ def help_command(side: str) -> list[str]:
     return [sys.executable, "-m", "pipelines.cli", "--help"]
 
 
-def measure(command: list[str], env: dict, cwd: str, marker: str | None) -> tuple[float, float]:
-    """(seconds to `marker` on stderr, or to the exit without one; peak RSS in MB)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(command: list[str], env: dict, cwd: str, marker: str | None) -> tuple[float, float, float]:
+    """(seconds to `marker` on stderr, or to the exit without one; CPU seconds by then; peak RSS in MB)."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    seen, tail = None, []
+    seen, cpu, tail = None, None, []
     for line in process.stderr:
         tail = (tail + [line])[-40:]
         if seen is None and marker and marker in line:
-            seen = time.perf_counter() - started
+            seen, cpu = time.perf_counter() - started, cpu_seconds(process.pid)
     _, status, usage = os.wait4(process.pid, 0)
     ended = time.perf_counter() - started
     if status or (marker and seen is None):
         raise SystemExit(f"{command[:4]} failed (status {status}):\n{''.join(tail)}")
-    return (seen if marker else ended), usage.ru_maxrss / 1024
+    return (seen if marker else ended), (cpu if marker else usage.ru_utime + usage.ru_stime), usage.ru_maxrss / 1024
 
 
 def hf_trainer(vocab: str, data: str, out: str) -> None:
@@ -68,6 +79,7 @@ def hf_trainer(vocab: str, data: str, out: str) -> None:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    from components.core.bert import to_transformers
     from components.core.instances import load_split
     from components.core.models import build_model
     from components.core.vocab_files import load_vocab_info
@@ -93,7 +105,7 @@ def hf_trainer(vocab: str, data: str, out: str) -> None:
         def on_step_end(self, args, state, control, **kwargs):
             print(f"{FIRST_STEP}{args.max_steps}" if state.global_step == 1 else f"step {state.global_step}", file=sys.stderr, flush=True)
 
-    model = build_model("tiny", load_vocab_info(vocab)["size"])
+    model = to_transformers(build_model("tiny", load_vocab_info(vocab)["size"]))
     arguments = TrainingArguments(output_dir=out, max_steps=3, per_device_train_batch_size=32, logging_steps=1, report_to=["mlflow"],
                                   save_strategy="no", use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
     Trainer(model=model, args=arguments, train_dataset=Instances(), callbacks=[FirstStep()]).train()
@@ -103,6 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--baseline", help="another checkout whose train-phase runs as the side 'baseline'")
     parser.add_argument("--hf-trainer", nargs=3, metavar=("VOCAB", "DATA", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hf_trainer:
@@ -113,8 +126,8 @@ def main() -> None:
 
     from components.core import allocator
 
-    sides = ("ours", "eager imports", "HF Trainer")
-    results: dict[str, dict[str, list]] = {side: {"first_step": [], "first_step_rss": [], "help": []} for side in sides}
+    sides = ("ours", "ours, no MLflow", *(("baseline",) if args.baseline else ()), "eager imports", "HF Trainer")
+    results: dict[str, dict[str, list]] = {side: {"first_step": [], "first_step_cpu": [], "first_step_rss": [], "help": []} for side in sides}
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as root:
         vocab, data = prepare(Path(root))
@@ -123,21 +136,24 @@ def main() -> None:
                 work = Path(root, f"{side.replace(' ', '-')}-{repeat}")
                 work.mkdir()
                 tracking_uri = f"sqlite:///{work}/mlflow.db"
-                seconds, rss = measure(train_command(side, vocab, data, str(work / "out"), tracking_uri),
-                                       {**env, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_EXPERIMENT_NAME": "startup"}, str(work), FIRST_STEP)
+                side_env = {**env, "PYTHONPATH": args.baseline} if side == "baseline" else env
+                seconds, cpu, rss = measure(train_command(side, vocab, data, str(work / "out"), tracking_uri),
+                                            {**side_env, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_EXPERIMENT_NAME": "startup"}, str(work), FIRST_STEP)
                 results[side]["first_step"].append(seconds)
+                results[side]["first_step_cpu"].append(cpu)
                 results[side]["first_step_rss"].append(rss)
-                if side != "HF Trainer":
-                    results[side]["help"].append(measure(help_command(side), env, str(work), None)[0])
+                if side not in ("HF Trainer", "ours, no MLflow"):
+                    results[side]["help"].append(measure(help_command(side), side_env, str(work), None)[0])
     load = os.getloadavg()
     print(f"start-up, {args.repeats} interleaved runs per side, OMP_NUM_THREADS={args.threads}, allocator: {allocator.describe()}, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (on {os.cpu_count()} CPUs)")
     ours = {key: statistics.median(values) for key, values in results["ours"].items()}
-    print(f"{'side':<14} {'to 1st step (s)':>16} {'x ours':>7} {'peak RSS (MB)':>14} {'--help (s)':>11} {'x ours':>7}")
+    print(f"{'side':<16} {'to 1st step (s)':>16} {'x ours':>7} {'CPU s by then':>14} {'peak RSS (MB)':>14} {'--help (s)':>11} {'x ours':>7}")
     for side in sides:
         median = {key: statistics.median(values) if values else None for key, values in results[side].items()}
         help_text = f"{median['help']:11.2f} {median['help'] / ours['help']:7.2f}" if median["help"] else f"{'-':>11} {'-':>7}"
-        print(f"{side:<14} {median['first_step']:16.2f} {median['first_step'] / ours['first_step']:7.2f} {median['first_step_rss']:14.0f} {help_text}")
+        print(f"{side:<16} {median['first_step']:16.2f} {median['first_step'] / ours['first_step']:7.2f} {median['first_step_cpu']:14.2f} "
+              f"{median['first_step_rss']:14.0f} {help_text}")
     print("all runs (s to first step):", {side: [round(v, 2) for v in results[side]["first_step"]] for side in sides})
 
 

@@ -102,6 +102,7 @@ def child_hf_trainer(args) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from components.core.instances import read_manifest
+    from components.core.bert import to_transformers
     from components.core.models import build_model
     from components.training.stream import TrainingStream
 
@@ -147,7 +148,7 @@ def child_hf_trainer(args) -> dict:
             step_times.append(time.perf_counter() - self.started)
 
     torch.manual_seed(OPTIMIZER["seed"])
-    model = build_model(args.preset, args.vocab_size)
+    model = to_transformers(build_model(args.preset, args.vocab_size))  # transformers' own class, bertpipe's initial weights
     # Trainer's default optimizer (fused AdamW), as bertpipe uses: the ratio measures the rest.
     training_args = TrainingArguments(
         output_dir=args.out, per_device_train_batch_size=args.batch, max_steps=args.steps, learning_rate=OPTIMIZER["learning_rate"],

@@ -1,4 +1,4 @@
-"""Presets, loading, and the masked-positions-only forward against Hugging Face's own loss."""
+"""Presets, loading, and the masked-positions-only forward of the trained twin against Hugging Face's own model and loss."""
 
 import logging
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from components.core import models
+from components.core import bert, models
 from components.core.errors import BertpipeError
 
 
@@ -59,11 +59,12 @@ def test_presets_have_documented_shapes_and_512_positions():
 def test_masked_forward_matches_hugging_face_full_vocab_loss():
     torch.manual_seed(0)
     model = models.build_model("tiny", 500).eval()
+    reference_model = bert.to_transformers(model).eval()
     batch = random_batch(500)
     labels = torch.full_like(batch["input_ids"], -100)
     labels[batch["mlm_batch_index"], batch["mlm_positions"]] = batch["mlm_labels"]
     with torch.no_grad():
-        reference = model(
+        reference = reference_model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"],
             labels=labels, next_sentence_label=batch["next_sentence_label"],
         )
@@ -78,13 +79,13 @@ def test_masked_forward_matches_hugging_face_full_vocab_loss():
 def test_gradients_match_hugging_face_full_vocab_loss():
     torch.manual_seed(1)
     model = models.build_model("tiny", 300).eval()
+    reference_model = bert.to_transformers(model).eval()
     batch = random_batch(300, seed=1)
     labels = torch.full_like(batch["input_ids"], -100)
     labels[batch["mlm_batch_index"], batch["mlm_positions"]] = batch["mlm_labels"]
-    model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"],
+    reference_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"],
           labels=labels, next_sentence_label=batch["next_sentence_label"]).loss.backward()
-    reference = {name: p.grad.clone() for name, p in model.named_parameters()}
-    model.zero_grad()
+    reference = {name: p.grad for name, p in reference_model.named_parameters()}
     mlm_loss, nsp_loss = models.pretraining_losses(*models.MaskedPretrainingModel(model)(*(batch[k] for k in models.MODEL_INPUTS)), batch)
     (mlm_loss + nsp_loss).backward()
     for name, parameter in model.named_parameters():

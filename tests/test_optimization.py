@@ -1,6 +1,9 @@
-"""Weight-decay groups, the LAMB update and the learning-rate schedules, checked by hand."""
+"""Weight-decay groups, the LAMB update and the learning-rate schedules, checked by hand; AdamW without torch._dynamo."""
 
+import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -58,3 +61,33 @@ def test_unknown_schedule_is_refused():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(BertpipeError, match="unknown lr_scheduler_type 'cosine'"):
         make_scheduler(optimizer, warmup_steps=0, total_steps=1, schedule="cosine")
+
+
+def adamw_run(code: str) -> dict:
+    """Three AdamW steps (make_optimizer's) in a fresh interpreter after `code`: final weights, state and whether dynamo got loaded."""
+    probe = f"""
+import json, sys, torch
+{code}
+from components.training.optimization import make_optimizer
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+optimizer = make_optimizer(model, "adamw", 0.1, 0.01)
+for _ in range(3):
+    model(torch.randn(5, 4)).square().sum().backward()
+    optimizer.step()
+    optimizer.zero_grad()
+optimizer.load_state_dict(optimizer.state_dict())
+print(json.dumps({{"weights": [p.tolist() for p in model.parameters()], "steps": [float(s["step"]) for s in optimizer.state.values()],
+                  "grad_enabled": torch.is_grad_enabled(), "dynamo": "torch._dynamo" in sys.modules}}))
+"""
+    finished = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def test_adamw_runs_without_importing_dynamo_and_steps_as_with_it():
+    lazy = adamw_run("")
+    eager = adamw_run("import torch._dynamo")  # torch's own wrappers, as under torch_compile
+    assert lazy["dynamo"] is False and eager["dynamo"] is True
+    assert lazy["weights"] == eager["weights"] and lazy["steps"] == eager["steps"] == [3.0] * 4
+    assert lazy["grad_enabled"] is eager["grad_enabled"] is True

@@ -35,13 +35,14 @@ class InstanceArrays:
     def from_table(cls, table: pa.Table) -> "InstanceArrays":
         def flat(name):
             column = table.column(name).combine_chunks()
-            return column.values.to_numpy(), column.offsets.to_numpy()
+            return _numpy(column.values), _numpy(column.offsets)
 
         ids, ids_offsets = flat("input_ids")
         positions, masked_offsets = flat("masked_lm_positions")
         labels, _ = flat("masked_lm_ids")
         return cls(
-            ids, ids_offsets, table.column("segment_a_length").to_numpy(), positions, labels, masked_offsets, table.column("next_sentence_label").to_numpy()
+            ids, ids_offsets, _numpy(table.column("segment_a_length").combine_chunks()), positions, labels, masked_offsets,
+            _numpy(table.column("next_sentence_label").combine_chunks()),
         )
 
     def __len__(self) -> int:
@@ -67,6 +68,14 @@ class InstanceArrays:
 
         values = {f.name: np.concatenate([getattr(part, f.name) for part in parts]) for f in fields(InstanceArrays) if not f.name.endswith("offsets")}
         return InstanceArrays(**values, input_offsets=offsets("input_offsets"), masked_offsets=offsets("masked_offsets"))
+
+
+def _numpy(array: pa.Array) -> np.ndarray:
+    """A null-free integer Arrow array as a numpy view of its buffer (Array.to_numpy imports pandas: a second at start-up)."""
+    if array.null_count:
+        raise ValueError(f"unexpected nulls in a {array.type} column")
+    dtype = np.dtype(str(array.type))
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
 
 
 def _ragged_rows(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

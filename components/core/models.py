@@ -10,6 +10,8 @@ Presets follow Google's BERT release (Turc et al. 2019 for the small ones):
     large     24    1024     16       4096        335 M
 
 Every preset has max_position_embeddings=512, so a phase-128 model can continue at 512.
+build_model makes components.core.bert's twin (what the trainer trains); load_model reads
+a model folder with transformers' own class (what evaluation and registration use).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from components.core import storage
+from components.core import bert, storage
 from components.core.errors import BertpipeError
 from components.core.packing import block_diagonal_mask
 
@@ -38,14 +40,13 @@ PRESETS: dict[str, dict[str, int]] = {
 SHAPE_KEYS = ("vocab_size", "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "max_position_embeddings", "type_vocab_size")
 
 
-def build_model(model_size: str, vocab_size: int):
-    """A freshly initialised BertForPreTraining of a preset size (seed torch before calling for reproducible weights)."""
-    from transformers import BertConfig, BertForPreTraining
-
+def build_model(model_size: str, vocab_size: int) -> bert.BertForPreTraining:
+    """A freshly initialised BertForPreTraining of a preset size (seed torch before calling for reproducible weights):
+    components.core.bert's twin of transformers' class, which trains without importing transformers."""
     if model_size not in PRESETS:
         raise BertpipeError(f"unknown model_size {model_size!r}; choose one of {', '.join(PRESETS)}")
-    config = BertConfig(vocab_size=vocab_size, max_position_embeddings=MAX_POSITION_EMBEDDINGS, type_vocab_size=2, pad_token_id=0, **PRESETS[model_size])
-    return BertForPreTraining(config)
+    config = bert.BertConfig(vocab_size=vocab_size, max_position_embeddings=MAX_POSITION_EMBEDDINGS, type_vocab_size=2, pad_token_id=0, **PRESETS[model_size])
+    return bert.BertForPreTraining(config)
 
 
 def model_shape(model) -> dict[str, int]:
@@ -53,7 +54,7 @@ def model_shape(model) -> dict[str, int]:
 
 
 def load_model(source: str):
-    """BertForPreTraining from a local folder, an s3:// folder or a hub id.
+    """transformers' BertForPreTraining from a local folder, an s3:// folder or a hub id.
 
     A BERT encoder checkpoint without pretraining heads (e.g. a sentence-embedding
     model) loads too: the MLM/NSP heads are initialised and the log says so.

@@ -18,6 +18,7 @@ import torch
 
 from components.core import allocator
 from components.core import batches as batching
+from components.core import bert
 from components.training import checkpoints
 from components.training import distributed
 from components.core import models
@@ -99,7 +100,7 @@ class PhaseRun:
         torch.manual_seed(settings.seed)
         if settings.init_model:
             log.info("initialising from %s", settings.init_model)
-            model = models.load_model(settings.init_model)
+            model = bert.from_transformers(models.load_model(settings.init_model))
         else:
             model = models.build_model(settings.model_size, self.vocab_info["size"])
         models.check_vocab_size(model, self.vocab_info["size"], f"vocab {self.vocab_uri}")

@@ -1,0 +1,65 @@
+"""torch's optimizers without importing torch._dynamo until something compiles.
+
+Optimizer.add_param_group, zero_grad, state_dict and load_state_dict are wrapped in
+torch._disable_dynamo, and Adam(W).step in a wrapper that calls torch._dynamo.graph_break;
+both import torch._dynamo (and with it sympy, pandas and torch.distributed's tensor package)
+on the first call: 1.5-5 s of a 2-core machine before the first training step, about as long
+as importing torch itself. Both wrappers only matter while dynamo traces the call, and dynamo
+traces nothing before it is imported; so until torch._dynamo is in sys.modules these methods
+run as they are (step under no_grad, as the wrapper sets it), and from then on through torch's
+wrappers as torch meant (torch_compile=True imports dynamo when it compiles).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+
+import torch
+from torch.optim.optimizer import _use_grad_for_differentiable
+
+_WRAPPED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+_CACHE = "__dynamo_disable"  # where torch._compile._disable_dynamo keeps the disabled function
+
+
+def _defer(function):
+    """What torch's wrapper calls instead of torch._dynamo.disable(function): the function itself until dynamo is loaded."""
+
+    def call(*args, **kwargs):
+        if "torch._dynamo" not in sys.modules:
+            return function(*args, **kwargs)
+        disabled = sys.modules["torch._dynamo"].disable(function, recursive=True, wrapping=False)
+        setattr(function, _CACHE, disabled)
+        return disabled(*args, **kwargs)
+
+    return call
+
+
+def defer_dynamo_import() -> None:
+    """Let the optimizer methods run without importing torch._dynamo (once per process; a no-op where torch wraps them otherwise)."""
+    for name in _WRAPPED:
+        function = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
+        if function is not None and "torch._dynamo" not in sys.modules and not hasattr(function, _CACHE):
+            setattr(function, _CACHE, _defer(function))
+
+
+def _step_without_dynamo(step):
+    """Adam's step without its dynamo wrapper until dynamo is loaded (then with it)."""
+    plain = inspect.unwrap(step)
+    guarded = _use_grad_for_differentiable(plain)
+
+    @functools.wraps(plain)
+    def call(self, *args, **kwargs):
+        if "torch._dynamo" in sys.modules:
+            return guarded(self, *args, **kwargs)
+        with torch.set_grad_enabled(self.defaults["differentiable"]):
+            return plain(self, *args, **kwargs)
+
+    return call
+
+
+class AdamW(torch.optim.AdamW):
+    """torch's AdamW, whose step imports torch._dynamo only once something else has."""
+
+    step = _step_without_dynamo(torch.optim.AdamW.step)
