@@ -17,7 +17,11 @@ import inspect
 import sys
 
 import torch
-from torch.optim.optimizer import _use_grad_for_differentiable
+
+try:
+    from torch.optim.optimizer import _use_grad_for_differentiable
+except ImportError:  # a torch whose internals moved: its own AdamW below (dynamo then loads at the first step, only slower)
+    _use_grad_for_differentiable = None
 
 _WRAPPED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
 _CACHE = "__dynamo_disable"  # where torch._compile._disable_dynamo keeps the disabled function
@@ -59,7 +63,10 @@ def _step_without_dynamo(step):
     return call
 
 
-class AdamW(torch.optim.AdamW):
-    """torch's AdamW, whose step imports torch._dynamo only once something else has."""
+if _use_grad_for_differentiable is None:
+    AdamW = torch.optim.AdamW
+else:
+    class AdamW(torch.optim.AdamW):
+        """torch's AdamW, whose step imports torch._dynamo only once something else has."""
 
-    step = _step_without_dynamo(torch.optim.AdamW.step)
+        step = _step_without_dynamo(torch.optim.AdamW.step)
