@@ -24,7 +24,7 @@ def test_run_help_shows_demo_defaults():
     assert result.returncode == 0
     text = " ".join(result.stdout.split())  # argparse wraps help lines
     assert f"--phase1-steps PHASE1_STEPS phase 1 (128 tokens): optimizer steps in this phase (default: {DEMO_SETTINGS['phase1_steps']})" in text
-    assert "phase 1 (128 tokens): peak learning rate, reached after the warmup (default: 0.001)" in text
+    assert "phase 1 (128 tokens): peak learning rate, reached after the warmup (default: 0.002)" in text
     assert "'demo' = the bundled public-domain corpus (default: demo)" in text
 
 
