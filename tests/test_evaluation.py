@@ -115,3 +115,10 @@ def test_a_champion_that_cannot_be_loaded_is_left_out_and_the_evaluation_says_so
     assert champion["note"].startswith("Champion version 1 cannot be evaluated on this data (") and champion["note"].endswith("its registered metrics will be used.")
     assert champion["note"] in (tmp_path / "eval" / "report.md").read_text()
     assert not (tmp_path / "eval" / "champion").exists() and record["metrics"]["mlm_accuracy_64"] >= 0
+
+
+def test_examples_join_word_pieces_but_not_onto_special_tokens():
+    from components.evaluation.report import detokenize
+
+    assert detokenize(["[CLS]", "##trimony", "was", "her", "ob", "##ject", "[SEP]", "##s", "[MASK]", "[SEP]"]) == \
+        "[CLS] ##trimony was her object [SEP] ##s [MASK] [SEP]"

@@ -35,7 +35,15 @@ def fill_mask_examples(forward, data_uri: str, manifest: dict, split: str, token
 
 
 def detokenize(pieces: list[str]) -> str:
-    return " ".join(pieces).replace(" ##", "")
+    """WordPiece back to words. A continuation right after a special token ([CLS]/[SEP]: a segment that Google's
+    truncate_seq_pair cut mid-word) keeps its "##" instead of gluing onto it ("[CLS]trimony")."""
+    words: list[str] = []
+    for piece in pieces:
+        if piece.startswith("##") and words and not (words[-1].startswith("[") and words[-1].endswith("]")):
+            words[-1] += piece[2:]
+        else:
+            words.append(piece)
+    return " ".join(words)
 
 
 def champion_section(challenger: dict[str, float], champion: dict | None) -> list[str]:
