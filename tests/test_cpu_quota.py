@@ -9,9 +9,14 @@ from components.core import cpu_quota
 
 @pytest.fixture
 def clean_environment(monkeypatch):
-    for name in cpu_quota.POOL_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    """No pool variable set during the test, and none left behind after it: fit_thread_pools writes os.environ
+    itself, so monkeypatch does not know to undo it (a leaked OMP_NUM_THREADS=4 oversubscribed every later test)."""
+    saved = {name: os.environ.pop(name) for name in cpu_quota.POOL_VARIABLES if name in os.environ}
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))  # a 64-core node
+    yield
+    for name in cpu_quota.POOL_VARIABLES:
+        os.environ.pop(name, None)
+    os.environ.update(saved)
 
 
 def cgroup_v2(folder, text: str) -> str:
