@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from components.core import instances, models
 from components.core.batches import InstanceArrays, collate, collate_packed
-from components.core.packing import first_fit_decreasing, pack
+from components.core.packing import attention_groups, first_fit_decreasing, grouped_attention_pays_off, pack
 from components.training.phase import train_phase
 from components.training.settings import TrainingSettings
 from tests.instance_factory import make_data, make_vocab
@@ -67,11 +67,26 @@ def test_packed_batch_layout_restarts_positions_and_locates_each_instance():
     assert batch["instance_lengths"].tolist() == [7, 5, 11]
 
 
-def test_packed_logits_loss_and_gradients_equal_the_unpacked_ones():
+def test_attention_groups_put_each_instance_alone_in_a_row_of_the_narrowest_width_that_holds_it():
+    # Two rows of 40: instances of 20 (row 0 at 0), 17 (row 0 at 20), 30 (row 1 at 0); padding at 37-39 and 70-79.
+    groups, inverse = attention_groups([0, 20, 40], [20, 17, 30], 80)
+    assert [g.shape for g in groups] == [(2, 24), (1, 32)]
+    assert groups[0][0].tolist() == list(range(20)) + [-1] * 4 and groups[0][1].tolist() == list(range(20, 37)) + [-1] * 7
+    assert groups[1][0].tolist() == list(range(40, 70)) + [-1] * 2
+    assert inverse[:37].tolist() == list(range(20)) + list(range(24, 41)) and inverse[40:70].tolist() == list(range(48, 78))
+    assert set(inverse[37:40].tolist()) | set(inverse[70:].tolist()) == {80}  # padding: the zero row after the 80 group slots
+    # Grouped where it at least halves the score area: 2 x 40^2 = 3200 rows vs 2 x 24^2 + 32^2 = 2176 groups.
+    assert not grouped_attention_pays_off([20, 17, 30], 2, 40) and grouped_attention_pays_off([20, 17, 30], 1, 80)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_packed_logits_loss_and_gradients_equal_the_unpacked_ones(grouped):
     arrays = random_arrays(24, 60, seed=1)
     forward = tiny_forward()
     results = []
-    for batch in (collate(arrays, np.arange(24)), collate_packed(arrays, np.arange(24), 128)):
+    packed_batch = collate_packed(arrays, np.arange(24), 128, grouped=grouped)
+    assert ("attention_groups" in packed_batch) == grouped
+    for batch in (collate(arrays, np.arange(24)), packed_batch):
         forward.zero_grad()
         mlm_logits, nsp_logits = forward(**models.inputs_of(batch))
         mlm_loss, nsp_loss = models.pretraining_losses(mlm_logits, nsp_logits, batch)
@@ -87,14 +102,15 @@ def test_packed_logits_loss_and_gradients_equal_the_unpacked_ones():
         torch.testing.assert_close(packed[4][name], gradient, rtol=1e-6, atol=1e-9, msg=name)
 
 
+@pytest.mark.parametrize("grouped", [False, True])
 @torch.no_grad()
-def test_no_attention_across_instances_of_a_row():
+def test_no_attention_across_instances_of_a_row(grouped):
     arrays = random_arrays(6, 40, seed=2)
     forward = tiny_forward()
-    batch = collate_packed(arrays, np.arange(6), 128)
+    batch = collate_packed(arrays, np.arange(6), 128, grouped=grouped)
     assert batch["input_ids"].shape[0] < 6
     victim = 3
-    changed = {key: value.clone() for key, value in batch.items()}
+    changed = dict(batch, input_ids=batch["input_ids"].clone())
     tokens = changed["instance_ids"] == victim + 1
     changed["input_ids"][tokens] = torch.where(changed["input_ids"][tokens] == 3, 3, 7)  # every token but [CLS]/[SEP] becomes 7
     mlm_before, nsp_before = forward(**models.inputs_of(batch))
@@ -139,6 +155,8 @@ def test_a_packed_phase_is_deterministic_and_trains_the_unpacked_model(short_doc
     packed = [train_phase(data, vocab, str(tmp_path / name), settings=TrainingSettings(**common)) for name in ("a", "b")]
     unpacked = train_phase(data, vocab, str(tmp_path / "u"), settings=TrainingSettings(**common, pack_sequences=False))
     a, b, u = weights(packed[0]), weights(packed[1]), weights(unpacked)
+    # 12 instances of ~20 tokens in 64-token rows: attention runs per instance (a third of the rows' score area).
+    assert "attention_groups" in collate_packed(random_arrays(12, 24, min_length=18), np.arange(12), 64)
     assert all(torch.equal(a[key], b[key]) for key in a)
     assert all(torch.allclose(a[key], u[key], atol=1e-5) for key in a)
     assert [row["loss"] for row in packed[0]["history"]] == pytest.approx([row["loss"] for row in unpacked["history"]], rel=1e-5)

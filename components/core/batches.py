@@ -127,7 +127,7 @@ def collate(arrays: InstanceArrays, rows) -> dict[str, torch.Tensor]:
     }
 
 
-def collate_packed(arrays: InstanceArrays, rows, row_width: int) -> dict[str, torch.Tensor]:
+def collate_packed(arrays: InstanceArrays, rows, row_width: int, grouped: bool | None = None) -> dict:
     """The given instances packed into rows of at most row_width tokens (components.core.packing.pack:
     first-fit decreasing, then the narrowest width, a multiple of 8, that needs no more rows).
 
@@ -135,6 +135,9 @@ def collate_packed(arrays: InstanceArrays, rows, row_width: int) -> dict[str, to
     1 + the index of the instance token (r, j) belongs to (0: padding), and cls_rows[i],
     cls_positions[i] locate instance i's [CLS]. Labels keep the order of `rows`, so the
     losses equal collate's on the same rows; mlm_batch_index/mlm_positions index the packed rows.
+    With `grouped` (None: where packing.grouped_attention_pays_off), attention_groups (a tuple of
+    [n, width] tensors) and attention_inverse ([rows, width]) lay out attention per instance
+    (components.core.packing.attention_groups) instead of the block-diagonal mask.
     """
     rows = np.asarray(rows, dtype=np.int64)
     starts = arrays.input_offsets[rows]
@@ -149,7 +152,13 @@ def collate_packed(arrays: InstanceArrays, rows, row_width: int) -> dict[str, to
         token_type_ids[row, first + segment_a : first + length] = 1
         instance_ids[row, span] = i + 1
     counts, positions, labels = _masked_tokens(arrays, rows)
-    return {
+    if grouped is None:
+        grouped = packing.grouped_attention_pays_off(lengths, count, width)
+    attention = {}
+    if grouped:
+        groups, inverse = packing.attention_groups(row_of * width + offset, lengths, count * width)
+        attention = {"attention_groups": tuple(torch.from_numpy(slots) for slots in groups), "attention_inverse": torch.from_numpy(inverse.reshape(count, width))}
+    return attention | {
         "input_ids": torch.from_numpy(input_ids),
         "attention_mask": torch.from_numpy((instance_ids > 0).astype(np.int64)),
         "token_type_ids": torch.from_numpy(token_type_ids),
@@ -165,8 +174,10 @@ def collate_packed(arrays: InstanceArrays, rows, row_width: int) -> dict[str, to
     }
 
 
-def batch_to(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+def batch_to(batch: dict, device) -> dict:
+    """The batch's tensors on the device (attention_groups: a tuple of them)."""
+    move = lambda value: value.to(device, non_blocking=True)  # noqa: E731
+    return {key: tuple(map(move, value)) if isinstance(value, tuple) else move(value) for key, value in batch.items()}
 
 
 def read_arrays(data_uri: str, shard: dict) -> InstanceArrays:

@@ -85,9 +85,12 @@ class _SelfAttention(nn.Module):
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
     def forward(self, hidden, mask):
+        dropout_p = self.dropout.p if self.training else 0.0
+        if mask is not None and not isinstance(mask, torch.Tensor):  # a packed batch's per-instance layout (components.core.grouped_attention)
+            return mask.attend(self.query(hidden), self.key(hidden), self.value(hidden), self.heads, dropout_p)
         shape = (*hidden.shape[:2], self.heads, -1)
         query, key, value = (projection(hidden).view(shape).transpose(1, 2) for projection in (self.query, self.key, self.value))
-        attended = functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0)
+        attended = functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p)
         return attended.transpose(1, 2).reshape(hidden.shape)
 
 
@@ -158,8 +161,9 @@ class _BertModel(nn.Module):
         self.pooler = _Pooler(config)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, return_dict=True):
-        """attention_mask: [B, L] with 1 at real tokens, or a boolean [B, 1, L, L] (True: may attend)."""
-        if attention_mask is not None and attention_mask.dim() == 2:
+        """attention_mask: [B, L] with 1 at real tokens, a boolean [B, 1, L, L] (True: may attend), or a packed
+        batch's components.core.grouped_attention.InstanceGroups."""
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
             attention_mask = attention_mask[:, None, None, :].bool()
         hidden = self.embeddings(input_ids, token_type_ids, position_ids)
         for layer in self.encoder.layer:

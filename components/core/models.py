@@ -24,6 +24,7 @@ from torch import nn
 
 from components.core import bert, storage
 from components.core.errors import BertpipeError
+from components.core.grouped_attention import InstanceGroups
 from components.core.packing import block_diagonal_mask
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,9 @@ class MaskedPretrainingModel(nn.Module):
 
     Packed batches (components.core.batches.collate_packed) also pass position_ids,
     instance_ids and each instance's [CLS] location: attention is confined to each instance by
-    a block-diagonal mask (SDPA then uses its memory-efficient or math kernel: flash takes no
-    mask), and NSP reads every instance's own [CLS] through the pooler.
+    a block-diagonal mask, or, where the collator found it pays off, runs per instance on groups
+    of similar widths (components.core.grouped_attention); NSP reads every instance's own [CLS]
+    through the pooler.
     """
 
     def __init__(self, model):
@@ -118,8 +120,10 @@ class MaskedPretrainingModel(nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, token_type_ids, mlm_batch_index, mlm_positions, position_ids=None, instance_ids=None, cls_rows=None,
-                cls_positions=None):
-        if instance_ids is not None:
+                cls_positions=None, attention_groups=None, attention_inverse=None):
+        if attention_groups is not None:
+            attention_mask = InstanceGroups(attention_groups, attention_inverse)
+        elif instance_ids is not None:
             attention_mask = block_diagonal_mask(instance_ids)
         encoded = self.model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids, return_dict=True)
         hidden = encoded.last_hidden_state
@@ -129,7 +133,7 @@ class MaskedPretrainingModel(nn.Module):
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "mlm_batch_index", "mlm_positions")
-PACKED_INPUTS = ("position_ids", "instance_ids", "cls_rows", "cls_positions")
+PACKED_INPUTS = ("position_ids", "instance_ids", "cls_rows", "cls_positions", "attention_groups", "attention_inverse")
 
 
 def inputs_of(batch: dict) -> dict:

@@ -1,0 +1,71 @@
+"""Attention per instance for packed batches: each instance alone in a row of a group of similar widths.
+
+A packed row's block-diagonal mask leaves SDPA computing every score of the row, and on CPU in
+training (dropout on) SDPA runs its math kernel, whose softmax, dropout and matmuls cost the
+whole rows x width^2 area (components/core/packing.py). Here the query, key and value slots of
+each instance are gathered into group rows [instances, group width] (components.core.packing.
+attention_groups), attended with a mask of the instance's own tokens and scattered back to the
+packed layout; the linear layers still run once over the packed rows. Each token attends to
+exactly the tokens the block-diagonal mask allows, so outputs at real tokens are the same.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional
+
+
+class _Regather(torch.autograd.Function):
+    """Rows of x (a zero row appended at len(x)) in the order `index`; the backward gathers too, by `back_index`.
+
+    The layouts are one-to-one between real tokens and real group slots, so each gradient row has one
+    source, and a gather finds it: index_select's own backward (a scatter-add) took 70% of a tiny-512
+    step on CPU. Correct where the rows nothing points back to get zero gradients: padding slots, whose
+    outputs are dropped and which no real query attends to (exp(-inf) = 0).
+    """
+
+    @staticmethod
+    def forward(ctx, x, index, back_index):
+        ctx.save_for_backward(back_index)
+        return torch.cat([x, x.new_zeros(1, x.shape[1])]).index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (back_index,) = ctx.saved_tensors
+        return torch.cat([grad, grad.new_zeros(1, grad.shape[1])]).index_select(0, back_index), None, None
+
+
+class InstanceGroups:
+    """The attention layout of one packed batch, passed to the model as its attention_mask.
+
+    groups: [n, width] token-slot indices per group (-1 past each instance's end); inverse: [rows, width]
+    of the packed batch, each slot's place among the groups' slots (their total for padding).
+    """
+
+    def __init__(self, groups, inverse: torch.Tensor):
+        self.shape = inverse.shape
+        self.inverse = inverse.reshape(-1)
+        tokens = self.inverse.numel()
+        self.groups = []
+        for slots in groups:
+            real = slots >= 0
+            # Real queries see their instance's tokens; slots past the end see everything (their output is
+            # dropped, and a row with nothing to attend to would be NaN, which the backward would spread).
+            allowed = real[:, None, None, :] | ~real[:, None, :, None]
+            bias = torch.zeros(allowed.shape, dtype=torch.float32, device=slots.device).masked_fill_(~allowed, float("-inf"))
+            self.groups.append((slots.shape, bias))
+        self.slots = torch.cat([slots.reshape(-1) for slots in groups]) if groups else self.inverse[:0]
+        self.slots = torch.where(self.slots >= 0, self.slots, tokens)  # past an instance's end: the zero row
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, dropout_p: float) -> torch.Tensor:
+        """Attention over [rows, width, hidden] projections, per instance; returns [rows, width, hidden]."""
+        hidden = query.shape[-1]
+        sizes = [count * width for (count, width), _ in self.groups]
+        # split, not slicing: a slice's backward fills a zero gradient of the whole input, once per group
+        gathered = [_Regather.apply(projection.reshape(-1, hidden), self.slots, self.inverse).split(sizes) for projection in (query, key, value)]
+        outputs = []
+        for ((count, width), bias), *qkv in zip(self.groups, *gathered):
+            q, k, v = (rows.view(count, width, heads, -1).transpose(1, 2) for rows in qkv)
+            attended = functional.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout_p)
+            outputs.append(attended.transpose(1, 2).reshape(count * width, hidden))
+        return _Regather.apply(torch.cat(outputs), self.inverse, self.slots).view(*self.shape, hidden)
