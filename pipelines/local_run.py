@@ -122,7 +122,7 @@ def metric_line(metrics: dict, length: int) -> str:
         trivial = metrics.get(baseline_key(f"{name}_{length}") or "")
         return f"{label} {value:.4f}" + (f" (trivial {trivial:.4f})" if trivial is not None else "") if value is not None else ""
 
-    cells = [cell("mlm_accuracy", "mlm_accuracy"), cell("nsp_accuracy", "nsp_accuracy"), cell("mlm_top5_accuracy", "top5")]
+    cells = [cell("mlm_accuracy_at_mask", "at [MASK]"), cell("mlm_accuracy", "all masked"), cell("nsp_accuracy", "nsp_accuracy"), cell("mlm_top5_accuracy", "top5")]
     if f"perplexity_{length}" in metrics:
         cells.append(f"perplexity {metrics[f'perplexity_{length}']:.4g}")
     return f"  {length}: " + ", ".join(cell for cell in cells if cell)
@@ -143,7 +143,8 @@ def reuse_lines(outputs: dict) -> list[str]:
 
 def summary_lines(outputs: dict, arguments: dict) -> list[str]:
     """What the user wants to see when the run ends: metrics, where things are, the model version."""
-    lines = ["", "bert-pretraining finished", "", "evaluation (held-out test split; trivial: the most frequent masked token, the majority NSP class):"]
+    lines = ["", "bert-pretraining finished", "", "evaluation (held-out test split; MLM accuracy at the [MASK] positions, then over all masked ones, where copying the"
+             " tokens BERT leaves unchanged also scores; trivial: always the most frequent token there, the majority NSP class):"]
     lines += [metric_line(outputs["metrics"], length) for length in (128, 512)]
     registration = outputs["registration"]
     name, version, promotion = registration["name"], registration["version"], registration["promotion"]
