@@ -40,7 +40,9 @@ def run_folder(tmp_path_factory) -> Path:
         (run / f"phase-{length}" / "training_summary.json").write_text(json.dumps(summary))
     (run / "evaluation").mkdir()
     results = {length: {key.rsplit("_", 1)[0]: value for key, value in METRICS.items() if key.endswith(f"_{length}")} for length in (128, 512)}
-    examples = {length: [{"text": "the king loves the queen", "masked": [{"truth": "loves", "predicted": ["loves", "and", "is"]}]}] for length in (128, 512)}
+    examples = {length: [{"text": "the king [MASK] the queen", "masked": [{"truth": "loves", "shown": "[MASK]", "predicted": ["loves", "and", "is"]},
+                                                                       {"truth": "queen", "shown": "queen", "predicted": ["queen", "king", ","]}]}]
+                for length in (128, 512)}
     (run / "evaluation" / "report.md").write_text(render_report("/m", "test", results, examples, METRICS, None))
     (run / "evaluation" / "metrics.json").write_text(json.dumps({"metrics": METRICS}))
     write_run_report(str(run / "report.md"), str(run / "evaluation"), REGISTERED, phases_of(run))
@@ -63,6 +65,7 @@ def test_report_opens_with_the_summary_table(run_folder):
     assert lines[10] == "| promotion | **promoted**: no champion yet; mlm_accuracy_512 0.1500 beats the trivial baseline 0.0800 |"
     text = "\n".join(lines)
     assert text.index("## Loss curves") < text.index("Fill-mask examples")
+    assert "  - loves -> loves / and / is; queen (kept) -> queen / king / ," in lines
 
 
 def find_chromium() -> str | None:
