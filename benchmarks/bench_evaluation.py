@@ -47,7 +47,7 @@ def prepare(root: Path) -> tuple[str, dict[int, str]]:
     return vocab, data
 
 
-def measure(preset: str, batch_size: int, timed: int, data_uri: str) -> dict:
+def measure(preset: str, batch_size: int, timed: int, data_uri: str, mask_id: int) -> dict:
     from components.core import batches as batching
     from components.core import instances, models
     from components.core.scoring import evaluation_device, score_instances
@@ -60,7 +60,7 @@ def measure(preset: str, batch_size: int, timed: int, data_uri: str) -> dict:
     seconds, padded, real = [], [], []
     for batch in batching.evaluation_batches(data_uri, manifest, "test", batch_size, timed + 1):
         started = time.perf_counter()
-        score_instances(forward, [batch], device)
+        score_instances(forward, [batch], device, mask_id)
         seconds.append(time.perf_counter() - started)
         padded.append(batch["input_ids"].numel())
         real.append(int(batch["attention_mask"].sum()))
@@ -89,10 +89,13 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f} at start")
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-evaluation-") as tmp:
-        _, data = prepare(Path(tmp))
+        from components.core.vocab_files import mask_token_id
+
+        vocab, data = prepare(Path(tmp))
+        mask_id = mask_token_id(vocab)
         for preset, batch_size, timed in RUNS:
             for length in LENGTHS:
-                result = results[preset, length] = measure(preset, batch_size, timed, data[length])
+                result = results[preset, length] = measure(preset, batch_size, timed, data[length], mask_id)
                 print(f"  {preset:>4} ({result['parameters'] / 1e6:6.1f} M parameters) at {length}: batch {batch_size}, "
                       f"{result['seconds_per_batch']:7.2f} s/batch, {result['sequences_per_second']:8.1f} sequences/s, "
                       f"{result['padded_tokens_per_second']:9.0f} tokens/s, {result['flops_per_second'] / 1e9:6.1f} GFLOP/s "

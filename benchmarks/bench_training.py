@@ -65,16 +65,17 @@ def step_rates(step_times: list[float], step_tokens: list[int], step_sequences: 
     }
 
 
-def dev_metrics(model, data_uri: str) -> dict:
+def dev_metrics(model, data_uri: str, vocab_uri: str) -> dict:
     import torch
 
     from components.core.batches import evaluation_batches
     from components.core.scoring import pretraining_metrics
     from components.core.instances import read_manifest
     from components.core.models import MaskedPretrainingModel
+    from components.core.vocab_files import mask_token_id
 
     batches = evaluation_batches(data_uri, read_manifest(data_uri), "dev", 64)
-    return pretraining_metrics(MaskedPretrainingModel(model), batches, torch.device("cpu"))
+    return pretraining_metrics(MaskedPretrainingModel(model), batches, torch.device("cpu"), mask_token_id(vocab_uri))
 
 
 def child_bertpipe(args) -> dict:
@@ -93,7 +94,7 @@ def child_bertpipe(args) -> dict:
         "train_seconds": summary["train_seconds"],
     }
     if args.evaluate:
-        result["dev"] = dev_metrics(load_model(summary["model_uri"]), args.data)
+        result["dev"] = dev_metrics(load_model(summary["model_uri"]), args.data, args.vocab)
     return result
 
 
@@ -163,7 +164,7 @@ def child_hf_trainer(args) -> dict:
     result = {**step_rates(step_times, step_tokens, step_sequences, args.skip), "train_seconds": seconds,
               "padding_share": 1 - sum(step_tokens) / (sum(step_sequences) * length)}
     if args.evaluate:
-        result["dev"] = dev_metrics(model, args.data)
+        result["dev"] = dev_metrics(model, args.data, args.vocab)
     return result
 
 

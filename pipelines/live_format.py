@@ -70,7 +70,10 @@ def _key_output(task_name: str, outputs: dict) -> str:
         metrics = _metadata(outputs, "metrics")
         if not metrics and isinstance(value, str) and value.startswith("{"):
             metrics = json.loads(value).get("challenger", {})
-        return ", ".join(f"mlm_accuracy {length} {metrics[f'mlm_accuracy_{length}']:.3f}" for length in (128, 512) if f"mlm_accuracy_{length}" in metrics)
+        # The [MASK]-only accuracy beside its trivial rate: the one figure that says whether the model learned from context.
+        return ", ".join(f"at [MASK] {length} {metrics[f'mlm_accuracy_at_mask_{length}']:.3f}"
+                         + (f" (trivial {metrics[baseline]:.3f})" if (baseline := f"most_frequent_token_accuracy_at_mask_{length}") in metrics else "")
+                         for length in (128, 512) if f"mlm_accuracy_at_mask_{length}" in metrics)
     if task_name == "register-model" and isinstance(value, str):
         return _registration(value)
     return ""

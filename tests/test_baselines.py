@@ -3,27 +3,35 @@
 from collections import Counter
 
 
-from components.core.baselines import baseline_key, trivial_baselines
+from components.core.baselines import baseline_key, floor_metrics, trivial_baselines
 from components.core.instances import load_split, read_manifest
+from components.core.vocab_files import mask_token_id
 from components.registry.promotion import PromotionPolicy, decide, default_actor, pipeline_actor
 from tests.instance_factory import make_data, make_vocab
 
 
 def test_baselines_match_a_direct_count(tmp_path):
     vocab = make_vocab(str(tmp_path / "vocab"), vocab_size=300)
-    data = make_data(str(tmp_path / "data"), vocab, max_seq_length=64, shards={"test": [25, 17]}, seed=4)
+    data = make_data(str(tmp_path / "data"), vocab, max_seq_length=64, shards={"test": [25, 17]}, seed=4, eighty_ten_ten=True)
     rows = load_split(data, "test").to_pylist()
+    mask_id = mask_token_id(vocab)
     labels = Counter(token for row in rows for token in row["masked_lm_ids"])
+    at_mask = Counter(token for row in rows for position, token in zip(row["masked_lm_positions"], row["masked_lm_ids"]) if row["input_ids"][position] == mask_id)
     nsp = Counter(row["next_sentence_label"] for row in rows)
-    got = trivial_baselines(data, read_manifest(data), "test")
+    got = trivial_baselines(data, read_manifest(data), "test", mask_id)
     assert got["most_frequent_token_accuracy"] == max(labels.values()) / sum(labels.values())
+    assert got["most_frequent_token_accuracy_at_mask"] == max(at_mask.values()) / sum(at_mask.values())
+    assert 0.7 < sum(at_mask.values()) / sum(labels.values()) < 0.9  # 80/10/10: the [MASK] positions are a subset
     assert got["majority_nsp_accuracy"] == max(nsp.values()) / len(rows)
 
 
 def test_baseline_keys_follow_the_metric_and_length():
     assert baseline_key("mlm_accuracy_512") == "most_frequent_token_accuracy_512"
     assert baseline_key("nsp_accuracy_128") == "majority_nsp_accuracy_128"
+    assert baseline_key("mlm_accuracy_at_mask_128") == "most_frequent_token_accuracy_at_mask_128"
     assert baseline_key("perplexity_512") is None
+    assert floor_metrics("mlm_accuracy_512") == ("mlm_accuracy_512", "mlm_accuracy_at_mask_512")
+    assert floor_metrics("nsp_accuracy_128") == ("nsp_accuracy_128",)
 
 
 BASELINES = {"most_frequent_token_accuracy_512": 0.08, "majority_nsp_accuracy_512": 0.5}
@@ -33,6 +41,16 @@ def test_a_model_at_the_frequent_token_plateau_is_not_promoted():
     decision = decide({"mlm_accuracy_512": 0.08, "nsp_accuracy_512": 0.7, **BASELINES}, None)
     assert not decision.promote
     assert decision.reasons == ("mlm_accuracy_512 0.0800 does not beat the trivial baseline most_frequent_token_accuracy_512 0.0800",)
+
+
+def test_a_model_that_only_copies_the_unchanged_tokens_is_not_promoted():
+    # Right on the 10% of masked tokens left visible, the most frequent token elsewhere: above the first bar, not the second.
+    copier = {"mlm_accuracy_512": 0.146, "mlm_accuracy_at_mask_512": 0.057, "most_frequent_token_accuracy_at_mask_512": 0.057, "nsp_accuracy_512": 0.7}
+    decision = decide({**copier, **BASELINES}, None)
+    assert not decision.promote
+    assert decision.reasons == ("mlm_accuracy_at_mask_512 0.0570 does not beat the trivial baseline most_frequent_token_accuracy_at_mask_512 0.0570",)
+    decision = decide({**copier, **BASELINES, "mlm_accuracy_at_mask_512": 0.09}, None)
+    assert decision.promote and "mlm_accuracy_at_mask_512 0.0900 beats the trivial baseline 0.0570" in decision.reasons
 
 
 def test_a_model_that_guesses_the_majority_nsp_class_is_not_promoted():

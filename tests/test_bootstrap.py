@@ -82,13 +82,15 @@ def test_resampling_tokens_instead_of_instances_undercovers():
 
 
 def test_compare_signs_losses_so_positive_means_the_challenger_is_better():
-    champion = {"masked": np.array([2, 3]), "mlm_hits": np.array([1, 1]), "mlm_top5_hits": np.array([2, 2]),
-                "mlm_loss": np.array([4.0, 6.0]), "nsp_hit": np.array([1, 0]), "nsp_loss": np.array([0.5, 0.9])}
+    champion = {"masked": np.array([2, 3]), "mlm_hits": np.array([1, 1]), "mlm_top5_hits": np.array([2, 2]), "mlm_loss": np.array([4.0, 6.0]),
+                "mask_tokens": np.array([1, 3]), "mask_token_hits": np.array([0, 1]), "nsp_hit": np.array([1, 0]), "nsp_loss": np.array([0.5, 0.9])}
     challenger = {**champion, "mlm_hits": np.array([2, 2]), "mlm_loss": np.array([3.0, 5.0]), "nsp_hit": np.array([0, 0])}
     assert compare(challenger, champion, "mlm_accuracy").difference == pytest.approx(2 / 5)
     assert compare(challenger, champion, "mlm_loss").difference == pytest.approx(2 / 5)  # 10/5 - 8/5: lower loss is better
     assert compare(challenger, champion, "nsp_accuracy").difference == pytest.approx(-1 / 2)
     assert metrics_from(challenger)["mlm_accuracy"] == pytest.approx(4 / 5)
+    assert compare({**challenger, "mask_token_hits": np.array([1, 2])}, champion, "mlm_accuracy_at_mask").difference == pytest.approx(2 / 4)
+    assert metrics_from(champion)["mlm_accuracy_at_mask"] == pytest.approx(1 / 4)
     with pytest.raises(BertpipeError, match="same instances"):
         compare({**challenger, "masked": np.array([3, 2])}, champion, "mlm_accuracy")
     with pytest.raises(BertpipeError, match="no per-instance interval for 'perplexity'"):

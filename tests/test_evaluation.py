@@ -12,6 +12,8 @@ from components.core.errors import BertpipeError
 from components.core.tracking import Tracking
 from components.evaluation.evaluate import EvaluationSettings, evaluate
 from components.core.instances import load_split
+from components.core.scoring import metrics_from, score_instances
+from components.core.vocab_files import mask_token_id
 from tests.instance_factory import make_data, make_vocab
 
 
@@ -34,7 +36,8 @@ def reference_metrics(model_dir: str, data_uri: str) -> dict:
     """Metrics from HF's BertForPreTraining over all positions, one instance at a time."""
     model = models.load_model(model_dir).eval()
     table = load_split(data_uri, "test").to_pylist()
-    losses, top1, top5, nsp_losses, nsp_hits = [], [], [], [], []
+    mask_id = mask_token_id(model_dir)
+    losses, top1, top5, at_mask, nsp_losses, nsp_hits = [], [], [], [], [], []
     with torch.no_grad():
         for row in table:
             ids = torch.tensor([row["input_ids"]])
@@ -46,12 +49,14 @@ def reference_metrics(model_dir: str, data_uri: str) -> dict:
                 ranked = logits.argsort(descending=True)
                 top1.append(ranked[0].item() == label)
                 top5.append(label in ranked[:5].tolist())
+                if row["input_ids"][position] == mask_id:
+                    at_mask.append(top1[-1])
             nsp = out.seq_relationship_logits[0]
             nsp_losses.append(-torch.log_softmax(nsp, -1)[row["next_sentence_label"]].item())
             nsp_hits.append(nsp.argmax().item() == row["next_sentence_label"])
     mean = lambda values: sum(values) / len(values)  # noqa: E731
     return {
-        "mlm_loss": mean(losses), "mlm_accuracy": mean(top1), "mlm_top5_accuracy": mean(top5),
+        "mlm_loss": mean(losses), "mlm_accuracy": mean(top1), "mlm_accuracy_at_mask": mean(at_mask), "mlm_top5_accuracy": mean(top5),
         "nsp_loss": mean(nsp_losses), "nsp_accuracy": mean(nsp_hits),
     }
 
@@ -71,6 +76,34 @@ def test_metrics_match_an_independent_computation(setup):
     report = (root / "eval" / "report.md").read_text()
     assert "## max_seq_length 64" in report and "## max_seq_length 128" in report and "| mlm_accuracy |" in report
     assert report.count("\n- `[CLS]") == 10
+
+
+class FixedGuesses(torch.nn.Module):
+    """A stand-in model whose top guess at the k-th masked token is guesses[k], and NSP always 0."""
+
+    def __init__(self, guesses: list[int], vocab_size: int = 16):
+        super().__init__()
+        self.logits = torch.nn.functional.one_hot(torch.tensor(guesses), vocab_size).float()
+
+    def forward(self, input_ids, attention_mask, token_type_ids, mlm_batch_index, mlm_positions):
+        return self.logits, torch.tensor([[1.0, 0.0]] * input_ids.shape[0])
+
+
+def test_accuracy_at_mask_counts_only_the_positions_shown_as_mask():
+    mask = 4
+    batch = {  # row 0: [MASK] (truth 10), kept 7, [MASK] (truth 11); row 1: random 9 for 12, [MASK] (truth 10)
+        "input_ids": torch.tensor([[2, mask, 7, mask, 3], [2, 9, mask, 8, 3]]), "attention_mask": torch.ones(2, 5, dtype=torch.long),
+        "token_type_ids": torch.zeros(2, 5, dtype=torch.long), "mlm_batch_index": torch.tensor([0, 0, 0, 1, 1]),
+        "mlm_positions": torch.tensor([1, 2, 3, 1, 2]), "mlm_labels": torch.tensor([10, 7, 11, 12, 10]), "next_sentence_label": torch.tensor([0, 1]),
+    }
+    # Right at the first [MASK], the kept token (copied) and the random one; wrong at the other two [MASK]s.
+    results = score_instances(FixedGuesses([10, 7, 5, 12, 13]), [batch], torch.device("cpu"), mask)
+    assert results["mask_tokens"].tolist() == [2, 1] and results["mask_token_hits"].tolist() == [1, 0]
+    assert results["mlm_hits"].tolist() == [2, 1] and results["masked"].tolist() == [3, 2]
+    metrics = metrics_from(results)
+    assert (metrics["mlm_accuracy"], metrics["mlm_accuracy_at_mask"], metrics["nsp_accuracy"]) == (3 / 5, 1 / 3, 1 / 2)
+    no_mask = score_instances(FixedGuesses([10, 7, 5, 12, 13]), [batch], torch.device("cpu"), 15)
+    assert math.isnan(metrics_from(no_mask)["mlm_accuracy_at_mask"])  # no [MASK] shown: nothing to measure, not a perfect score
 
 
 def test_batch_size_does_not_change_metrics(setup):

@@ -43,7 +43,8 @@ def test_key_outputs_say_the_one_thing_worth_seeing():
         "train 12,000, dev 600, test 580 instances"
     assert key_output("train-phase-128", {"model": Artifact(steps=900.0, final_loss=5.4321, tokens_per_second=14731.2)}) == \
         "900 steps, final loss 5.432, 14,731 tokens/s"
-    assert key_output("evaluate", {"metrics": Artifact(mlm_accuracy_128=0.2, mlm_accuracy_512=0.19)}) == "mlm_accuracy 128 0.200, mlm_accuracy 512 0.190"
+    metrics = Artifact(mlm_accuracy_128=0.3, mlm_accuracy_at_mask_128=0.2, most_frequent_token_accuracy_at_mask_128=0.057, mlm_accuracy_at_mask_512=0.19)
+    assert key_output("evaluate", {"metrics": metrics}) == "at [MASK] 128 0.200 (trivial 0.057), at [MASK] 512 0.190"
     assert key_output("register-model", {"Output": "bert-pretraining/3"}) == "registered bert-pretraining/3"
     registration = {"name": "bert-pretraining", "version": "3", "model_uri": "models:/bert-pretraining/3", "promotion": {"decision": "kept", "reasons": ["..."]}}
     assert key_output("register-model", {"Output": json.dumps(registration)}) == "registered bert-pretraining version 3, not champion"

@@ -16,7 +16,7 @@ from tests.markdown_html import to_html
 
 METRICS = {
     **{f"{name}_{length}": value for length in (128, 512) for name, value in
-       (("mlm_accuracy", 0.15), ("nsp_accuracy", 0.7), ("mlm_top5_accuracy", 0.3), ("perplexity", 210.5), ("mlm_loss", 5.35),
+       (("mlm_accuracy", 0.15), ("mlm_accuracy_at_mask", 0.12), ("most_frequent_token_accuracy_at_mask", 0.06), ("nsp_accuracy", 0.7), ("mlm_top5_accuracy", 0.3), ("perplexity", 210.5), ("mlm_loss", 5.35),
         ("nsp_loss", 0.55), ("loss", 5.9), ("most_frequent_token_accuracy", 0.08), ("majority_nsp_accuracy", 0.5))},
 }
 REGISTERED = {"model_uri": "models:/demo/1", "promotion": {"decision": "promoted", "reasons": ["no champion yet", "mlm_accuracy_512 0.1500 beats the trivial baseline 0.0800"],
@@ -40,7 +40,9 @@ def run_folder(tmp_path_factory) -> Path:
         (run / f"phase-{length}" / "training_summary.json").write_text(json.dumps(summary))
     (run / "evaluation").mkdir()
     results = {length: {key.rsplit("_", 1)[0]: value for key, value in METRICS.items() if key.endswith(f"_{length}")} for length in (128, 512)}
-    examples = {length: [{"text": "the king loves the queen", "masked": [{"truth": "loves", "predicted": ["loves", "and", "is"]}]}] for length in (128, 512)}
+    examples = {length: [{"text": "the king [MASK] the queen", "masked": [{"truth": "loves", "shown": "[MASK]", "predicted": ["loves", "and", "is"]},
+                                                                       {"truth": "queen", "shown": "queen", "predicted": ["queen", "king", ","]}]}]
+                for length in (128, 512)}
     (run / "evaluation" / "report.md").write_text(render_report("/m", "test", results, examples, METRICS, None))
     (run / "evaluation" / "metrics.json").write_text(json.dumps({"metrics": METRICS}))
     write_run_report(str(run / "report.md"), str(run / "evaluation"), REGISTERED, phases_of(run))
@@ -58,11 +60,12 @@ def test_report_opens_with_the_summary_table(run_folder):
     assert lines[4] == "| data | corpus `demo`, 4000-token vocab; 128: 12,000 / 600 / 580, 512: 3,000 / 600 / 580 train / dev / test instances |"
     assert lines[5] == "| model | `tiny`: 2 layers, hidden 128, 1.29M parameters |"
     assert lines[6] == "| phase 128 | 900 steps, batch 32, 181 s, final loss 4.500 |"
-    assert lines[9] == ("| test at 512 | mlm_accuracy 0.1500 (trivial 0.0800), nsp_accuracy 0.7000 (trivial 0.5000), "
+    assert lines[9] == ("| test at 512 | mlm_accuracy_at_mask 0.1200 (trivial 0.0600), mlm_accuracy 0.1500 (trivial 0.0800), nsp_accuracy 0.7000 (trivial 0.5000), "
                         "mlm_top5_accuracy 0.3000, perplexity 210.5 |")
     assert lines[10] == "| promotion | **promoted**: no champion yet; mlm_accuracy_512 0.1500 beats the trivial baseline 0.0800 |"
     text = "\n".join(lines)
     assert text.index("## Loss curves") < text.index("Fill-mask examples")
+    assert "  - loves -> loves / and / is; queen (kept) -> queen / king / ," in lines
 
 
 def find_chromium() -> str | None:

@@ -17,6 +17,7 @@ from components.core.baselines import trivial_baselines
 from components.core.batches import evaluation_batches
 from components.training.stream import TrainingStream
 from components.core.scoring import metrics_from, score_instances
+from components.core.vocab_files import mask_token_id
 from components.evaluation.evaluate import EvaluationSettings, compare_with_champion, flatten
 from components.evaluation.probe import ProbeSettings, probe_model
 from components.evaluation.probe_data import load_labeled
@@ -65,11 +66,11 @@ def scored(tmp_path_factory):
     manifest = instance_format.read_manifest(data)
     folders = {"seed1": train(data, vocab, root / "seed1", seed=1, steps=STEPS), "seed2": train(data, vocab, root / "seed2", seed=2, steps=STEPS),
                "brief": train(data, vocab, root / "brief", seed=1, steps=10)}
-    results = {}
+    results, mask_id = {}, mask_token_id(vocab)
     for name, folder in folders.items():
         forward = models.MaskedPretrainingModel(models.load_model(folder))
-        results[name] = {LENGTH: score_instances(forward, evaluation_batches(data, manifest, "test", 64), torch.device("cpu"))}
-    return folders, results, trivial_baselines(data, manifest, "test")["most_frequent_token_accuracy"]
+        results[name] = {LENGTH: score_instances(forward, evaluation_batches(data, manifest, "test", 64), torch.device("cpu"), mask_id)}
+    return folders, results, trivial_baselines(data, manifest, "test", mask_id)["most_frequent_token_accuracy"]
 
 
 def decision(results, challenger: str, champion: str, policy: PromotionPolicy, *, with_intervals: bool = True):

@@ -13,7 +13,8 @@ from pathlib import Path
 from components.core import storage
 from components.core.errors import BertpipeError
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+MASK_TOKEN = "[MASK]"
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", MASK_TOKEN)
 VOCAB_FILE = "vocab.txt"
 INFO_FILE = "vocab_info.json"
 
@@ -55,3 +56,8 @@ def load_vocab_tokens(vocab_uri: str) -> list[str]:
     tokens = data.decode("utf-8").splitlines()
     check_special_tokens(tokens, vocab_uri)
     return tokens
+
+
+def mask_token_id(vocab_uri: str) -> int:
+    """The id of [MASK] in a vocab folder (4 in a vocab bertpipe trained, 103 in bert-base's)."""
+    return load_vocab_tokens(vocab_uri).index(MASK_TOKEN)

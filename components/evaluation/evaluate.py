@@ -24,7 +24,7 @@ from components.core.model_store import current_champion, model_folder
 from components.core.scoring import evaluation_device, metrics_from, score_instances
 from components.core.settings import as_dict, check
 from components.core.tracking import Tracking, default_tracking_uri, log_metrics, step_run
-from components.core.vocab_files import load_vocab_info
+from components.core.vocab_files import MASK_TOKEN, load_vocab_info
 from components.evaluation import instance_results
 from components.evaluation.report import fill_mask_examples, render_report
 from components.evaluation.settings import EvaluationSettings
@@ -45,6 +45,7 @@ def measure(model_uri: str, data_uris: dict[int, str], settings: EvaluationSetti
         tokens = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
     models.check_vocab_size(model, vocab_info["size"], model_uri)
     forward = models.MaskedPretrainingModel(model).to(device)
+    mask_id = tokens.index(MASK_TOKEN)
     split = settings.split
     results, examples, instances = {}, {}, {}
     for length, data_uri in data_uris.items():
@@ -56,8 +57,8 @@ def measure(model_uri: str, data_uris: dict[int, str], settings: EvaluationSetti
             raise BertpipeError(f"{data_uri} has {length}-token sequences; the model takes at most {model.config.max_position_embeddings}")
         log.info("evaluating %s on the %s split of %s (%s)", model_uri, split, data_uri, device)
         batches = batching.evaluation_batches(data_uri, manifest, split, settings.per_device_eval_batch_size, settings.max_eval_batches or None)
-        instances[length] = score_instances(forward, batches, device)
-        results[length] = {**metrics_from(instances[length]), **trivial_baselines(data_uri, manifest, split)}
+        instances[length] = score_instances(forward, batches, device, mask_id)
+        results[length] = {**metrics_from(instances[length]), **trivial_baselines(data_uri, manifest, split, mask_id)}
         examples[length] = fill_mask_examples(forward, data_uri, manifest, split, tokens, device)
         log.info("length %d: %s", length, ", ".join(f"{k}={v:.4f}" for k, v in results[length].items()))
     return results, examples, instances

@@ -1,7 +1,8 @@
 """Per-instance evaluation results, kept so two models can be compared instance by instance.
 
 For each held-out instance: how many tokens were masked, how many of them the
-model got right (top-1, top-5), the summed masked-LM loss, and whether it got
+model got right (top-1, top-5), how many of them it saw as [MASK] and got right
+(top-1), the summed masked-LM loss, and whether it got
 NSP right and its NSP loss. The aggregate metrics are ratios of sums of these
 columns, so they come out of the same pass; the paired bootstrap
 (components.evaluation.bootstrap) resamples the rows. Stored compactly as one
@@ -22,6 +23,7 @@ from components.evaluation.bootstrap import Interval, paired_bootstrap
 # metric -> (numerator column, units column or None for one unit per sequence, higher is better)
 RATIOS = {
     "mlm_accuracy": ("mlm_hits", "masked", True),
+    "mlm_accuracy_at_mask": ("mask_token_hits", "mask_tokens", True),
     "mlm_top5_accuracy": ("mlm_top5_hits", "masked", True),
     "mlm_loss": ("mlm_loss", "masked", False),
     "nsp_accuracy": ("nsp_hit", None, True),

@@ -9,6 +9,7 @@ from components.core import models
 from components.core.baselines import BASELINE_OF
 from components.core.metric_names import METRIC_NAMES
 from components.core.scoring import autocast_for
+from components.core.vocab_files import MASK_TOKEN
 
 FILL_MASK_EXAMPLES = 5
 EXAMPLE_TOKENS = 48  # shown per example
@@ -29,9 +30,16 @@ def fill_mask_examples(forward, data_uri: str, manifest: dict, split: str, token
     for row in range(batch["input_ids"].shape[0]):
         ids = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()[:EXAMPLE_TOKENS]
         picks = [k for k in (batch["mlm_batch_index"] == row).nonzero().flatten().tolist() if batch["mlm_positions"][k] < EXAMPLE_TOKENS]
-        masked = [{"truth": tokens[batch["mlm_labels"][k]], "predicted": [tokens[g] for g in guesses[k]]} for k in picks]
+        masked = [{"truth": tokens[batch["mlm_labels"][k]], "shown": tokens[batch["input_ids"][row, batch["mlm_positions"][k]]],
+                   "predicted": [tokens[g] for g in guesses[k]]} for k in picks]
         rows.append({"text": detokenize([tokens[i] for i in ids]), "masked": masked})
     return rows
+
+
+def _shown_note(masked: dict) -> str:
+    """What the model saw at a masked position when it was not [MASK]: there it can copy instead of guessing from context."""
+    shown = masked["shown"]
+    return "" if shown == MASK_TOKEN else " (kept)" if shown == masked["truth"] else f" (shown as {shown})"
 
 
 def detokenize(pieces: list[str]) -> str:
@@ -64,9 +72,10 @@ def render_report(model_uri: str, split: str, results: dict[int, dict], examples
         lines += [f"## max_seq_length {length}", "", "| metric | value |", "|---|---|"]
         lines += [f"| {name} | {metrics[name]:.4f} |" for name in METRIC_NAMES]
         lines += [f"| {name} (trivial) | {metrics[name]:.4f} |" for name in BASELINE_OF.values() if name in metrics]
-        lines += ["", f"Fill-mask examples (first {EXAMPLE_TOKENS} tokens; each masked position in order: truth -> top-3 guesses):", ""]
+        lines += ["", f"Fill-mask examples (first {EXAMPLE_TOKENS} tokens; each masked position in order: truth -> top-3 guesses; "
+                      "\"kept\" and \"shown as X\" mark the positions BERT's 80/10/10 rule left visible or replaced, where the model sees no [MASK]):", ""]
         for example in examples.get(length, []):
-            guesses = "; ".join(f"{m['truth']} -> {' / '.join(m['predicted'])}" for m in example["masked"])
+            guesses = "; ".join(f"{m['truth']}{_shown_note(m)} -> {' / '.join(m['predicted'])}" for m in example["masked"])
             lines += [f"- `{example['text']}`", f"  - {guesses}"]
         lines.append("")
     return "\n".join(lines)

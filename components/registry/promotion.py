@@ -5,7 +5,8 @@ if `decide` says so: it must beat the champion's metric (MLM accuracy at 512 by
 default) by more than a margin without losing more than a tolerance on the
 guard metric (NSP accuracy); with no champion, it must reach an absolute floor.
 Either way both must beat their trivial baselines measured on the same test split
-(always guessing the most frequent masked token, the majority NSP class).
+(always guessing the most frequent masked token, the majority NSP class); MLM accuracy
+also at the [MASK] positions alone, where copying the unchanged 10% earns nothing.
 Aliases and tags only (MLflow 3 deprecates stages). Every move records who,
 why, when and what it replaced in tags on the version, so `rollback` can walk
 back and a reader can see the history.
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Mapping
 
-from components.core.baselines import baseline_key
+from components.core.baselines import baseline_key, floor_metrics
 from components.core.errors import BertpipeError
 from components.core.model_store import CHAMPION, alias_version, registry_client
 from components.core.tracking import mlflow_errors
@@ -111,7 +112,7 @@ def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None
     if value < policy.floor - EPSILON:
         return Decision(False, (f"{metric} {value:.4f} is below the floor {policy.floor:.4f}",))
     above_baselines = []
-    for key in (metric, guard) if policy.beat_baselines else ():
+    for key in (*floor_metrics(metric), guard) if policy.beat_baselines else ():
         trivial, measured = _value(challenger, baseline_key(key) or ""), _value(challenger, key)
         if trivial is None or measured is None:
             continue

@@ -35,7 +35,7 @@ from components.training.precision import Precision
 from components.training.throughput import batch_counts, batch_training_flops, peak_flops
 from components.core.progress import Progress
 from components.core.tracking import Tracking, background_step_run, mlflow_errors
-from components.core.vocab_files import load_vocab_info, load_vocab_tokens
+from components.core.vocab_files import load_vocab_info, load_vocab_tokens, mask_token_id
 from components.training.settings import TrainingSettings
 
 log = logging.getLogger(__name__)
@@ -282,12 +282,13 @@ class PhaseRun:
             log.warning("no dev instances in %s; skipping validation", self.data_uri)
             return
         batches = batching.evaluation_batches(self.data_uri, self.manifest, "dev", settings.per_device_eval_batch_size, settings.max_eval_batches)
-        metrics = {f"dev_{k}": v for k, v in pretraining_metrics(self.forward, batches, self.device).items()}
+        metrics = {f"dev_{k}": v for k, v in pretraining_metrics(self.forward, batches, self.device, mask_token_id(self.vocab_uri)).items()}
         self.history.append({"step": self.step, **metrics})
         if self.placement.is_main:
             if self.metrics:
                 self.metrics.log(metrics, step=self.step)
-            log.info("step %d dev: loss=%.4f mlm_accuracy=%.4f nsp_accuracy=%.4f", self.step, metrics["dev_loss"], metrics["dev_mlm_accuracy"], metrics["dev_nsp_accuracy"])
+            log.info("step %d dev: loss=%.4f mlm_accuracy=%.4f (at [MASK] %.4f) nsp_accuracy=%.4f", self.step, metrics["dev_loss"], metrics["dev_mlm_accuracy"],
+                     metrics["dev_mlm_accuracy_at_mask"], metrics["dev_nsp_accuracy"])
 
     def _log_artifacts(self, loss_curve, summary: dict) -> None:
         """The loss curve and summary to the run; an unreachable server is reported, not fatal (the files are in output_uri)."""
