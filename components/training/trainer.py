@@ -7,6 +7,7 @@ rank runs. A rerun with the same output_uri resumes from the newest complete che
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import sys
@@ -276,13 +277,18 @@ class PhaseRun:
         else:
             log.info("step %d/%d: %s", self.step, self.settings.max_steps, text)
 
+    @functools.cached_property
+    def _mask_id(self) -> int:
+        """[MASK]'s id, read from the vocab at the first validation only (the vocab may be on S3)."""
+        return mask_token_id(self.vocab_uri)
+
     def _validate(self) -> None:
         settings = self.settings
         if not self.manifest["splits"].get("dev", {}).get("num_instances"):
             log.warning("no dev instances in %s; skipping validation", self.data_uri)
             return
         batches = batching.evaluation_batches(self.data_uri, self.manifest, "dev", settings.per_device_eval_batch_size, settings.max_eval_batches)
-        metrics = {f"dev_{k}": v for k, v in pretraining_metrics(self.forward, batches, self.device, mask_token_id(self.vocab_uri)).items()}
+        metrics = {f"dev_{k}": v for k, v in pretraining_metrics(self.forward, batches, self.device, self._mask_id).items()}
         self.history.append({"step": self.step, **metrics})
         if self.placement.is_main:
             if self.metrics:
