@@ -62,7 +62,10 @@ def trivial_guesses(data_uri: str, manifest: dict, split: str, mask_id: int, row
     flat = np.asarray(ids.offsets, dtype=np.int64)[:-1][row_of] + np.asarray(pc.list_flatten(positions), dtype=np.int64)
     at_mask = np.asarray(ids.values, dtype=np.int64)[flat] == mask_id
     nsp = np.asarray(table["next_sentence_label"], dtype=np.int64)
-    count = lambda hits: np.bincount(row_of, weights=hits, minlength=table.num_rows).astype(np.int32)  # noqa: E731
+
+    def count(hits: np.ndarray) -> np.ndarray:
+        return np.bincount(row_of, weights=hits, minlength=table.num_rows).astype(np.int32)
+
     return {
         "masked": per_row.astype(np.int32),
         "mlm_hits": count(labels == _most_frequent(labels)),
@@ -74,7 +77,9 @@ def trivial_guesses(data_uri: str, manifest: dict, split: str, mask_id: int, row
 
 def baseline_rates(guesses: dict[str, np.ndarray]) -> dict[str, float]:
     """The BASELINE_OF values: the rates of `trivial_guesses`' columns (NaN where nothing was counted)."""
-    rate = lambda hits, units: float(guesses[hits].sum() / units) if units else float("nan")  # noqa: E731
+    def rate(hits: str, units: int) -> float:
+        return float(guesses[hits].sum() / units) if units else float("nan")
+
     return {
         "most_frequent_token_accuracy": rate("mlm_hits", guesses["masked"].sum()),
         "most_frequent_token_accuracy_at_mask": rate("mask_token_hits", guesses["mask_tokens"].sum()),
