@@ -2,12 +2,14 @@
 
 import json
 import math
+from collections import Counter
 
 import pytest
 import torch
 
 from components.core import models
 from components.core import storage
+from components.core.baselines import baseline_key
 from components.core.errors import BertpipeError
 from components.core.tracking import Tracking
 from components.evaluation.evaluate import EvaluationSettings, evaluate
@@ -104,6 +106,25 @@ def test_accuracy_at_mask_counts_only_the_positions_shown_as_mask():
     assert (metrics["mlm_accuracy"], metrics["mlm_accuracy_at_mask"], metrics["nsp_accuracy"]) == (3 / 5, 1 / 3, 1 / 2)
     no_mask = score_instances(FixedGuesses([10, 7, 5, 12, 13]), [batch], torch.device("cpu"), 15)
     assert math.isnan(metrics_from(no_mask)["mlm_accuracy_at_mask"])  # no [MASK] shown: nothing to measure, not a perfect score
+
+
+def test_baseline_intervals_pair_the_model_with_the_trivial_guesses_on_the_rows_it_scored(setup):
+    root, model_dir, data = setup
+    # Shards of 20 and 15 rows, batches of 8: four batches are 8 + 8 + 4 rows of the first shard and 8 of the second.
+    record = evaluate(model_dir, {64: data[64]}, str(root / "eval-capped"), settings=EvaluationSettings(per_device_eval_batch_size=8, max_eval_batches=4))
+    rows = load_split(data[64], "test").to_pylist()[:28]
+    labels = Counter(token for row in rows for token in row["masked_lm_ids"])
+    nsp = Counter(row["next_sentence_label"] for row in rows)
+    metrics, intervals = record["metrics"], record["baseline_intervals"]
+    assert (metrics["most_frequent_token_accuracy_64"], metrics["majority_nsp_accuracy_64"]) == (max(labels.values()) / sum(labels.values()), max(nsp.values()) / 28)
+    assert sorted(intervals) == ["mlm_accuracy_64", "mlm_accuracy_at_mask_64", "nsp_accuracy_64"]
+    assert {name: (i["instances"], i["units"], i["level"], i["resamples"]) for name, i in intervals.items()} == {
+        "mlm_accuracy_64": (28, sum(labels.values()), 0.95, 1000), "mlm_accuracy_at_mask_64": (28, sum(labels.values()), 0.95, 1000),
+        "nsp_accuracy_64": (28, 28, 0.95, 1000)}  # the factory shows [MASK] at every masked position
+    for name, interval in intervals.items():
+        assert interval["difference"] == pytest.approx(metrics[name] - metrics[baseline_key(name)], abs=1e-12), name
+        assert interval["low"] <= interval["difference"] <= interval["high"]
+    assert json.loads((root / "eval-capped" / "metrics.json").read_text())["baseline_intervals"] == intervals
 
 
 def test_batch_size_does_not_change_metrics(setup):

@@ -63,13 +63,14 @@ def test_the_run_shows_a_short_line_per_task_and_keeps_every_log(two_runs):
     assert "Got executor_input" in (logs / "train-phase-128.log").read_text()
 
 
-def test_the_first_version_is_champion_only_if_it_beats_the_trivial_baselines(two_runs):
+def test_the_first_version_is_champion_only_if_it_clearly_beats_the_trivial_baselines(two_runs):
     arguments, first, _, _ = two_runs
-    metrics = first["metrics"]
-    beats = all(metrics[f"{name}_512"] > metrics[f"{trivial}_512"] for name, trivial in BASELINE_OF.items())
+    intervals = json.loads(Path(first["evaluation_uri"], "metrics.json").read_text())["baseline_intervals"]
+    beats = all(intervals[f"{name}_512"]["low"] > 0 for name in BASELINE_OF)
     tags = mlflow.MlflowClient(arguments["tracking_uri"]).get_model_version("pipeline-test", "1").tags
     assert tags["bertpipe.promotion.decision"] == ("promoted" if beats else "kept")
-    assert "trivial baseline" in tags["bertpipe.promotion.reasons"]
+    assert "vs trivial" in tags["bertpipe.promotion.reasons"] and "% interval [" in tags["bertpipe.promotion.reasons"]
+    assert tags["bertpipe.baseline_interval.mlm_accuracy_at_mask_512"].startswith(f"{intervals['mlm_accuracy_at_mask_512']['difference']:+.6f} [")
     assert tags["bertpipe.promotion.decided_by"].startswith("pipeline run ")
 
 

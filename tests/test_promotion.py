@@ -124,6 +124,16 @@ def test_first_version_below_the_floor_stays_challenger_only(registry):
     assert "below the floor" in client.get_model_version(NAME, "1").tags["bertpipe.promotion.reasons"]
 
 
+def test_a_first_version_inside_the_noise_of_its_trivial_baseline_stays_challenger(registry):
+    uri, client, add_version = registry
+    challenger = {**metrics(0.30), "most_frequent_token_accuracy_512": 0.29}
+    noisy = {MLM: {"difference": 0.01, "low": -0.004, "high": 0.024, "level": 0.95, "instances": 100, "units": 1500, "resamples": 1000, "seed": 0}}
+    result = promote_if_better(NAME, add_version(0.30), tracking_uri=uri, challenger_metrics=challenger, baseline_intervals=noisy)
+    reason = "mlm_accuracy_512 0.3000 vs trivial 0.2900 (+0.0100, 95% interval [-0.0040, +0.0240]): not clearly above"
+    assert (result["decision"], result["reasons"]) == ("kept", [reason])
+    assert alias_version(client, NAME, CHAMPION) is None and client.get_model_version(NAME, "1").tags["bertpipe.promotion.reasons"] == reason
+
+
 def test_better_challenger_replaces_the_champion_measured_in_the_same_step(registry):
     uri, client, add_version = registry
     promote_if_better(NAME, add_version(0.30), tracking_uri=uri)

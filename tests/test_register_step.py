@@ -82,7 +82,11 @@ def test_first_registration_is_champion_with_tags_from_manifests_and_training_su
     for length in (64, 128):
         assert tags[f"bertpipe.data_{length}_manifest_sha256"] == manifest_sha256(trained["data"][length])
     assert float(tags["metric.mlm_accuracy_128"]) == evaluation["metrics"]["mlm_accuracy_128"]
+    nsp = evaluation["baseline_intervals"]["nsp_accuracy_128"]
+    assert tags["bertpipe.baseline_interval.nsp_accuracy_128"] == (f"{nsp['difference']:+.6f} [{nsp['low']:+.6f}, {nsp['high']:+.6f}] level 0.95 "
+                                                                   f"instances 12 units 12")
     report = (trained["run"] / "report.md").read_text()
+    assert "New model minus trivial baseline on the same instances" in report and "| nsp_accuracy_128 |" in report
     assert result["report_uri"] == str(trained["run"] / "report.md")
     assert "became **champion**" in report and "![phase 64](phase-64/plots/loss_curve.png)" in report and "## max_seq_length 128" in report
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from components.evaluation.evaluate import render_report
+from components.registry.model_card import evaluation_interval_lines
 from components.registry.run_report import write_run_report
 from components.registry.step import training_phases
 from components.training.loss_curve import plot_loss_curve
@@ -19,7 +20,7 @@ METRICS = {
        (("mlm_accuracy", 0.15), ("mlm_accuracy_at_mask", 0.12), ("most_frequent_token_accuracy_at_mask", 0.06), ("nsp_accuracy", 0.7), ("mlm_top5_accuracy", 0.3), ("perplexity", 210.5), ("mlm_loss", 5.35),
         ("nsp_loss", 0.55), ("loss", 5.9), ("most_frequent_token_accuracy", 0.08), ("majority_nsp_accuracy", 0.5))},
 }
-REGISTERED = {"model_uri": "models:/demo/1", "promotion": {"decision": "promoted", "reasons": ["no champion yet", "mlm_accuracy_512 0.1500 beats the trivial baseline 0.0800"],
+REGISTERED = {"model_uri": "models:/demo/1", "promotion": {"decision": "promoted", "reasons": ["no champion yet", "mlm_accuracy_512 0.1500 vs trivial 0.0800 (+0.0700, no interval): above"],
                                                              "champion_before": None, "champion_after": "1", "dry_run": False}}
 
 
@@ -62,10 +63,26 @@ def test_report_opens_with_the_summary_table(run_folder):
     assert lines[6] == "| phase 128 | 900 steps, batch 32, 181 s, final loss 4.500 |"
     assert lines[9] == ("| test at 512 | mlm_accuracy_at_mask 0.1200 (trivial 0.0600), mlm_accuracy 0.1500 (trivial 0.0800), nsp_accuracy 0.7000 (trivial 0.5000), "
                         "mlm_top5_accuracy 0.3000, perplexity 210.5 |")
-    assert lines[10] == "| promotion | **promoted**: no champion yet; mlm_accuracy_512 0.1500 beats the trivial baseline 0.0800 |"
+    assert lines[10] == "| promotion | **promoted**: no champion yet; mlm_accuracy_512 0.1500 vs trivial 0.0800 (+0.0700, no interval): above |"
     text = "\n".join(lines)
     assert text.index("## Loss curves") < text.index("Fill-mask examples")
     assert "  - loves -> loves / and / is; queen (kept) -> queen / king / ," in lines
+
+
+def test_the_intervals_against_the_champion_then_the_trivial_baselines_are_listed():
+    def interval(difference, low, high):
+        return {"difference": difference, "low": low, "high": high, "level": 0.95, "instances": 113, "units": 2000, "resamples": 1000, "seed": 0}
+
+    evaluation = {"intervals": {"mlm_accuracy_512": interval(0.004, -0.001, 0.009)}, "baseline_intervals": {"mlm_accuracy_at_mask_512": interval(0.0018, -0.004, 0.0075)}}
+    assert evaluation_interval_lines(evaluation) == [
+        "New model minus champion on the same instances, paired bootstrap over instances (1000 resamples, seed 0):", "",
+        "| metric | difference | interval | level | instances | units |", "|---|---|---|---|---|---|",
+        "| mlm_accuracy_512 | +0.0040 | [-0.0010, +0.0090] | 95% | 113 | 2000 |", "",
+        "New model minus trivial baseline on the same instances, paired bootstrap over instances (1000 resamples, seed 0):", "",
+        "| metric | difference | interval | level | instances | units |", "|---|---|---|---|---|---|",
+        "| mlm_accuracy_at_mask_512 | +0.0018 | [-0.0040, +0.0075] | 95% | 113 | 2000 |", "",
+    ]
+    assert evaluation_interval_lines({"metrics": METRICS, "intervals": {}}) == []  # a first version of an older metrics.json: neither
 
 
 def find_chromium() -> str | None:

@@ -13,7 +13,7 @@ from transformers import BertConfig, BertForPreTraining
 
 from components.core import instances as instance_format
 from components.core import models, storage
-from components.core.baselines import trivial_baselines
+from components.core.baselines import baseline_rates, trivial_guesses
 from components.core.batches import evaluation_batches
 from components.training.stream import TrainingStream
 from components.core.scoring import metrics_from, score_instances
@@ -70,7 +70,7 @@ def scored(tmp_path_factory):
     for name, folder in folders.items():
         forward = models.MaskedPretrainingModel(models.load_model(folder))
         results[name] = {LENGTH: score_instances(forward, evaluation_batches(data, manifest, "test", 64), torch.device("cpu"), mask_id)}
-    return folders, results, trivial_baselines(data, manifest, "test", mask_id)["most_frequent_token_accuracy"]
+    return folders, results, baseline_rates(trivial_guesses(data, manifest, "test", mask_id))["most_frequent_token_accuracy"]
 
 
 def decision(results, challenger: str, champion: str, policy: PromotionPolicy, *, with_intervals: bool = True):

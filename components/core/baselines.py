@@ -12,7 +12,8 @@
 A tiny model trained briefly sits at the most frequent token at [MASK] (the
 "frequent-token plateau": it predicts "the", "," or "." everywhere) before it learns
 anything else. Evaluation reports them beside each metric (keys like
-"most_frequent_token_accuracy_512"); promotion requires a model to beat them.
+"most_frequent_token_accuracy_512") with a paired bootstrap interval of model minus
+trivial guess per instance; promotion requires a model to beat them clearly.
 """
 
 from __future__ import annotations
@@ -42,22 +43,45 @@ def floor_metrics(metric: str) -> tuple[str, ...]:
     return (metric, f"mlm_accuracy_at_mask_{length}") if name == "mlm_accuracy" else (metric,)
 
 
-def _most_frequent_rate(tokens: np.ndarray) -> float:
-    return float(np.bincount(tokens).max() / len(tokens)) if len(tokens) else float("nan")
+def _most_frequent(tokens: np.ndarray) -> int:
+    return int(np.bincount(tokens).argmax()) if len(tokens) else -1
 
 
-def trivial_baselines(data_uri: str, manifest: dict, split: str, mask_id: int) -> dict[str, float]:
-    """The BASELINE_OF values on `split` of a data folder (`mask_id`: the vocab's [MASK])."""
+def trivial_guesses(data_uri: str, manifest: dict, split: str, mask_id: int, rows: int | None = None) -> dict[str, np.ndarray]:
+    """Per instance of `split` (stored order, the first `rows` when given: the rows evaluation scored), what the trivial
+    guesses score, in scoring.INSTANCE_COLUMNS' names so the paired bootstrap can pair them with a model's rows:
+    masked, mlm_hits (the most frequent masked token), mask_tokens, mask_token_hits (the most frequent token among
+    those shown as [MASK]) and nsp_hit (the majority class). The guesses are fitted on those same rows."""
     table = load_split(data_uri, split, manifest)
+    table = table.slice(0, rows) if rows is not None else table
+    ids, positions = table["input_ids"].combine_chunks(), table["masked_lm_positions"].combine_chunks()
+    per_row = np.asarray(pc.list_value_length(positions), dtype=np.int64)
+    row_of = np.repeat(np.arange(table.num_rows), per_row)
     labels = np.asarray(pc.list_flatten(table["masked_lm_ids"]), dtype=np.int64)
-    # Where each masked position sits in the flat input_ids: its row's start plus its position.
-    row_starts = np.cumsum(np.concatenate([[0], np.asarray(pc.list_value_length(table["input_ids"]), dtype=np.int64)[:-1]]))
-    positions = np.asarray(pc.list_flatten(table["masked_lm_positions"]), dtype=np.int64)
-    per_row = np.asarray(pc.list_value_length(table["masked_lm_positions"]), dtype=np.int64)
-    shown = np.asarray(pc.list_flatten(table["input_ids"]), dtype=np.int64)[np.repeat(row_starts, per_row) + positions]
-    positives = pc.sum(table["next_sentence_label"]).as_py() or 0
+    # Where each masked position sits in the list column's values: its row's offset plus its position.
+    flat = np.asarray(ids.offsets, dtype=np.int64)[:-1][row_of] + np.asarray(pc.list_flatten(positions), dtype=np.int64)
+    at_mask = np.asarray(ids.values, dtype=np.int64)[flat] == mask_id
+    nsp = np.asarray(table["next_sentence_label"], dtype=np.int64)
+
+    def count(hits: np.ndarray) -> np.ndarray:
+        return np.bincount(row_of, weights=hits, minlength=table.num_rows).astype(np.int32)
+
     return {
-        "most_frequent_token_accuracy": _most_frequent_rate(labels),
-        "most_frequent_token_accuracy_at_mask": _most_frequent_rate(labels[shown == mask_id]),
-        "majority_nsp_accuracy": max(positives, table.num_rows - positives) / table.num_rows,
+        "masked": per_row.astype(np.int32),
+        "mlm_hits": count(labels == _most_frequent(labels)),
+        "mask_tokens": count(at_mask),
+        "mask_token_hits": count(at_mask & (labels == _most_frequent(labels[at_mask]))),
+        "nsp_hit": (nsp == int(2 * nsp.sum() > len(nsp))).astype(np.int32),
+    }
+
+
+def baseline_rates(guesses: dict[str, np.ndarray]) -> dict[str, float]:
+    """The BASELINE_OF values: the rates of `trivial_guesses`' columns (NaN where nothing was counted)."""
+    def rate(hits: str, units: int) -> float:
+        return float(guesses[hits].sum() / units) if units else float("nan")
+
+    return {
+        "most_frequent_token_accuracy": rate("mlm_hits", guesses["masked"].sum()),
+        "most_frequent_token_accuracy_at_mask": rate("mask_token_hits", guesses["mask_tokens"].sum()),
+        "majority_nsp_accuracy": rate("nsp_hit", len(guesses["nsp_hit"])),
     }

@@ -6,6 +6,8 @@ also evaluates that model's current champion on the very same instances:
 registered metrics of an older champion were measured on an older test split, and
 only numbers from the same instances (fixed masks, same documents) can decide a
 promotion by a small margin. metrics.json holds both; the register step reads it.
+Beside each trivial baseline (components.core.baselines) it holds a paired bootstrap
+interval of model minus trivial guess on the same rows: a floor must not pass on noise.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from components.core import batches as batching
 from components.core import instances as instance_format
 from components.core import models
 from components.core import storage
-from components.core.baselines import trivial_baselines
+from components.core.baselines import BASELINE_OF, baseline_rates, trivial_guesses
 from components.core.errors import BertpipeError
 from components.core.metric_names import EVALUATION_METRICS_FILE, EVALUATION_REPORT_FILE, HIGHER_IS_BETTER
 from components.core.model_store import current_champion, model_folder
@@ -34,8 +36,9 @@ log = logging.getLogger(__name__)
 STEP_NAME = "evaluate"
 
 
-def measure(model_uri: str, data_uris: dict[int, str], settings: EvaluationSettings, tracking_uri: str) -> tuple[dict, dict, dict]:
-    """(metrics, fill-mask examples, per-instance results; each per length) of one model on `settings.split` of each data folder."""
+def measure(model_uri: str, data_uris: dict[int, str], settings: EvaluationSettings, tracking_uri: str) -> tuple[dict, dict, dict, dict]:
+    """(metrics, fill-mask examples, per-instance results, per-instance trivial guesses on the same rows; each per length)
+    of one model on `settings.split` of each data folder."""
     device = evaluation_device()
     with model_folder(model_uri, tracking_uri) as folder:
         if not (folder / "vocab_info.json").is_file():
@@ -47,7 +50,7 @@ def measure(model_uri: str, data_uris: dict[int, str], settings: EvaluationSetti
     forward = models.MaskedPretrainingModel(model).to(device)
     mask_id = tokens.index(MASK_TOKEN)
     split = settings.split
-    results, examples, instances = {}, {}, {}
+    results, examples, instances, trivial = {}, {}, {}, {}
     for length, data_uri in data_uris.items():
         manifest = instance_format.read_manifest(data_uri)
         instance_format.check_compatible(manifest, data_uri, max_seq_length=length, vocab_sha256=vocab_info["sha256"])
@@ -58,10 +61,11 @@ def measure(model_uri: str, data_uris: dict[int, str], settings: EvaluationSetti
         log.info("evaluating %s on the %s split of %s (%s)", model_uri, split, data_uri, device)
         batches = batching.evaluation_batches(data_uri, manifest, split, settings.per_device_eval_batch_size, settings.max_eval_batches or None)
         instances[length] = score_instances(forward, batches, device, mask_id)
-        results[length] = {**metrics_from(instances[length]), **trivial_baselines(data_uri, manifest, split, mask_id)}
+        trivial[length] = trivial_guesses(data_uri, manifest, split, mask_id, rows=len(instances[length]["nsp_hit"]))
+        results[length] = {**metrics_from(instances[length]), **baseline_rates(trivial[length])}
         examples[length] = fill_mask_examples(forward, data_uri, manifest, split, tokens, device)
         log.info("length %d: %s", length, ", ".join(f"{k}={v:.4f}" for k, v in results[length].items()))
-    return results, examples, instances
+    return results, examples, instances, trivial
 
 
 def flatten(results: dict[int, dict]) -> dict[str, float]:
@@ -84,7 +88,7 @@ def evaluate_champion(registered_model_name: str, data_uris: dict[int, str], set
     champion["version"] = version
     log.info("evaluating champion %s version %s on the same data", registered_model_name, version)
     try:
-        results, _, instances = measure(f"models:/{registered_model_name}/{version}", data_uris, settings, tracking_uri)
+        results, _, instances, _ = measure(f"models:/{registered_model_name}/{version}", data_uris, settings, tracking_uri)
         champion["metrics"] = flatten(results)
         return champion, instances
     except BertpipeError as error:
@@ -93,17 +97,28 @@ def evaluate_champion(registered_model_name: str, data_uris: dict[int, str], set
     return champion, None
 
 
-def compare_with_champion(instances: dict, champion_instances: dict, settings: EvaluationSettings) -> dict:
-    """Paired bootstrap intervals of new model minus champion, per higher-is-better metric and length."""
+def _paired_intervals(instances: dict, other: dict, metrics, settings: EvaluationSettings, against: str) -> dict:
+    """Paired bootstrap intervals of new model minus `other` (per-instance columns per length) per metric and length;
+    a metric counted over no units (no [MASK] positions, say) has none."""
     intervals = {
-        f"{metric}_{length}": instance_results.compare(instances[length], champion_instances[length], metric, level=settings.confidence_level,
+        f"{metric}_{length}": instance_results.compare(instances[length], other[length], metric, level=settings.confidence_level,
                                                        resamples=settings.bootstrap_resamples, seed=settings.bootstrap_seed).as_dict()
-        for length in instances for metric in HIGHER_IS_BETTER
+        for length in instances for metric in metrics if instance_results.has_units(instances[length], metric)
     }
     for name, interval in intervals.items():
-        log.info("%s, new model minus champion: %+.4f [%+.4f, %+.4f] at %.0f%% (%d instances)", name, interval["difference"], interval["low"],
+        log.info("%s, new model minus %s: %+.4f [%+.4f, %+.4f] at %.0f%% (%d instances)", name, against, interval["difference"], interval["low"],
                  interval["high"], 100 * interval["level"], interval["instances"])
     return intervals
+
+
+def compare_with_champion(instances: dict, champion_instances: dict, settings: EvaluationSettings) -> dict:
+    """Paired bootstrap intervals of new model minus champion, per higher-is-better metric and length."""
+    return _paired_intervals(instances, champion_instances, HIGHER_IS_BETTER, settings, "champion")
+
+
+def compare_with_baselines(instances: dict, trivial: dict, settings: EvaluationSettings) -> dict:
+    """Paired bootstrap intervals of new model minus its trivial baseline, per metric that has one (BASELINE_OF) and length."""
+    return _paired_intervals(instances, trivial, BASELINE_OF, settings, "trivial baseline")
 
 
 def evaluate(
@@ -121,7 +136,8 @@ def evaluate(
     Writes metrics.json and report.md to output_uri and returns what metrics.json
     holds: {"model_uri", "split", "data": {"128": {"uri", "manifest_sha256"}, ...},
     "metrics": {"mlm_accuracy_128": ...}, "champion": None or
-    {"registered_model_name", "version", "metrics", "note"}}.
+    {"registered_model_name", "version", "metrics", "note"}, "intervals": {metric: new minus champion},
+    "baseline_intervals": {metric: new minus trivial baseline}} (intervals as bootstrap.Interval.as_dict).
     """
     check(settings, STEP_NAME)
     storage.check_output(output_uri)
@@ -130,7 +146,7 @@ def evaluate(
     params = {"model_uri": model_uri, "registered_model_name": registered_model_name, **as_dict(settings)}
     params.update({f"data_uri_{length}": uri for length, uri in data_uris.items()})
     with step_run(tracking, STEP_NAME, params) if tracking else contextlib.nullcontext():
-        results, examples, instances = measure(model_uri, data_uris, settings, tracking_uri)
+        results, examples, instances, trivial = measure(model_uri, data_uris, settings, tracking_uri)
         flat = flatten(results)
         champion, champion_instances = evaluate_champion(registered_model_name, data_uris, settings, tracking_uri) if registered_model_name else (None, None)
         # Which data the numbers are from: the register step checks it was given the same.
@@ -141,7 +157,8 @@ def evaluate(
             if champion_instances:
                 instance_results.save(storage.join(output_uri, "champion", instance_results.results_file(length)), champion_instances[length], test_data)
         intervals = compare_with_champion(instances, champion_instances, settings) if champion_instances else {}
-        record = {"model_uri": model_uri, "split": settings.split, "data": data, "metrics": flat, "champion": champion, "intervals": intervals}
+        record = {"model_uri": model_uri, "split": settings.split, "data": data, "metrics": flat, "champion": champion, "intervals": intervals,
+                  "baseline_intervals": compare_with_baselines(instances, trivial, settings)}
         report = render_report(model_uri, settings.split, results, examples, flat, champion)
         storage.write_json(storage.join(output_uri, EVALUATION_METRICS_FILE), record)
         storage.write_text(storage.join(output_uri, EVALUATION_REPORT_FILE), report)

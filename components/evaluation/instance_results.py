@@ -48,6 +48,12 @@ def load(uri: str) -> tuple[dict[str, np.ndarray], str]:
         return {name: stored[name] for name in INSTANCE_COLUMNS}, str(stored["test_data"])
 
 
+def has_units(results: dict[str, np.ndarray], metric: str) -> bool:
+    """Whether `metric` (an entry of RATIOS) counts anything in `results` (mlm_accuracy_at_mask counts nothing without [MASK] positions)."""
+    units = RATIOS[metric][1]
+    return bool(len(results["nsp_hit"]) if units is None else results[units].sum())
+
+
 def compare(challenger: dict[str, np.ndarray], champion: dict[str, np.ndarray], metric: str, *, level: float = 0.95,
             resamples: int = 1000, seed: int = 0) -> Interval:
     """Paired bootstrap interval of challenger - champion on `metric` (an entry of RATIOS), signed so that

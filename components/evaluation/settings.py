@@ -14,7 +14,7 @@ class EvaluationSettings:
     split: str = setting("test", "held-out split to evaluate on", choices=("dev", "test"))
     per_device_eval_batch_size: int = setting(64, "sequences per evaluation batch", minimum=1)
     max_eval_batches: int = setting(0, "cap on evaluation batches per length, for quick checks (0: the whole split)", minimum=0)
-    confidence_level: float = setting(0.95, "level of the paired bootstrap interval of new model minus champion", above=0.0, below=1.0)
+    confidence_level: float = setting(0.95, "level of the paired bootstrap intervals of new model minus champion and minus each trivial baseline", above=0.0, below=1.0)
     bootstrap_resamples: int = setting(1000, "resamples of the paired bootstrap (of instances, not tokens)", minimum=100)
     bootstrap_seed: int = setting(0, "seed of the paired bootstrap")
 

@@ -13,16 +13,21 @@ MODEL_CARD_FILE = "model_card.md"
 MAX_DESCRIPTION = 5000
 
 
-def interval_lines(intervals: dict) -> list[str]:
-    """New model minus champion per metric, with the paired bootstrap interval."""
+def interval_lines(intervals: dict, against: str = "champion") -> list[str]:
+    """New model minus `against` (the champion, or the trivial baseline) per metric, with the paired bootstrap interval."""
     if not intervals:
         return []
     first = next(iter(intervals.values()))
-    lines = [f"New model minus champion on the same instances, paired bootstrap over instances ({first['resamples']} resamples, seed {first['seed']}):", "",
+    lines = [f"New model minus {against} on the same instances, paired bootstrap over instances ({first['resamples']} resamples, seed {first['seed']}):", "",
              "| metric | difference | interval | level | instances | units |", "|---|---|---|---|---|---|"]
     lines += [f"| {name} | {i['difference']:+.4f} | [{i['low']:+.4f}, {i['high']:+.4f}] | {i['level']:.0%} | {i['instances']} | {i['units']} |"
               for name, i in sorted(intervals.items())]
     return lines + [""]
+
+
+def evaluation_interval_lines(evaluation: dict) -> list[str]:
+    """The evaluation's intervals against the champion, then against the trivial baselines (older metrics.json have neither)."""
+    return interval_lines(evaluation.get("intervals") or {}) + interval_lines(evaluation.get("baseline_intervals") or {}, "trivial baseline")
 
 
 def probe_lines(probe: dict | None) -> list[str]:
@@ -55,7 +60,7 @@ def render_model_card(registered: dict, evaluation: dict, probe: dict | None, ph
     lengths = sorted({int(key.rsplit("_", 1)[1]) for key in evaluation["metrics"]})
     lines += [f"| {length} | " + " | ".join(f"{evaluation['metrics'].get(f'{name}_{length}', float('nan')):.4f}" for name in METRIC_NAMES) + " |"
               for length in lengths]
-    lines += [""] + interval_lines(evaluation.get("intervals") or {}) + ["## Downstream probe", ""] + probe_lines(probe)
+    lines += [""] + evaluation_interval_lines(evaluation) + ["## Downstream probe", ""] + probe_lines(probe)
     lines += ["## Promotion", "", f"Decision: **{promotion['decision']}**" + (" (dry run)" if promotion.get("dry_run") else ""), ""]
     lines += [f"- {reason}" for reason in promotion["reasons"]]
     lines += ["", "## Lineage", "", f"- source model: `{evaluation['model_uri']}`", f"- pipeline run: {pipeline_run or 'none (run by hand)'}",

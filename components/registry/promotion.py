@@ -7,6 +7,8 @@ guard metric (NSP accuracy); with no champion, it must reach an absolute floor.
 Either way both must beat their trivial baselines measured on the same test split
 (always guessing the most frequent masked token, the majority NSP class); MLM accuracy
 also at the [MASK] positions alone, where copying the unchanged 10% earns nothing.
+"Beat" means clearly: the lower bound of the paired bootstrap interval of model minus
+trivial guess (from the evaluate step) above 0; without one, the point values decide.
 Aliases and tags only (MLflow 3 deprecates stages). Every move records who,
 why, when and what it replaced in tags on the version, so `rollback` can walk
 back and a reader can see the history.
@@ -79,6 +81,17 @@ def _beats(metric: str, value: float, best: float, margin: float, interval: Mapp
                    f"{'above' if beats else 'not above'} the margin {margin:.4f})")
 
 
+def _above_baseline(metric: str, value: float, trivial: float, interval: Mapping | None) -> tuple[bool, str]:
+    """Whether `metric` beats its trivial baseline: its interval's lower bound above 0 when there is one, else the point value."""
+    gain = value - trivial
+    if interval is None:
+        beats = gain > EPSILON
+        return beats, f"{metric} {value:.4f} vs trivial {trivial:.4f} ({gain:+.4f}, no interval): {'above' if beats else 'not above'}"
+    beats = interval["low"] > EPSILON
+    return beats, (f"{metric} {value:.4f} vs trivial {trivial:.4f} ({gain:+.4f}, {interval['level']:.0%} interval [{interval['low']:+.4f}, "
+                   f"{interval['high']:+.4f}]): {'clearly above' if beats else 'not clearly above'}")
+
+
 def _within(name: str, value: float, best: float, tolerance: float, interval: Mapping | None) -> tuple[bool, str]:
     """Whether a drop stays within the tolerance: the interval's lower bound must not fall below -tolerance."""
     change = value - best
@@ -97,15 +110,18 @@ def _probe_check(probe: Mapping | None, tolerance: float) -> tuple[bool, str]:
 
 
 def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None, policy: PromotionPolicy = PromotionPolicy(),
-           intervals: Mapping[str, Mapping] | None = None, probe: Mapping | None = None) -> Decision:
+           intervals: Mapping[str, Mapping] | None = None, probe: Mapping | None = None,
+           baseline_intervals: Mapping[str, Mapping] | None = None) -> Decision:
     """Whether `challenger` should replace `champion` (None: there is none), with every reason. Pure: metrics in, decision out.
 
     `intervals` (metric -> paired bootstrap interval of challenger minus champion, from the evaluate step) make the
     rule statistical: the lower bound must clear the margin, and must not fall below minus the tolerance for the
     guard metric. Without an interval the point difference decides, and the reason says so. `probe` is the
-    probe step's result; it decides only when policy.probe_tolerance is set.
+    probe step's result; it decides only when policy.probe_tolerance is set. `baseline_intervals` (metric -> paired
+    bootstrap interval of challenger minus its trivial baseline) do the same for the baselines: a metric beats its
+    baseline only if the lower bound is above 0; without one, only if the point value is above it.
     """
-    metric, guard, intervals = policy.metric, policy.guard_metric, intervals or {}
+    metric, guard, intervals, baseline_intervals = policy.metric, policy.guard_metric, intervals or {}, baseline_intervals or {}
     value = _value(challenger, metric)
     if value is None:
         return Decision(False, (f"challenger has no {metric}",))
@@ -116,9 +132,10 @@ def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None
         trivial, measured = _value(challenger, baseline_key(key) or ""), _value(challenger, key)
         if trivial is None or measured is None:
             continue
-        if measured <= trivial + EPSILON:
-            return Decision(False, (f"{key} {measured:.4f} does not beat the trivial baseline {baseline_key(key)} {trivial:.4f}",))
-        above_baselines.append(f"{key} {measured:.4f} beats the trivial baseline {trivial:.4f}")
+        above, reason = _above_baseline(key, measured, trivial, baseline_intervals.get(key))
+        if not above:
+            return Decision(False, (reason,))
+        above_baselines.append(reason)
     if champion is None:
         first = (f"no champion yet and {metric} {value:.4f} reaches the floor {policy.floor:.4f}", *above_baselines)
         if policy.probe_tolerance is None:
@@ -216,6 +233,7 @@ def promote_if_better(
     pipeline_run: str = "",
     intervals: Mapping[str, Mapping] | None = None,
     probe: Mapping | None = None,
+    baseline_intervals: Mapping[str, Mapping] | None = None,
 ) -> dict:
     """Make `version` the challenger and decide whether it becomes champion; apply that unless dry_run.
 
@@ -223,7 +241,8 @@ def promote_if_better(
     (`champion_version` + `champion_metrics`, e.g. from evaluating
     `model_store.download_model("models:/NAME@champion")`); without them the
     champion's registration metrics (its metric.* tags) are used, and the
-    reasons say so. `challenger_metrics` defaults to the version's own tags.
+    reasons say so. `challenger_metrics` defaults to the version's own tags;
+    `baseline_intervals` (challenger minus trivial baselines) come from the same evaluation.
     Returns {"name", "version", "decision": "promoted" | "kept" | "conflict",
     "promoted", "reasons", "champion_before", "champion_after", "dry_run"}.
     """
@@ -247,7 +266,7 @@ def promote_if_better(
             label, decision = "conflict", Decision(False)
             reasons = [f"champion is {current or 'none'}, but the champion metrics given are for {champion_version or 'an unnamed version'}; evaluate the current champion"]
         else:
-            decision = decide(challenger, champion_metrics, policy, intervals if re_evaluated else None, probe)
+            decision = decide(challenger, champion_metrics, policy, intervals if re_evaluated else None, probe, baseline_intervals)
             reasons += decision.reasons
             label = "promoted" if decision.promote else "kept"
         result = {

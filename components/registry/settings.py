@@ -20,7 +20,7 @@ class PromotionPolicy:
     guard_metric: str = "nsp_accuracy_512"
     guard_tolerance: float = 0.01  # the guard metric may drop by at most this
     floor: float = 0.0  # the metric must reach at least this, champion or not
-    beat_baselines: bool = True  # metric (and its core.baselines.floor_metrics) and guard must beat their trivial baselines, when measured
+    beat_baselines: bool = True  # metric (and its core.baselines.floor_metrics) and guard must beat their trivial baselines (clearly, given intervals), when measured
     probe_tolerance: float | None = None  # the probe's accuracy may drop by at most this (None: the probe does not decide)
 
 
@@ -38,7 +38,8 @@ class PromotionSettings:
                                       "it guards against seed-to-seed noise, which the test-set interval does not cover", minimum=0.0, maximum=1.0)
     nsp_tolerance: float = setting(0.01, "how much NSP accuracy at 512 may drop at most on promotion", minimum=0.0, maximum=1.0)
     promotion_floor: float = setting(0.0, "the metric's minimum for any champion, the first one included", minimum=0.0, maximum=1.0)
-    promotion_over_baseline: bool = setting(True, "the metric and NSP accuracy must also beat their trivial baselines (most frequent token, majority NSP label); "
+    promotion_over_baseline: bool = setting(True, "the metric and NSP accuracy must also beat their trivial baselines (most frequent token, majority NSP label), "
+                                           "by an interval above 0 where evaluation measured one; "
                                            "MLM accuracy also at the [MASK] positions alone, where copying the input scores nothing")
     promotion_dry_run: bool = setting(False, "decide and report, but move no alias")
     require_probe: bool = setting(False, "the downstream probe's accuracy must not drop by more than --probe-tolerance either")

@@ -18,7 +18,7 @@ from components.core.errors import BertpipeError
 from components.core.metric_names import EVALUATION_METRICS_FILE, PROBE_FILE
 from components.core.settings import check
 from components.core.tracking import Tracking, close_pipeline_run
-from components.registry.model_card import MODEL_CARD_FILE, description, interval_lines, probe_lines, render_model_card
+from components.registry.model_card import MODEL_CARD_FILE, description, evaluation_interval_lines, probe_lines, render_model_card
 from components.registry.promotion import pipeline_actor, promote_if_better
 from components.registry.register import register_model
 from components.registry.run_report import write_run_report
@@ -62,10 +62,11 @@ def traceability_tags(data: dict[int, str], phases: list[dict]) -> dict[str, str
     return tags
 
 
-def comparison_tags(intervals: dict, probe: dict | None) -> dict[str, str]:
-    """The intervals and probe scores as version tags: `bertpipe.interval.<metric>` = "diff [low, high] level instances units"."""
-    tags = {f"bertpipe.interval.{name}": f"{i['difference']:+.6f} [{i['low']:+.6f}, {i['high']:+.6f}] level {i['level']} instances {i['instances']} units {i['units']}"
-            for name, i in intervals.items()}
+def comparison_tags(evaluation: dict, probe: dict | None) -> dict[str, str]:
+    """The intervals and probe scores as version tags: `bertpipe.interval.<metric>` (new minus champion) and
+    `bertpipe.baseline_interval.<metric>` (new minus trivial baseline) = "diff [low, high] level instances units"."""
+    tags = {f"bertpipe.{kind}.{name}": f"{i['difference']:+.6f} [{i['low']:+.6f}, {i['high']:+.6f}] level {i['level']} instances {i['instances']} units {i['units']}"
+            for kind, key in (("interval", "intervals"), ("baseline_interval", "baseline_intervals")) for name, i in (evaluation.get(key) or {}).items()}
     if probe and probe.get("challenger"):
         tags.update({"bertpipe.probe.dataset": probe["dataset"], "bertpipe.probe.accuracy": repr(probe["challenger"]["accuracy"]),
                      "bertpipe.probe.macro_f1": repr(probe["challenger"]["macro_f1"])})
@@ -131,17 +132,17 @@ def register_and_promote(
     phases = training_phases(model_uri)
     champion = evaluation.get("champion") or {}
     probe = storage.read_json(storage.join(probe_uri, PROBE_FILE)) if probe_uri else None
-    tags = {**traceability_tags(data, phases), **comparison_tags(evaluation.get("intervals") or {}, probe)}
+    tags = {**traceability_tags(data, phases), **comparison_tags(evaluation, probe)}
     registered = register_model(model_uri, registered_model_name, tracking=tracking, tags=tags, metrics=evaluation["metrics"])
     decision = promote_if_better(
         registered_model_name, registered["version"], tracking_uri=tracking.tracking_uri, challenger_metrics=evaluation["metrics"],
         champion_version=champion.get("version"), champion_metrics=champion.get("metrics"), policy=settings.policy,
         dry_run=settings.promotion_dry_run, actor=actor or pipeline_actor(tracking.pipeline_run_id), pipeline_run=tracking.pipeline_run_id or "",
-        intervals=evaluation.get("intervals"), probe=probe,
+        intervals=evaluation.get("intervals"), probe=probe, baseline_intervals=evaluation.get("baseline_intervals"),
     )
     result = {**registered, "promotion": decision, "report_uri": report_uri}
     result["model_card_uri"] = publish_model_card(render_model_card(result, evaluation, probe, phases, tracking.pipeline_run_id), result, model_uri, tracking)
-    write_run_report(result["report_uri"], evaluation_uri, result, phases, extra=interval_lines(evaluation.get("intervals") or {}) + probe_lines(probe),
+    write_run_report(result["report_uri"], evaluation_uri, result, phases, extra=evaluation_interval_lines(evaluation) + probe_lines(probe),
                      tracking=tracking)
     try:
         close_pipeline_run(tracking)
