@@ -89,6 +89,7 @@ def run_pipeline_locally(arguments: dict, kfp_root: str, *, verbose: bool = Fals
 
     from pipelines.bert_pretraining import bert_pretraining
     from pipelines.live_view import LiveRun
+    from pipelines.local_python import python_swap_in_command_only
 
     preflight(arguments)
     local_artifacts = not storage.is_s3(arguments["artifact_root"])
@@ -99,7 +100,7 @@ def run_pipeline_locally(arguments: dict, kfp_root: str, *, verbose: bool = Fals
     stream = stream or sys.stdout
     stream.write(f"running bert-pretraining locally (artifacts: {arguments['artifact_root']}, MLflow: {mask(arguments['tracking_uri'])})\n")
     live = LiveRun(Path(kfp_root, "logs", f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"), stream, verbose)
-    with live.capture():
+    with live.capture(), python_swap_in_command_only():
         task = bert_pretraining(**arguments)
     if live.pipeline_run_id:
         run_folder = Path(arguments["artifact_root"] if local_artifacts else kfp_root, "runs", arguments.get("resume_run_id") or live.pipeline_run_id)
