@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 
-from components.core import storage
+from components.core import demo_checkpoint, storage
 from components.core.corpus.files import DEMO_CORPUS, is_hf_dataset, resolve_corpus_files
 
 CACHE_FOLDER = "cache"
@@ -46,10 +46,15 @@ def source_fingerprint(spec: str) -> str:
     return content_key(spec, _stamps(spec, files))
 
 
+def tokenizer_fingerprint(source: str) -> str:
+    """source_fingerprint of a tokenizer/model source, where "demo" is the bundled checkpoint, not the demo corpus."""
+    return source_fingerprint(demo_checkpoint.resolve(source))
+
+
 def input_fingerprints(corpus: str, vocab_source: str = "") -> tuple[str, str]:
     """(the corpus's fingerprint, that of what the vocab is made from: the tokenizer exported, else the corpus)."""
     of_corpus = source_fingerprint(corpus)
-    return of_corpus, (source_fingerprint(vocab_source) if vocab_source else of_corpus)
+    return of_corpus, (tokenizer_fingerprint(vocab_source) if vocab_source else of_corpus)
 
 
 def content_key(*parts) -> str:

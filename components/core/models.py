@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from components.core import bert, storage
+from components.core import bert, demo_checkpoint, storage
 from components.core.errors import BertpipeError
 from components.core.grouped_attention import InstanceGroups
 from components.core.packing import block_diagonal_mask
@@ -55,11 +55,12 @@ def model_shape(model) -> dict[str, int]:
 
 
 def load_model(source: str):
-    """transformers' BertForPreTraining from a local folder, an s3:// folder or a hub id.
+    """transformers' BertForPreTraining from a local folder, an s3:// folder, a hub id or "demo" (core.demo_checkpoint).
 
     A BERT encoder checkpoint without pretraining heads (e.g. a sentence-embedding
     model) loads too: the MLM/NSP heads are initialised and the log says so.
     """
+    source = demo_checkpoint.resolve(source)
     if storage.is_s3(source):
         with storage.local_dir(source) as folder:
             return _from_pretrained(str(folder), source)

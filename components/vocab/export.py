@@ -10,8 +10,8 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from components.core import storage
-from components.core.content_key import cache_uri, content_key, source_fingerprint
+from components.core import demo_checkpoint, storage
+from components.core.content_key import cache_uri, content_key, source_fingerprint, tokenizer_fingerprint
 from components.core.corpus import Corpus, CorpusSettings
 from components.core.errors import BertpipeError
 from components.core.settings import check
@@ -26,7 +26,7 @@ VOCAB_FORMAT = 1
 
 
 def tokens_from_pretrained(source: str) -> tuple[list[str], bool]:
-    """Vocab tokens (in id order) and lower-casing of a tokenizer folder, s3:// folder or hub id."""
+    """Vocab tokens (in id order) and lower-casing of a tokenizer folder, s3:// folder, hub id or "demo" (core.demo_checkpoint)."""
     from transformers import AutoTokenizer
 
     def load(path: str):
@@ -46,7 +46,7 @@ def tokens_from_pretrained(source: str) -> tuple[list[str], bool]:
     if storage.is_s3(source):
         with storage.local_dir(source) as folder:
             return load(str(folder))
-    return load(source)
+    return load(demo_checkpoint.resolve(source))
 
 
 def _train_wordpiece(corpus: str, vocab_size: int, lowercase: bool, corpus_settings: CorpusSettings) -> tuple[list[str], dict]:
@@ -75,7 +75,7 @@ def vocab_key(source: str, corpus: str, settings: VocabSettings, corpus_settings
     """What the vocab is made from and how: equal keys, equal vocab folders (`fingerprint`: source_fingerprint of the
     tokenizer exported, else of the corpus; computed here when not given)."""
     if source:  # an exported vocab does not read the corpus
-        return content_key("vocab", VOCAB_FORMAT, "export", source, fingerprint or source_fingerprint(source), asdict(settings))
+        return content_key("vocab", VOCAB_FORMAT, "export", source, fingerprint or tokenizer_fingerprint(source), asdict(settings))
     return content_key("vocab", VOCAB_FORMAT, "train", corpus, fingerprint or source_fingerprint(corpus), asdict(settings), asdict(corpus_settings))
 
 
