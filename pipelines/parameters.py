@@ -19,7 +19,7 @@ HELP = {
     "resume_run_id": "continue this earlier run (its folder under <artifact-root>/runs/): finished phases are reused, an unfinished one resumes "
                      "from its newest checkpoint ('' = a new run)",
     # the steps' inputs and outputs
-    "vocab_source": "export the vocab of this tokenizer/model (local folder, s3:// folder or hub id) instead of training one",
+    "vocab_source": "export the vocab of this tokenizer/model (local folder, s3:// folder, hub id or 'demo': the bundled MiniLM checkpoint's) instead of training one",
     "source": "tokenizer/model to export the vocab from: local folder, s3:// folder or hub id",
     "vocab_uri": "vocab folder written by export-vocab (local or s3://)",
     "num_workers": "processes that build shards in parallel, at least 1 (1 = in this process; the output does not depend on it)",

@@ -24,7 +24,8 @@ def test_run_help_shows_demo_defaults():
     assert result.returncode == 0
     text = " ".join(result.stdout.split())  # argparse wraps help lines
     assert f"--phase1-steps PHASE1_STEPS phase 1 (128 tokens): optimizer steps in this phase (default: {DEMO_SETTINGS['phase1_steps']})" in text
-    assert "phase 1 (128 tokens): peak learning rate, reached after the warmup (default: 0.002)" in text
+    assert "phase 1 (128 tokens): peak learning rate, reached after the warmup (default: 0.0005)" in text
+    assert "or 'demo': the bundled MiniLM checkpoint) instead of a fresh model_size preset; in the pipeline it seeds phase 128" in text
     assert "'demo' = the bundled public-domain corpus (default: demo)" in text
 
 

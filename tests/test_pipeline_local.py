@@ -12,8 +12,12 @@ from components.core.baselines import BASELINE_OF
 from components.evaluation.fill_mask import fill_mask
 from pipelines.local_run import DEMO_SETTINGS, reuse_lines, run_pipeline_locally
 
+# The demo's settings with a tiny model from scratch on a trained vocab: the demo's MiniLM checkpoint would
+# triple this test's time (tests/test_demo_checkpoint.py loads it; test_training_integration continues from it).
 TINY = {
     **DEMO_SETTINGS,
+    "vocab_source": "",
+    "init_checkpoint": "",
     "vocab_size": 1500,
     "dupe_factor": 1,
     "phase1_steps": 20,

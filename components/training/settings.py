@@ -25,7 +25,7 @@ class TrainingSettings:
     """Every knob of one pretraining phase (the data, vocab and output folders are inputs, not settings)."""
 
     model_size: str = setting("tiny", "model shape preset (ignored with init_model)", choices=MODEL_SIZES)
-    init_model: str = setting("", "start from this model (a folder, an s3:// URI or a hub id) instead of a fresh model_size preset; "
+    init_model: str = setting("", "start from this model (a folder, an s3:// URI, a hub id or 'demo': the bundled MiniLM checkpoint) instead of a fresh model_size preset; "
                               "in the pipeline it seeds phase 128, and phase 512 always continues from phase 128's model")
     max_seq_length: int = setting(128, "maximum tokens per instance; must equal the data's (Google: 128 for phase 1, 512 for phase 2)",
                                   minimum=8, maximum=MAX_POSITIONS)
