@@ -18,6 +18,7 @@ a poller thread reads and draws. `verbose=True` keeps kfp.local's own stream
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import logging
@@ -273,6 +274,9 @@ class LiveRun:
 
         self.logs = TaskLogs(self.log_folder, passthrough=self.stream if self.verbose else None)
         original_task, root = task_dispatcher.run_single_task_implementation, logging.getLogger()
+        # kfp.local indents each task's output by swapping builtins.print, unsafely across its task threads: with
+        # tasks in parallel it can leave print indenting after the run (a stray "    " line before the summary).
+        original_print = builtins.print
         handlers, environment = root.handlers[:], os.environ.get(PROGRESS_DIR_ENV)
         handler = logging.StreamHandler(self.logs)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
@@ -292,6 +296,7 @@ class LiveRun:
             self.done.set()
             poller.join()
             task_dispatcher.run_single_task_implementation = original_task
+            builtins.print = original_print
             root.handlers[:] = handlers
             for name, value in {PROGRESS_DIR_ENV: environment, **quiet}.items():
                 if value is None:

@@ -1,5 +1,6 @@
 """The live view of `bertpipe run`: task names and key outputs, logs routed per task, terminal and plain output, failures."""
 
+import builtins
 import io
 import json
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 
 
 from pipelines.live_format import cause_of, describe_task, duration, key_output, progress_text, warnings_of
-from pipelines.live_view import PlainView, Task, TaskLogs, TerminalView
+from pipelines.live_view import LiveRun, PlainView, Task, TaskLogs, TerminalView
 
 
 def test_tasks_are_named_after_what_they_do():
@@ -100,6 +101,18 @@ def test_the_tail_skips_the_executor_input_and_the_traceback(tmp_path):
 class Terminal(io.StringIO):
     def isatty(self):
         return True
+
+
+def test_print_is_itself_again_after_kfp_locals_parallel_tasks_leave_it_indenting(tmp_path):
+    from kfp.local import logging_utils
+
+    real_print = builtins.print
+    with LiveRun(tmp_path / "logs", stream=io.StringIO()).capture():
+        first, second = logging_utils.indented_print(), logging_utils.indented_print()
+        first.__enter__(), second.__enter__()  # two task threads start, then end in the same order
+        first.__exit__(None, None, None), second.__exit__(None, None, None)
+        assert builtins.print is not real_print  # kfp.local's leak: the second restored the first's indenter
+    assert builtins.print is real_print
 
 
 def test_terminal_view_redraws_running_tasks_below_finished_ones():
