@@ -10,7 +10,7 @@ import pytest
 
 from components.evaluation.evaluate import render_report
 from components.registry.model_card import evaluation_interval_lines
-from components.registry.run_report import write_run_report
+from components.registry.run_report import summary_section, write_run_report
 from components.registry.step import training_phases
 from components.training.loss_curve import plot_loss_curve
 from tests.markdown_html import to_html
@@ -59,7 +59,7 @@ def test_report_opens_with_the_summary_table(run_folder):
     lines = (run_folder / "report.md").read_text().splitlines()
     assert lines[:4] == ["# bert-pretraining run", "", "| | |", "|---|---|"]
     assert lines[4] == "| data | corpus `demo`, 4000-token vocab; 128: 12,000 / 600 / 580, 512: 3,000 / 600 / 580 train / dev / test instances |"
-    assert lines[5] == "| model | `tiny`: 2 layers, hidden 128, 1.29M parameters |"
+    assert lines[5] == "| model | `tiny` preset, from scratch: 2 layers, hidden 128, 1.29M parameters |"
     assert lines[6] == "| phase 128 | 900 steps, batch 32, 181 s, final loss 4.500 |"
     assert lines[9] == ("| test at 512 | mlm_accuracy_at_mask 0.1200 (trivial 0.0600), mlm_accuracy 0.1500 (trivial 0.0800), nsp_accuracy 0.7000 (trivial 0.5000), "
                         "mlm_top5_accuracy 0.3000, perplexity 210.5 |")
@@ -67,6 +67,13 @@ def test_report_opens_with_the_summary_table(run_folder):
     text = "\n".join(lines)
     assert text.index("## Loss curves") < text.index("Fill-mask examples")
     assert "  - loves -> loves / and / is; queen (kept) -> queen / king / ," in lines
+
+
+def test_a_model_continued_from_a_checkpoint_is_named_by_it_not_by_the_unused_preset(run_folder):
+    phases = phases_of(run_folder)
+    phases[0]["settings"] = {**phases[0]["settings"], "init_model": "demo"}
+    lines = summary_section(METRICS, REGISTERED, phases)
+    assert lines[3] == "| model | continued from `demo`: 2 layers, hidden 128, 1.29M parameters |"
 
 
 def test_the_intervals_against_the_champion_then_the_trivial_baselines_are_listed():

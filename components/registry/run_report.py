@@ -30,6 +30,15 @@ def _cell(metrics: dict, name: str) -> str:
     return f"{text} (trivial {trivial:.4f})" if trivial is not None else text
 
 
+def _origin(first_phase: dict) -> str:
+    """Where the model came from: the first phase's init checkpoint, or the preset it was built from (model_size is
+    ignored when a phase starts from a checkpoint, so naming it there would mislabel the model)."""
+    settings = first_phase.get("settings", {})
+    if settings.get("init_model"):
+        return f"continued from `{settings['init_model']}`"
+    return f"`{settings.get('model_size') or '?'}` preset, from scratch"
+
+
 def summary_section(metrics: dict, registered: dict, phases: list[dict]) -> list[str]:
     """The table a reader wants first: data, model, both phases, test metrics beside trivial baselines, the decision."""
     manifests = [_read_json(storage.join(phase.get("settings", {}).get("data_uri", ""), "manifest.json")) if phase.get("settings", {}).get("data_uri") else {}
@@ -40,7 +49,7 @@ def summary_section(metrics: dict, registered: dict, phases: list[dict]) -> list
         for phase, manifest in zip(phases, manifests)) + " train / dev / test instances"
     last = phases[-1] if phases else {}
     shape = last.get("model_shape", {})
-    model = (f"`{last.get('settings', {}).get('model_size') or '?'}`: {shape.get('num_hidden_layers', '?')} layers, hidden {shape.get('hidden_size', '?')}, "
+    model = (f"{_origin(phases[0] if phases else {})}: {shape.get('num_hidden_layers', '?')} layers, hidden {shape.get('hidden_size', '?')}, "
              f"{last.get('num_parameters', 0) / 1e6:.2f}M parameters")
     promotion = registered["promotion"]
     rows = [("data", data), ("model", model)]
