@@ -124,7 +124,7 @@ def test_a_clear_winner_over_every_baseline_is_promoted_and_says_so():
     decision = decide({**DEMO, "mlm_accuracy_at_mask_512": 0.0903}, None, baseline_intervals=clear)
     assert decision.promote
     assert decision.reasons == (
-        "no champion yet and mlm_accuracy_512 0.1291 reaches the floor 0.0000",
+        "no champion yet",
         "mlm_accuracy_512 0.1291 vs trivial 0.0597 (+0.0694, 95% interval [+0.0610, +0.0780]): clearly above",
         "mlm_accuracy_at_mask_512 0.0903 vs trivial 0.0585 (+0.0318, 95% interval [+0.0210, +0.0431]): clearly above",
         "nsp_accuracy_512 0.6814 vs trivial 0.5752 (+0.1062, 95% interval [+0.0442, +0.1681]): clearly above",

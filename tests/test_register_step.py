@@ -72,7 +72,7 @@ def first(trained):
 def test_first_registration_is_champion_with_tags_from_manifests_and_training_summaries(trained, first):
     evaluation, result = first
     assert evaluation["champion"] == {"registered_model_name": NAME, "version": None, "metrics": None,
-                                      "note": f"{NAME} has no champion yet: the new version is compared with the promotion floor only."}
+                                      "note": f"{NAME} has no champion yet: the new version is compared with the trivial baselines and the promotion floor only."}
     assert result["version"] == "1" and result["promotion"]["decision"] == "promoted"
     client = mlflow.MlflowClient(trained["tracking_uri"])
     tags = client.get_model_version(NAME, "1").tags

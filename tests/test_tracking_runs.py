@@ -36,6 +36,20 @@ def test_mlflow_tracking_uri_is_the_default_of_every_command_that_takes_one(monk
     assert Tracking().tracking_uri == "sqlite:///mlflow.db"
 
 
+def test_a_sqlite_store_keeps_its_artifacts_beside_the_database_whatever_the_working_folder(tmp_path, monkeypatch):
+    store, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
+    store.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    tracking = Tracking(f"sqlite:///{store}/mlflow.db", "a/b experiment")
+    with step_run(tracking, "report"):
+        mlflow.log_text("hello", "report.md")
+    run = runs_of(tracking)[0]
+    assert mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="report.md", tracking_uri=tracking.tracking_uri,
+                                               dst_path=str(tmp_path / "got")).endswith("report.md")
+    assert (store / "mlruns" / "a-b-experiment" / run.info.run_id / "artifacts" / "report.md").read_text() == "hello"
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_runs_end_finished_or_failed_and_a_killed_attempt_is_marked_killed(tmp_path):
     tracking = Tracking(f"sqlite:///{tmp_path}/mlflow.db", "statuses", "pipeline-7")
     mlflow.MlflowClient(tracking.tracking_uri).create_experiment("statuses", artifact_location=str(tmp_path / "artifacts"))

@@ -13,10 +13,12 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 from components.core.errors import BertpipeError
@@ -89,6 +91,20 @@ def _mlflow(tracking_uri: str):
     return mlflow
 
 
+def _experiment(mlflow, tracking: Tracking):
+    """The experiment, made active. In a sqlite store a new one keeps its artifacts beside the database
+    (<db folder>/mlruns/<experiment name>), not in MLflow's ./mlruns of whatever folder the step ran in: the store
+    stays one folder, as it is when the database is in the current folder (MLflow's default layout)."""
+    uri = tracking.tracking_uri
+    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(tracking.experiment) is None:
+        location = Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns" / re.sub(r"[^\w.-]+", "-", tracking.experiment)
+        try:
+            mlflow.create_experiment(tracking.experiment, artifact_location=location.as_uri())
+        except mlflow.exceptions.MlflowException:
+            pass  # a parallel task created it first
+    return mlflow.set_experiment(tracking.experiment)
+
+
 def _parent_run_id(client, experiment_id: str, pipeline_run_id: str) -> str:
     runs = client.search_runs(
         [experiment_id], filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run_id}'", order_by=["attributes.start_time ASC"], max_results=1
@@ -128,7 +144,7 @@ def step_run(tracking: Tracking, step: str, params: dict | None = None, strict_c
     logged = {key: mask(value)[:6000] for key, value in (params or {}).items()}
     with mlflow_errors(tracking.tracking_uri, f"starting the {step} run"):
         mlflow = _mlflow(tracking.tracking_uri)
-        experiment = mlflow.set_experiment(tracking.experiment)
+        experiment = _experiment(mlflow, tracking)
         tags = {STEP_TAG: step}
         parent_id = None
         if tracking.pipeline_run_id:

@@ -82,7 +82,7 @@ def evaluate_champion(registered_model_name: str, data_uris: dict[int, str], set
     champion = {"registered_model_name": registered_model_name, "version": None, "metrics": None, "note": ""}
     version = current_champion(registered_model_name, tracking_uri=tracking_uri)
     if version is None:
-        champion["note"] = f"{registered_model_name} has no champion yet: the new version is compared with the promotion floor only."
+        champion["note"] = f"{registered_model_name} has no champion yet: the new version is compared with the trivial baselines and the promotion floor only."
         log.info("%s", champion["note"])
         return champion, None
     champion["version"] = version

@@ -137,7 +137,8 @@ def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None
             return Decision(False, (reason,))
         above_baselines.append(reason)
     if champion is None:
-        first = (f"no champion yet and {metric} {value:.4f} reaches the floor {policy.floor:.4f}", *above_baselines)
+        absolute = f" and {metric} {value:.4f} reaches the floor {policy.floor:.4f}" if policy.floor > 0 else ""  # the default floor is the baselines
+        first = (f"no champion yet{absolute}", *above_baselines)
         if policy.probe_tolerance is None:
             return Decision(True, first)
         probe_ok, reason = _probe_check(probe, policy.probe_tolerance)  # a required probe that never ran blocks a first version too
