@@ -76,7 +76,28 @@ def _key_output(task_name: str, outputs: dict) -> str:
                          for length in (128, 512) if f"mlm_accuracy_at_mask_{length}" in metrics)
     if task_name == "register-model" and isinstance(value, str):
         return _registration(value)
+    if task_name == "probe" and isinstance(value, str):
+        return _probe(value)
     return ""
+
+
+def _probe(folder: str) -> str:
+    """The probe task returns its folder; the accuracies are in its probe.json (components.evaluation.probe)."""
+    from components.core import storage
+    from components.core.errors import BertpipeError
+    from components.core.metric_names import PROBE_FILE
+
+    try:
+        result = storage.read_json(storage.join(folder, PROBE_FILE))
+    except (BertpipeError, OSError, ValueError):  # a summary line never fails the run
+        return ""
+    if result.get("skipped"):
+        return "skipped (no probe dataset)"
+    challenger, champion = result.get("challenger") or {}, result.get("champion") or {}
+    if "accuracy" not in challenger:
+        return ""
+    text = f"accuracy {challenger['accuracy']:.3f}" + (f" (majority class {result['majority_rate']:.3f})" if "majority_rate" in result else "")
+    return text + (f", champion {champion['accuracy']:.3f}" if "accuracy" in champion else "")
 
 
 def _registration(value: str) -> str:

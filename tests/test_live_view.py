@@ -53,6 +53,17 @@ def test_key_outputs_say_the_one_thing_worth_seeing():
     assert key_output("register-model", {"Output": json.dumps(registration)}) == "registered bert-pretraining version 3, champion"
 
 
+def test_the_probe_says_its_accuracy_beside_the_majority_class_and_the_champion(tmp_path):
+    result = {"dataset": "demo", "majority_rate": 0.2945205, "challenger": {"accuracy": 0.9726}, "champion": None}
+    (tmp_path / "probe.json").write_text(json.dumps(result))
+    assert key_output("probe", {"Output": str(tmp_path)}) == "accuracy 0.973 (majority class 0.295)"
+    (tmp_path / "probe.json").write_text(json.dumps({**result, "champion": {"accuracy": 0.9521}}))
+    assert key_output("probe", {"Output": str(tmp_path)}) == "accuracy 0.973 (majority class 0.295), champion 0.952"
+    (tmp_path / "probe.json").write_text(json.dumps({"dataset": "", "skipped": True, "challenger": None, "champion": None}))
+    assert key_output("probe", {"Output": str(tmp_path)}) == "skipped (no probe dataset)"
+    assert key_output("probe", {"Output": str(tmp_path / "missing")}) == ""
+
+
 def test_the_cause_is_the_steps_own_one_line_error():
     assert cause_of(["x", "components.core.errors.BertpipeError: corpus c is empty", "---"]) == "corpus c is empty"
     assert cause_of(["Traceback (most recent call last):", "ValueError: bad value"]) == "ValueError: bad value"
