@@ -23,6 +23,7 @@ from components.core.corpus import CorpusSettings, iter_documents
 from components.core.settings import check, pick
 from components.core.errors import BertpipeError
 from components.core.redact import mask
+from components.core.tracking import sqlite_database
 from components.core.metric_names import EVALUATION_METRICS_FILE
 from pipelines import step_io
 
@@ -59,8 +60,8 @@ DEMO_SETTINGS = {
 
 def absolute_location(uri: str) -> str:
     """Subprocesses of kfp.local may run elsewhere: make local paths and sqlite URIs absolute."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    if database := sqlite_database(uri):
+        return "sqlite:///" + str(database.resolve())
     if "://" in uri:
         return uri
     return str(Path(uri).resolve())

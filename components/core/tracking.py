@@ -91,13 +91,18 @@ def _mlflow(tracking_uri: str):
     return mlflow
 
 
+def sqlite_database(tracking_uri: str) -> Path | None:
+    """The database file of an embedded sqlite store (sqlite:///relative.db, sqlite:////absolute.db); None for any other store."""
+    return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
+
+
 def _experiment(mlflow, tracking: Tracking):
     """The experiment, made active. In a sqlite store a new one keeps its artifacts beside the database
     (<db folder>/mlruns/<experiment name>), not in MLflow's ./mlruns of whatever folder the step ran in: the store
     stays one folder, as it is when the database is in the current folder (MLflow's default layout)."""
-    uri = tracking.tracking_uri
-    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(tracking.experiment) is None:
-        location = Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns" / re.sub(r"[^\w.-]+", "-", tracking.experiment)
+    database = sqlite_database(tracking.tracking_uri)
+    if database and mlflow.get_experiment_by_name(tracking.experiment) is None:
+        location = database.resolve().parent / "mlruns" / re.sub(r"[^\w.-]+", "-", tracking.experiment)
         try:
             mlflow.create_experiment(tracking.experiment, artifact_location=location.as_uri())
         except mlflow.exceptions.MlflowException:
