@@ -14,8 +14,9 @@ batch's longest row), the masked-positions-only forward, the mixed precision the
 
 Prints real (non-padding) tokens/s, instances/s, padding share, MFU (useful FLOPs, see
 components/training/throughput.py, over the GPU's bf16 peak; --peak-tflops overrides the
-table) and peak GPU memory. Attention: packed rows carry a block-diagonal mask, so SDPA runs
-its memory-efficient kernel (flash takes no mask); unpadded rows (no mask) may use flash.
+table) and peak GPU memory. Attention: packed, each instance attends in a group of instances of
+about its length, with a mask of its own tokens, so SDPA runs its memory-efficient kernel (flash
+takes no mask; unpacked rows carry a padding mask, so they do not get flash either).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch  # noqa: E402
 
 from components.core import models  # noqa: E402
 from components.core.batches import InstanceArrays, batch_to, collate, collate_packed  # noqa: E402
+from components.training.lazy_dynamo import compile_model  # noqa: E402
 from components.training.optimization import make_optimizer  # noqa: E402
 from components.training.precision import Precision  # noqa: E402
 from components.training.throughput import batch_training_flops, peak_flops  # noqa: E402
@@ -62,7 +64,7 @@ def measure(preset: str, length: int, batch_size: int, packed: bool, args, devic
     torch.manual_seed(0)
     model = models.build_model(preset, VOCAB_SIZE).to(device)
     forward = models.MaskedPretrainingModel(model).train()
-    trained = torch.compile(forward) if args.compile else forward
+    trained = compile_model(forward) if args.compile else forward
     optimizer = make_optimizer(model, "adamw", 1e-4, 0.01)
     precision = Precision(args.mixed_precision, device)
     arrays = synthetic_instances(batch_size * (args.steps + args.warmup), length, seed=length)
@@ -73,7 +75,7 @@ def measure(preset: str, length: int, batch_size: int, packed: bool, args, devic
     for step in range(args.warmup + args.steps):
         rows = np.arange(step * batch_size, (step + 1) * batch_size)
         started = time.perf_counter()
-        batch = collate_packed(arrays, rows, length) if packed else collate(arrays, rows)
+        batch = collate_packed(arrays, rows) if packed else collate(arrays, rows)
         lengths, masked = batch["instance_lengths"], len(batch["mlm_labels"])
         batch = batch_to(batch, device)
         with precision.autocast():

@@ -4,9 +4,9 @@ Per instance, forward + backward: 6 x encoder parameters per computed token slot
 12 x layers x hidden per slot per slot it scores (PaLM's estimate), and the MLM head
 (transform + vocab projection, 6 x (hidden^2 + hidden x vocab)) per position it runs at.
 HF Trainer on BertForPreTraining: every instance padded to max_seq_length, attention over
-all of it, the head at every position. bertpipe: the packed rows' slots, attention over the
-rows (block-diagonal mask) or over the instance groups where the collator picks them
-(components/core/grouped_attention.py), the head at the masked positions only. Embedding
+all of it, the head at every position. bertpipe: the packed row's slots (a batch's instances end
+to end), attention over the instance groups (components/core/grouped_attention.py), the head at
+the masked positions only. Embedding
 lookups, the optimizer and the memory-bound ops (softmax, dropout, layer norm) are left out:
 both sides pay them, HF more (its logits are max_seq_length / 0.15 times larger).
 
@@ -22,6 +22,7 @@ from bench_training import BATCH, prepare
 
 from components.core.instances import read_manifest
 from components.core.models import PRESETS
+from components.core.packing import GROUP_WIDTHS
 from components.training.stream import TrainingStream
 
 
@@ -33,19 +34,15 @@ def per_slot_flops(preset: dict, vocab_size: int) -> tuple[float, float, float]:
 
 def batch_shape(batch: dict) -> tuple[int, int, int, float]:
     """(instances, computed token slots, masked positions, scored attention pairs) of a packed batch."""
-    rows, width = batch["input_ids"].shape
-    if "attention_groups" in batch:
-        pairs = sum(slots.shape[0] * slots.shape[1] ** 2 for slots in batch["attention_groups"])
-    else:
-        pairs = rows * width * width
-    return len(batch["instance_lengths"]), rows * width, len(batch["mlm_labels"]), float(pairs)
+    pairs = sum(count * width**2 for count, width in zip(batch["attention_group_counts"].tolist(), GROUP_WIDTHS))
+    return len(batch["instance_lengths"]), batch["input_ids"].numel(), len(batch["mlm_labels"]), float(pairs)
 
 
 def main(steps: int = 200) -> None:
     with tempfile.TemporaryDirectory(prefix="flop-ceiling-") as tmp:
         _, vocab_size, data = prepare(Path(tmp), sorted(BATCH))
         for length, batch_size in sorted(BATCH.items()):
-            stream = TrainingStream(data[length], read_manifest(data[length]), batch_size=batch_size, seed=42, row_width=length)
+            stream = TrainingStream(data[length], read_manifest(data[length]), batch_size=batch_size, seed=42, packed=True)
             totals = [0.0] * 5
             for _ in range(steps):
                 batch = next(stream)

@@ -1,5 +1,5 @@
 """From instance shards to model batches: flat arrays of a shard, a collator that pads to the
-batch's longest row, one that packs several instances per row (components.core.packing), and
+batch's longest row, one that packs a batch's instances into one row (components.core.packing), and
 the evaluation batches (stored order, unpacked). The training stream, which shuffles and
 masks, is the training step's (components/training/stream.py).
 """
@@ -127,46 +127,38 @@ def collate(arrays: InstanceArrays, rows) -> dict[str, torch.Tensor]:
     }
 
 
-def collate_packed(arrays: InstanceArrays, rows, row_width: int, grouped: bool | None = None) -> dict:
-    """The given instances packed into rows of at most row_width tokens (components.core.packing.pack:
-    first-fit decreasing, then the narrowest width, a multiple of 8, that needs no more rows).
+def collate_packed(arrays: InstanceArrays, rows) -> dict:
+    """The given instances end to end in one row (components.core.packing.end_to_end), with their
+    attention laid out per instance (components.core.packing.attention_groups).
 
-    Beside collate's keys: position_ids restart at 0 per instance, instance_ids[r, j] is
-    1 + the index of the instance token (r, j) belongs to (0: padding), and cls_rows[i],
-    cls_positions[i] locate instance i's [CLS]. Labels keep the order of `rows`, so the
-    losses equal collate's on the same rows; mlm_batch_index/mlm_positions index the packed rows.
-    With `grouped` (None: where packing.grouped_attention_pays_off), attention_groups (a tuple of
-    [n, width] tensors) and attention_inverse ([rows, width]) lay out attention per instance
-    (components.core.packing.attention_groups) instead of the block-diagonal mask.
+    Beside collate's keys: position_ids restart at 0 per instance; cls_positions[i] locates instance
+    i's [CLS] (cls_rows: all row 0); attention_slots, attention_group_counts and attention_inverse
+    ([1, width]) feed components.core.grouped_attention. Labels keep the order of `rows`, so the
+    losses equal collate's on the same rows.
     """
     rows = np.asarray(rows, dtype=np.int64)
     starts = arrays.input_offsets[rows]
     lengths = arrays.input_offsets[rows + 1] - starts
-    row_of, offset, width = packing.pack(lengths, row_width, PAD_MULTIPLE)
-    count = int(row_of.max()) + 1 if len(rows) else 0
-    input_ids, token_type_ids, position_ids, instance_ids = (np.zeros((count, width), dtype=np.int64) for _ in range(4))
-    for i, (start, length, segment_a, row, first) in enumerate(zip(starts, lengths, arrays.segment_a_length[rows], row_of, offset)):
-        span = slice(first, first + length)
-        input_ids[row, span] = arrays.input_ids[start : start + length]
-        position_ids[row, span] = np.arange(length)
-        token_type_ids[row, first + segment_a : first + length] = 1
-        instance_ids[row, span] = i + 1
+    offset, width = packing.end_to_end(lengths, PAD_MULTIPLE)
+    input_ids, token_type_ids, position_ids = (np.zeros((1, width), dtype=np.int64) for _ in range(3))
+    for start, length, segment_a, first in zip(starts, lengths, arrays.segment_a_length[rows], offset):
+        input_ids[0, first : first + length] = arrays.input_ids[start : start + length]
+        position_ids[0, first : first + length] = np.arange(length)
+        token_type_ids[0, first + segment_a : first + length] = 1
     counts, positions, labels = _masked_tokens(arrays, rows)
-    if grouped is None:
-        grouped = packing.grouped_attention_pays_off(lengths, count, width)
-    attention = {}
-    if grouped:
-        groups, inverse = packing.attention_groups(row_of * width + offset, lengths, count * width)
-        attention = {"attention_groups": tuple(torch.from_numpy(slots) for slots in groups), "attention_inverse": torch.from_numpy(inverse.reshape(count, width))}
-    return attention | {
+    slots, group_counts, inverse = packing.attention_groups(offset, lengths, width)
+    real = int(lengths.sum())
+    return {
         "input_ids": torch.from_numpy(input_ids),
-        "attention_mask": torch.from_numpy((instance_ids > 0).astype(np.int64)),
+        "attention_mask": torch.from_numpy((np.arange(width) < real).astype(np.int64)[None]),
         "token_type_ids": torch.from_numpy(token_type_ids),
         "position_ids": torch.from_numpy(position_ids),
-        "instance_ids": torch.from_numpy(instance_ids),
-        "cls_rows": torch.from_numpy(row_of),
+        "cls_rows": torch.zeros(len(rows), dtype=torch.int64),
         "cls_positions": torch.from_numpy(offset),
-        "mlm_batch_index": torch.from_numpy(np.repeat(row_of, counts)),
+        "attention_slots": torch.from_numpy(slots),
+        "attention_group_counts": torch.from_numpy(group_counts),
+        "attention_inverse": torch.from_numpy(inverse.reshape(1, width)),
+        "mlm_batch_index": torch.zeros(len(labels), dtype=torch.int64),
         "mlm_positions": torch.from_numpy(positions + np.repeat(offset, counts)),
         "mlm_labels": torch.from_numpy(labels),
         "next_sentence_label": torch.from_numpy(arrays.next_sentence_label[rows].astype(np.int64)),
@@ -174,10 +166,13 @@ def collate_packed(arrays: InstanceArrays, rows, row_width: int, grouped: bool |
     }
 
 
+# Read on the host to lay out the attention calls: on a GPU, moved there it would cost a sync per forward.
+HOST_KEYS = ("attention_group_counts",)
+
+
 def batch_to(batch: dict, device) -> dict:
-    """The batch's tensors on the device (attention_groups: a tuple of them)."""
-    move = lambda value: value.to(device, non_blocking=True)  # noqa: E731
-    return {key: tuple(map(move, value)) if isinstance(value, tuple) else move(value) for key, value in batch.items()}
+    """The batch's tensors on the device (the HOST_KEYS stay on the CPU)."""
+    return {key: value if key in HOST_KEYS else value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
 def read_arrays(data_uri: str, shard: dict) -> InstanceArrays:

@@ -1,18 +1,20 @@
-"""Attention per instance for packed batches: each instance alone in a row of a group of similar widths.
+"""Attention per instance for a packed batch: each instance alone in a row of a group of similar widths.
 
-A packed row's block-diagonal mask leaves SDPA computing every score of the row, and on CPU in
-training (dropout on) SDPA runs its math kernel, whose softmax, dropout and matmuls cost the
-whole rows x width^2 area (components/core/packing.py). Here the query, key and value slots of
-each instance are gathered into group rows [instances, group width] (components.core.packing.
-attention_groups), attended with a mask of the instance's own tokens and scattered back to the
-packed layout; the linear layers still run once over the packed rows. Each token attends to
-exactly the tokens the block-diagonal mask allows, so outputs at real tokens are the same.
+A packed batch is one row of instances end to end (components/core/packing.py). A block-diagonal
+mask over it would have SDPA compute every score of the row, and on CPU in training (dropout on)
+SDPA runs its math kernel, whose softmax, dropout and matmuls cost the whole masked area. Here the
+query, key and value slots of each instance are gathered into group rows [instances, group width]
+(components.core.packing.attention_groups), attended with a mask of the instance's own tokens and
+scattered back to the packed layout; the linear layers run once over the packed row. Each token
+attends to exactly its own instance's tokens, so outputs at real tokens equal the unpacked ones.
 """
 
 from __future__ import annotations
 
 import torch
 from torch.nn import functional
+
+from components.core.packing import GROUP_WIDTHS
 
 
 class _Regather(torch.autograd.Function):
@@ -38,24 +40,23 @@ class _Regather(torch.autograd.Function):
 class InstanceGroups:
     """The attention layout of one packed batch, passed to the model as its attention_mask.
 
-    groups: [n, width] token-slot indices per group (-1 past each instance's end); inverse: [rows, width]
-    of the packed batch, each slot's place among the groups' slots (their total for padding).
+    slots, counts, inverse: components.core.packing.attention_groups's, as tensors (counts on the CPU).
     """
 
-    def __init__(self, groups, inverse: torch.Tensor):
+    def __init__(self, slots: torch.Tensor, counts: torch.Tensor, inverse: torch.Tensor):
         self.shape = inverse.shape
         self.inverse = inverse.reshape(-1)
-        tokens = self.inverse.numel()
-        self.groups = []
-        for slots in groups:
-            real = slots >= 0
-            # Real queries see their instance's tokens; slots past the end see everything (their output is
-            # dropped, and a row with nothing to attend to would be NaN, which the backward would spread).
-            allowed = real[:, None, None, :] | ~real[:, None, :, None]
-            bias = torch.zeros(allowed.shape, dtype=torch.float32, device=slots.device).masked_fill_(~allowed, float("-inf"))
-            self.groups.append((slots.shape, bias))
-        self.slots = torch.cat([slots.reshape(-1) for slots in groups]) if groups else self.inverse[:0]
-        self.slots = torch.where(self.slots >= 0, self.slots, tokens)  # past an instance's end: the zero row
+        self.groups, start = [], 0
+        for width, count in zip(GROUP_WIDTHS, counts.tolist()):
+            if count:
+                real = slots[start : start + count * width].view(count, width) >= 0
+                start += count * width
+                # Real queries see their instance's tokens; slots past the end see everything (their output is
+                # dropped, and a row with nothing to attend to would be NaN, which the backward would spread).
+                allowed = real[:, None, None, :] | ~real[:, None, :, None]
+                bias = torch.zeros(allowed.shape, dtype=torch.float32, device=slots.device).masked_fill_(~allowed, float("-inf"))
+                self.groups.append(((count, width), bias))
+        self.slots = torch.where(slots >= 0, slots, self.inverse.numel())  # past an instance's end: the zero row
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, dropout_p: float) -> torch.Tensor:
         """Attention over [rows, width, hidden] projections, per instance; returns [rows, width, hidden]."""

@@ -25,7 +25,6 @@ from torch import nn
 from components.core import bert, demo_checkpoint, storage
 from components.core.errors import BertpipeError
 from components.core.grouped_attention import InstanceGroups
-from components.core.packing import block_diagonal_mask
 
 log = logging.getLogger(__name__)
 
@@ -109,23 +108,20 @@ class MaskedPretrainingModel(nn.Module):
     masked positions instead of every position is 2.3-2.7x faster on CPU and saves
     the [B, L, V] logits tensor on GPUs. Returns (mlm_logits [n_masked, V], nsp_logits [n_instances, 2]).
 
-    Packed batches (components.core.batches.collate_packed) also pass position_ids,
-    instance_ids and each instance's [CLS] location: attention is confined to each instance by
-    a block-diagonal mask, or, where the collator found it pays off, runs per instance on groups
-    of similar widths (components.core.grouped_attention); NSP reads every instance's own [CLS]
-    through the pooler.
+    Packed batches (components.core.batches.collate_packed: a batch's instances in one row) also
+    pass position_ids, each instance's [CLS] location and the attention layout: attention runs per
+    instance on groups of similar widths (components.core.grouped_attention), and NSP reads every
+    instance's own [CLS] through the pooler.
     """
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, token_type_ids, mlm_batch_index, mlm_positions, position_ids=None, instance_ids=None, cls_rows=None,
-                cls_positions=None, attention_groups=None, attention_inverse=None):
-        if attention_groups is not None:
-            attention_mask = InstanceGroups(attention_groups, attention_inverse)
-        elif instance_ids is not None:
-            attention_mask = block_diagonal_mask(instance_ids)
+    def forward(self, input_ids, attention_mask, token_type_ids, mlm_batch_index, mlm_positions, position_ids=None, cls_rows=None,
+                cls_positions=None, attention_slots=None, attention_group_counts=None, attention_inverse=None):
+        if attention_slots is not None:
+            attention_mask = InstanceGroups(attention_slots, attention_group_counts, attention_inverse)
         encoded = self.model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids, return_dict=True)
         hidden = encoded.last_hidden_state
         mlm_logits = self.model.cls.predictions(hidden[mlm_batch_index, mlm_positions])
@@ -134,7 +130,7 @@ class MaskedPretrainingModel(nn.Module):
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "mlm_batch_index", "mlm_positions")
-PACKED_INPUTS = ("position_ids", "instance_ids", "cls_rows", "cls_positions", "attention_groups", "attention_inverse")
+PACKED_INPUTS = ("position_ids", "cls_rows", "cls_positions", "attention_slots", "attention_group_counts", "attention_inverse")
 
 
 def inputs_of(batch: dict) -> dict:

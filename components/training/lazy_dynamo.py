@@ -7,7 +7,7 @@ on the first call: 1.5-5 s of a 2-core machine before the first training step, a
 as importing torch itself. Both wrappers only matter while dynamo traces the call, and dynamo
 traces nothing before it is imported; so until torch._dynamo is in sys.modules these methods
 run as they are (step under no_grad, as the wrapper sets it), and from then on through torch's
-wrappers as torch meant (torch_compile=True imports dynamo when it compiles).
+wrappers as torch meant (torch_compile=True imports dynamo when it compiles, in compile_model).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import inspect
 import sys
 
 import torch
+
+from components.core.grouped_attention import InstanceGroups
 
 try:
     from torch.optim.optimizer import _use_grad_for_differentiable
@@ -70,3 +72,13 @@ else:
         """torch's AdamW, whose step imports torch._dynamo only once something else has."""
 
         step = _step_without_dynamo(torch.optim.AdamW.step)
+
+
+def compile_model(module, **options):
+    """torch.compile(module), with a packed batch's per-instance attention run eagerly between its graphs: how many
+    groups of which widths a batch has changes with every batch, and traced it would make a new graph at every step."""
+    for name in ("__init__", "attend"):
+        method = getattr(InstanceGroups, name)
+        if not getattr(method, "_torchdynamo_disable", False):
+            setattr(InstanceGroups, name, torch.compiler.disable(method))
+    return torch.compile(module, **options)

@@ -48,7 +48,7 @@ class TrainingSettings:
     per_device_eval_batch_size: int = setting(64, "sequences per validation batch", minimum=1)
     max_eval_batches: int = setting(20, "validation batches per evaluation on the dev split", minimum=1)
     save_total_limit: int = setting(2, "checkpoints to keep, the newest (0: all)", minimum=0)
-    pack_sequences: bool = setting(True, "pack several instances per row (attention, positions and NSP per instance): no compute spent on padding; "
+    pack_sequences: bool = setting(True, "pack a batch's instances end to end (attention, positions and NSP per instance): no compute spent on padding; "
                                          "a batch still counts instances")
     mixed_precision: str = setting("auto", "autocast dtype: auto (bf16 on GPUs that support it, else fp32), bf16, fp16 (GPU only, with loss scaling) or no",
                                    choices=PRECISIONS)

@@ -26,18 +26,18 @@ class TrainingStream:
     """Endless shuffled batches from one split, repeating epochs; rank r of w takes slice r of each global batch.
 
     `position` counts the instances consumed so far by all ranks together; pass it back in to resume exactly.
-    With `row_width`, each batch's instances are packed into rows of that many tokens
-    (components.core.batches.collate_packed); a batch holds `batch_size` instances either way.
+    With `packed`, each batch's instances go end to end into one row (components.core.batches.collate_packed);
+    a batch holds `batch_size` instances either way.
     """
 
     def __init__(self, data_uri: str, manifest: dict, *, batch_size: int, seed: int, split: str = "train", rank: int = 0, world_size: int = 1, position: int = 0,
-                 masking: DynamicMasking | None = None, row_width: int | None = None):
+                 masking: DynamicMasking | None = None, packed: bool = False):
         shards = manifest["splits"].get(split, {}).get("shards", [])
         self.shards = [s for s in shards if s["num_instances"] > 0]
         if not self.shards:
             raise BertpipeError(f"{data_uri} has no {split} instances; create the data with more documents")
         self.data_uri, self.batch_size, self.seed, self.position, self.masking = data_uri, batch_size, seed, position, masking
-        self.rank, self.world_size, self.row_width = rank, world_size, row_width
+        self.rank, self.world_size, self.packed = rank, world_size, packed
         self.epoch_size = sum(s["num_instances"] for s in self.shards)
         self._cache: tuple[int, InstanceArrays] | None = None
         self._order_epoch = -1
@@ -91,7 +91,7 @@ class TrainingStream:
         arrays = InstanceArrays.concat([self._rows(epoch, shard, rows) for epoch, shard, rows in self._rows_at(mine, self.batch_size)])
         self.position += self.batch_size * self.world_size
         everything = np.arange(len(arrays))
-        return collate(arrays, everything) if self.row_width is None else collate_packed(arrays, everything, self.row_width)
+        return collate_packed(arrays, everything) if self.packed else collate(arrays, everything)
 
     def _rows(self, epoch: int, shard: int, rows: np.ndarray) -> InstanceArrays:
         if self.masking is None:

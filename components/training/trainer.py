@@ -28,6 +28,7 @@ from components.core import instances as instance_format
 from components.training.dynamic_masking import DynamicMasking
 from components.core.errors import BertpipeError
 from components.core.scoring import pretraining_metrics
+from components.training.lazy_dynamo import compile_model
 from components.training.loss_curve import plot_loss_curve
 from components.core.masking import MaskingConfig
 from components.training.optimization import make_optimizer, make_scheduler
@@ -76,13 +77,13 @@ class PhaseRun:
             world_size=self.placement.world_size,
             position=position,
             masking=self._dynamic_masking(),
-            row_width=settings.max_seq_length if settings.pack_sequences else None,
+            packed=settings.pack_sequences,
         )
         self.trained = self.forward
         if self.placement.world_size > 1:
             self.trained = torch.nn.parallel.DistributedDataParallel(self.forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if settings.torch_compile:
-            self.trained = torch.compile(self.trained)
+            self.trained = compile_model(self.trained)
 
     def _dynamic_masking(self) -> DynamicMasking | None:
         """Fresh masks each epoch when the data's train split was stored unmasked (create-pretraining-data --dynamic-masking)."""
