@@ -5,6 +5,8 @@ import json
 import logging
 import os
 
+import pytest
+
 
 from components.core import storage
 from components.core.content_key import cache_uri, input_fingerprints, source_fingerprint
@@ -89,8 +91,51 @@ def test_data_is_reused_without_reading_the_corpus_only_while_every_shard_verifi
     shard.write_bytes(shard.read_bytes()[:-1])  # a damaged shard: planned and made again, the same bytes as before
     caplog.clear()
     assert "reused" not in create_pretraining_data(str(corpus), demo_vocab, str(out), settings=settings)
-    assert "a shard is missing or does not match its checksum" in caplog.text
+    assert "a shard is missing or not as written" in caplog.text
     assert json.loads((out / "manifest.json").read_text()) == json.loads(manifest_bytes)
+
+
+def test_reuse_reads_no_shard_and_a_reader_still_refuses_one_changed_at_its_size(tmp_path, demo_vocab, monkeypatch):
+    from components.core import instances
+    from components.core.errors import BertpipeError
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT)
+    out = tmp_path / "data"
+    settings = DataSettings(dev_fraction=0.1, test_fraction=0.1)
+    first = create_pretraining_data(str(corpus), demo_vocab, str(out), settings=settings)
+    entry = first["splits"]["train"]["shards"][0]
+    shard = out / entry["path"]
+    assert entry["num_bytes"] == shard.stat().st_size
+    damaged = bytearray(shard.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # the same size, other bytes: only a reader's checksum can tell
+    shard.write_bytes(bytes(damaged))
+    reading = storage.read_bytes
+    monkeypatch.setattr(storage, "read_bytes", lambda uri: pytest.fail(f"reuse read {uri}") if uri.endswith(".parquet") else reading(uri))
+    assert create_pretraining_data(str(corpus), demo_vocab, str(out), settings=settings)["reused"] is True
+    monkeypatch.setattr(storage, "read_bytes", reading)
+    with pytest.raises(BertpipeError, match="does not match its manifest checksum; .* delete its data folder"):
+        instances.load_split(str(out), "train")
+
+
+def test_data_made_before_shard_sizes_were_recorded_is_checked_by_its_checksums(tmp_path, demo_vocab, caplog):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT)
+    out = tmp_path / "data"
+    settings = DataSettings(dev_fraction=0.1, test_fraction=0.1)
+    first = create_pretraining_data(str(corpus), demo_vocab, str(out), settings=settings)
+    for split in first["splits"].values():
+        for entry in split["shards"]:
+            del entry["num_bytes"]
+    (out / "manifest.json").write_text(json.dumps({key: value for key, value in first.items() if key != "reused"}))
+    assert create_pretraining_data(str(corpus), demo_vocab, str(out), settings=settings)["reused"] is True
+    shard = out / first["splits"]["train"]["shards"][0]["path"]
+    damaged = bytearray(shard.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    shard.write_bytes(bytes(damaged))
+    caplog.set_level(logging.WARNING)
+    assert "reused" not in create_pretraining_data(str(corpus), demo_vocab, str(out), settings=settings)
+    assert "a shard is missing or not as written" in caplog.text
 
 
 def _make_data(corpus: str, vocab: str, out: str) -> str:

@@ -4,7 +4,7 @@ A data folder (written by create-pretraining-data, read by training and evaluati
 
     manifest.json              schema_version, max_seq_length, vocab_sha256, settings,
                                splits{train,dev,test}{num_documents, num_instances,
-                               num_tokens, shards[{path, num_instances, sha256}]}, statistics
+                               num_tokens, shards[{path, num_instances, sha256, num_bytes}]}, statistics
     {split}/shard-00000.parquet
     data_card.md
 
@@ -55,10 +55,10 @@ def encode_shard(rows: dict[str, list]) -> bytes:
 
 
 def write_shard(uri: str, rows: dict[str, list]) -> dict:
-    """Write one shard atomically; returns its manifest entry fields (num_instances, sha256)."""
+    """Write one shard atomically; returns its manifest entry fields (num_instances, sha256, num_bytes)."""
     data = encode_shard(rows)
     storage.write_bytes(uri, data)
-    return {"num_instances": len(rows["input_ids"]), "sha256": hashlib.sha256(data).hexdigest()}
+    return {"num_instances": len(rows["input_ids"]), "sha256": hashlib.sha256(data).hexdigest(), "num_bytes": len(data)}
 
 
 def read_manifest(data_uri: str) -> dict:
@@ -87,7 +87,7 @@ def check_compatible(manifest: dict, data_uri: str, *, max_seq_length: int | Non
 def read_shard(uri: str, expected_sha256: str | None = None) -> pa.Table:
     data = storage.read_bytes(uri)
     if expected_sha256 and hashlib.sha256(data).hexdigest() != expected_sha256:
-        raise BertpipeError(f"shard {uri} does not match its manifest checksum; it is corrupt or was overwritten")
+        raise BertpipeError(f"shard {uri} does not match its manifest checksum; it is corrupt or was overwritten: delete its data folder to make the data again")
     return pq.ParquetFile(pa.BufferReader(data)).read()  # not pq.read_table: its dataset layer imports pandas (a second at start-up)
 
 

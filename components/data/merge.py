@@ -25,6 +25,10 @@ from components.data.work import CORPUS_FILE, done_uri, read_plan, remove_tree, 
 log = logging.getLogger(__name__)
 
 
+# A manifest's entry for one shard: where it is, what it holds, and what to check it against.
+SHARD_ENTRY = ("path", "num_instances", "sha256", "num_bytes")
+
+
 def _records(output_uri: str, plan: dict, settings: DataSettings) -> list[dict]:
     """Every planned shard's record, checked against the plan (a missing or stale one means a shard was not made)."""
     names = [shard_name(d["split"], d["index"]) for d in plan["shards"]]
@@ -76,7 +80,7 @@ def _manifest(plan: dict, settings: DataSettings, records: list[dict], corpus_re
             "num_documents": summary["documents"],
             "num_instances": summary["instances"],
             "num_tokens": summary["tokens"],
-            "shards": [{"path": r["path"], "num_instances": r["num_instances"], "sha256": r["sha256"]} for r in mine],
+            "shards": [{key: r[key] for key in SHARD_ENTRY if key in r} for r in mine],  # num_bytes: not in records of older shards
         }
         manifest["statistics"][split] = summary
     return manifest

@@ -2,8 +2,11 @@
 
 A pipeline run writes its data to `{artifact_root}/cache/data-{max_seq_length}-{key}/`, so the
 same corpus, vocab and settings give the same folder: a later run finds it complete (its
-manifest, written last, records the key) and verified (every shard's sha256), and reuses it
-without reading the corpus again.
+manifest, written last, records the key) and whole (every shard there, at the size it was
+written: one listing, however large the corpus), and reuses it without reading the corpus
+again. Content is checked where it is read: every reader checks each shard's sha256
+(components.core.instances.read_shard). Shards without a recorded size (older data) are read
+and checked here.
 """
 
 from __future__ import annotations
@@ -45,8 +48,21 @@ def _shard_verified(uri: str, sha256: str) -> bool:
         return False
 
 
+def _shards_whole(output_uri: str, manifest: dict) -> bool:
+    """Every shard of the manifest is there at its recorded size (one listing); those without a size match their sha256."""
+    sizes = {uri: int(stamp.split(":", 1)[0]) for uri, stamp in storage.file_stamps(output_uri).items()}
+    unsized = []
+    for shard in (s for split in manifest["splits"].values() for s in split["shards"]):
+        uri = storage.join(output_uri, shard["path"])
+        if uri not in sizes or sizes[uri] != shard.get("num_bytes", sizes[uri]):
+            return False
+        if "num_bytes" not in shard:
+            unsized.append((uri, shard["sha256"]))
+    return all(s3.parallel(lambda item: _shard_verified(*item), unsized))
+
+
 def verified_manifest(output_uri: str, key: str) -> dict | None:
-    """The manifest of output_uri when it is complete, made with this key and every shard matches its sha256; else None."""
+    """The manifest of output_uri when it is complete, made with this key and every shard is whole; else None."""
     uri = storage.join(output_uri, instances.MANIFEST_FILE)
     try:
         manifest = storage.read_json(uri) if storage.exists(uri) else None
@@ -54,8 +70,7 @@ def verified_manifest(output_uri: str, key: str) -> dict | None:
         return None
     if not manifest or manifest.get("content_key") != key:
         return None
-    shards = [(storage.join(output_uri, s["path"]), s["sha256"]) for split in manifest["splits"].values() for s in split["shards"]]
-    if not all(s3.parallel(lambda shard: _shard_verified(*shard), shards)):
-        log.warning("%s has a manifest for this data but a shard is missing or does not match its checksum; making it again", output_uri)
+    if not _shards_whole(output_uri, manifest):
+        log.warning("%s has a manifest for this data but a shard is missing or not as written; making it again", output_uri)
         return None
     return manifest

@@ -159,7 +159,7 @@ def plan_pretraining_data(corpus: str, vocab_uri: str, output_uri: str, settings
     key = data_key(corpus, vocab_info["sha256"], settings, corpus_settings, fingerprint)
     kept = verified_manifest(output_uri, key)
     if kept:
-        log.info("reused the data at %s: complete, every shard verified, made from the same corpus, vocab and settings (content key %s)", output_uri, key)
+        log.info("reused the data at %s: complete, every shard there at its size, made from the same corpus, vocab and settings (content key %s)", output_uri, key)
         write_plan(output_uri, {"corpus": corpus, "vocab_uri": vocab_uri, "content_key": key, "reuse": True, "shards": []})
         return [shard_name(split, index) for split in instances.SPLITS for index in range(len(kept["splits"][split]["shards"]))]
     folder_existed = storage.is_s3(output_uri) or os.path.exists(output_uri)
