@@ -95,46 +95,49 @@ def test_data_is_reused_without_reading_the_corpus_only_while_every_shard_verifi
     assert json.loads((out / "manifest.json").read_text()) == json.loads(manifest_bytes)
 
 
+DATA_SETTINGS = DataSettings(dev_fraction=0.1, test_fraction=0.1)
+
+
+def make_data(tmp_path, vocab: str):
+    """Make (or reuse) the data of TEXT under tmp_path/data; returns what create_pretraining_data returned."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT)
+    return create_pretraining_data(str(corpus), vocab, str(tmp_path / "data"), settings=DATA_SETTINGS)
+
+
+def flip_a_byte(path) -> None:
+    """The same size, other bytes: only a checksum can tell."""
+    damaged = bytearray(path.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+
+
 def test_reuse_reads_no_shard_and_a_reader_still_refuses_one_changed_at_its_size(tmp_path, demo_vocab, monkeypatch):
     from components.core import instances
     from components.core.errors import BertpipeError
 
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(TEXT)
-    out = tmp_path / "data"
-    settings = DataSettings(dev_fraction=0.1, test_fraction=0.1)
-    first = create_pretraining_data(str(corpus), demo_vocab, str(out), settings=settings)
-    entry = first["splits"]["train"]["shards"][0]
-    shard = out / entry["path"]
+    entry = make_data(tmp_path, demo_vocab)["splits"]["train"]["shards"][0]
+    shard = tmp_path / "data" / entry["path"]
     assert entry["num_bytes"] == shard.stat().st_size
-    damaged = bytearray(shard.read_bytes())
-    damaged[len(damaged) // 2] ^= 0xFF  # the same size, other bytes: only a reader's checksum can tell
-    shard.write_bytes(bytes(damaged))
+    flip_a_byte(shard)
     reading = storage.read_bytes
     monkeypatch.setattr(storage, "read_bytes", lambda uri: pytest.fail(f"reuse read {uri}") if uri.endswith(".parquet") else reading(uri))
-    assert create_pretraining_data(str(corpus), demo_vocab, str(out), settings=settings)["reused"] is True
+    assert make_data(tmp_path, demo_vocab)["reused"] is True
     monkeypatch.setattr(storage, "read_bytes", reading)
     with pytest.raises(BertpipeError, match="does not match its manifest checksum; .* delete its data folder"):
-        instances.load_split(str(out), "train")
+        instances.load_split(str(tmp_path / "data"), "train")
 
 
 def test_data_made_before_shard_sizes_were_recorded_is_checked_by_its_checksums(tmp_path, demo_vocab, caplog):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(TEXT)
-    out = tmp_path / "data"
-    settings = DataSettings(dev_fraction=0.1, test_fraction=0.1)
-    first = create_pretraining_data(str(corpus), demo_vocab, str(out), settings=settings)
+    first = make_data(tmp_path, demo_vocab)
     for split in first["splits"].values():
         for entry in split["shards"]:
             del entry["num_bytes"]
-    (out / "manifest.json").write_text(json.dumps({key: value for key, value in first.items() if key != "reused"}))
-    assert create_pretraining_data(str(corpus), demo_vocab, str(out), settings=settings)["reused"] is True
-    shard = out / first["splits"]["train"]["shards"][0]["path"]
-    damaged = bytearray(shard.read_bytes())
-    damaged[len(damaged) // 2] ^= 0xFF
-    shard.write_bytes(bytes(damaged))
+    (tmp_path / "data" / "manifest.json").write_text(json.dumps(first))
+    assert make_data(tmp_path, demo_vocab)["reused"] is True
+    flip_a_byte(tmp_path / "data" / first["splits"]["train"]["shards"][0]["path"])
     caplog.set_level(logging.WARNING)
-    assert "reused" not in create_pretraining_data(str(corpus), demo_vocab, str(out), settings=settings)
+    assert "reused" not in make_data(tmp_path, demo_vocab)
     assert "a shard is missing or not as written" in caplog.text
 
 
