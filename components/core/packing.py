@@ -20,8 +20,7 @@ import numpy as np
 def end_to_end(lengths, multiple: int = 8) -> tuple[np.ndarray, int]:
     """(offset of each item, width): the items back to back in input order, in one row rounded up to `multiple`."""
     lengths = np.asarray(lengths, dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
-    return offsets, max(multiple, -(-int(lengths.sum()) // multiple) * multiple)
+    return np.cumsum(lengths) - lengths, max(multiple, -(-int(lengths.sum()) // multiple) * multiple)
 
 
 # Widths of the attention groups: an instance joins the narrowest that holds it (at most 1.5x its length),
@@ -43,7 +42,8 @@ def attention_groups(starts, lengths, total_tokens: int) -> tuple[np.ndarray, np
     for k, width in enumerate(GROUP_WIDTHS):
         members = np.flatnonzero(widths == width)
         counts[k] = len(members)
-        slots = np.where(np.arange(width) < lengths[members, None], starts[members, None] + np.arange(width), -1).ravel()
+        columns = np.arange(width)
+        slots = np.where(columns < lengths[members, None], starts[members, None] + columns, -1).ravel()
         real = slots >= 0
         inverse[slots[real]] = placed + np.flatnonzero(real)
         rows.append(slots)

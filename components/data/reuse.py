@@ -53,10 +53,10 @@ def _shards_whole(output_uri: str, manifest: dict) -> bool:
     sizes = {uri: int(stamp.split(":", 1)[0]) for uri, stamp in storage.file_stamps(output_uri).items()}
     unsized = []
     for shard in (s for split in manifest["splits"].values() for s in split["shards"]):
-        uri = storage.join(output_uri, shard["path"])
-        if uri not in sizes or sizes[uri] != shard.get("num_bytes", sizes[uri]):
+        uri, recorded = storage.join(output_uri, shard["path"]), shard.get("num_bytes")
+        if uri not in sizes or recorded not in (None, sizes[uri]):
             return False
-        if "num_bytes" not in shard:
+        if recorded is None:
             unsized.append((uri, shard["sha256"]))
     return all(s3.parallel(lambda item: _shard_verified(*item), unsized))
 
