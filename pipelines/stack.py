@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.core.errors import BertpipeError
+from pipelines.stack_processes import free_port
 from pipelines.stack_servers import DEFAULT_BUCKET, MlflowServer, SeaweedFS, write_private
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,8 @@ class Stack:
     def create(cls, directory: str | Path, bucket: str = DEFAULT_BUCKET, s3_port: int = 0, mlflow_port: int = 0) -> "Stack":
         directory = Path(directory).resolve()
         s3 = SeaweedFS(directory / "seaweedfs", access_key="bertpipe-" + secrets.token_hex(6),
-                       secret_key=secrets.token_urlsafe(30), bucket=bucket)
-        if s3_port:
-            s3.ports["s3"] = s3_port
+                       secret_key=secrets.token_urlsafe(30), bucket=bucket, ports={"s3": s3_port} if s3_port else {})
+        mlflow_port = mlflow_port or free_port(taken=s3.own_ports())
         mlflow_server = MlflowServer(directory / "mlflow", s3.env(), f"s3://{bucket}/{MLFLOW_ARTIFACT_PREFIX}", port=mlflow_port)
         return cls(s3, mlflow_server)
 

@@ -29,12 +29,18 @@ HOST = "127.0.0.1"
 TAG = "BERTPIPE_STACK_PROCESS"
 
 
-def free_port(offset: int = 0) -> int:
-    """A loopback port nobody listens on (and, with offset, port + offset free as well)."""
+def free_port(offset: int = 0, taken=()) -> int:
+    """A loopback port nobody listens on and not in taken (and, with offset, port + offset free as well).
+
+    The kernel may hand out a just-released port again, so ports picked for one stack
+    are passed as taken: two of its servers must never be given the same port.
+    """
     for _ in range(200):
         with socket.socket() as probe:
             probe.bind((HOST, 0))
             port = probe.getsockname()[1]
+        if port in taken or (offset and port + offset in taken):
+            continue
         if not offset:
             return port
         if port + offset < 65536 and can_bind(port + offset) and can_bind(port):

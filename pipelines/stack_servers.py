@@ -141,13 +141,10 @@ class SeaweedFS(_Server):
 
     def __post_init__(self):
         self.directory = Path(self.directory)
-        if not self.ports:
-            names = ["master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc"]
-            self.ports = {name: free_port() for name in names}
-            self.ports["admin"] = free_port(offset=ADMIN_GRPC_OFFSET)
-            if len(set(self.ports.values())) != len(self.ports):
-                self.ports = {}
-                self.__post_init__()
+        for name in ["master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc", "admin"]:
+            if name not in self.ports:
+                offset = ADMIN_GRPC_OFFSET if name == "admin" else 0
+                self.ports[name] = free_port(offset, taken=self.own_ports())
 
     @property
     def endpoint(self) -> str:
@@ -158,7 +155,8 @@ class SeaweedFS(_Server):
         return self.ports["s3"]
 
     def own_ports(self) -> list[int]:
-        return [*self.ports.values(), self.ports["admin"] + ADMIN_GRPC_OFFSET]
+        admin_grpc = [self.ports["admin"] + ADMIN_GRPC_OFFSET] if "admin" in self.ports else []
+        return [*self.ports.values(), *admin_grpc]
 
     @property
     def log_path(self) -> Path:

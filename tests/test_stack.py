@@ -42,6 +42,38 @@ def test_stack_up_status_down_and_up_again_keeps_data(tmp_path):
         stack_down(folder)
 
 
+class _KernelHandingOutPortsTwice:
+    """A socket whose bind to port 0 gets each port of a short list twice in a row, as a kernel may after a release."""
+
+    handed = iter(port for port in range(41000, 41100) for _ in range(2))
+
+    def __init__(self, *args):
+        self.port = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def bind(self, address):
+        self.port = address[1] or next(self.handed)
+
+    def getsockname(self):
+        return ("127.0.0.1", self.port)
+
+
+def test_a_new_stack_never_gives_two_servers_the_same_port(tmp_path, monkeypatch):
+    """CI once saw MLflow refuse its port because SeaweedFS listened there: every port the stack picks is its own."""
+    from pipelines import stack_processes
+    from pipelines.stack import Stack
+
+    monkeypatch.setattr(stack_processes.socket, "socket", _KernelHandingOutPortsTwice)
+    stack = Stack.create(tmp_path / "stack", s3_port=41003)
+    ports = [*stack.s3.own_ports(), stack.mlflow.port]
+    assert len(ports) == 11 and len(set(ports)) == 11 and stack.s3.ports["s3"] == 41003
+
+
 def test_export_lines_are_shell_safe():
     lines = export_lines({"B": "it's $HOME", "A": "plain"})
     assert lines == "export A=plain\nexport B='it'\"'\"'s $HOME'"
