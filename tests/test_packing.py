@@ -52,7 +52,7 @@ def test_packed_batch_layout_restarts_positions_and_locates_each_instance():
     assert batch["position_ids"].tolist() == [list(range(11)) + list(range(7)) + list(range(5)) + [0]]
     assert batch["attention_mask"].tolist() == [[1] * 23 + [0]]
     assert batch["token_type_ids"].tolist() == [[0] * 5 + [1] * 6 + [0] * 4 + [1] * 3 + [0] * 3 + [1] * 2 + [0]]
-    assert batch["cls_rows"].tolist() == [0, 0, 0] and batch["cls_positions"].tolist() == [0, 11, 18]
+    assert batch["cls_positions"].tolist() == [0, 11, 18]
     assert batch["mlm_batch_index"].tolist() == [0, 0, 0, 0] and batch["mlm_positions"].tolist() == [1, 9, 13, 21]
     assert batch["mlm_labels"].tolist() == [32, 33, 30, 31] and batch["next_sentence_label"].tolist() == [0, 0, 1]
     assert batch["instance_lengths"].tolist() == [11, 7, 5]

@@ -132,7 +132,7 @@ def collate_packed(arrays: InstanceArrays, rows) -> dict:
     attention laid out per instance (components.core.packing.attention_groups).
 
     Beside collate's keys: position_ids restart at 0 per instance; cls_positions[i] locates instance
-    i's [CLS] (cls_rows: all row 0); attention_slots, attention_group_counts and attention_inverse
+    i's [CLS] in the row; attention_slots, attention_group_counts and attention_inverse
     ([1, width]) feed components.core.grouped_attention. Labels keep the order of `rows`, so the
     losses equal collate's on the same rows.
     """
@@ -153,7 +153,6 @@ def collate_packed(arrays: InstanceArrays, rows) -> dict:
         "attention_mask": torch.from_numpy((np.arange(width) < real).astype(np.int64)[None]),
         "token_type_ids": torch.from_numpy(token_type_ids),
         "position_ids": torch.from_numpy(position_ids),
-        "cls_rows": torch.zeros(len(rows), dtype=torch.int64),
         "cls_positions": torch.from_numpy(offset),
         "attention_slots": torch.from_numpy(slots),
         "attention_group_counts": torch.from_numpy(group_counts),

@@ -118,19 +118,19 @@ class MaskedPretrainingModel(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, token_type_ids, mlm_batch_index, mlm_positions, position_ids=None, cls_rows=None,
-                cls_positions=None, attention_slots=None, attention_group_counts=None, attention_inverse=None):
+    def forward(self, input_ids, attention_mask, token_type_ids, mlm_batch_index, mlm_positions, position_ids=None, cls_positions=None,
+                attention_slots=None, attention_group_counts=None, attention_inverse=None):
         if attention_slots is not None:
             attention_mask = InstanceGroups(attention_slots, attention_group_counts, attention_inverse)
         encoded = self.model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids, return_dict=True)
         hidden = encoded.last_hidden_state
         mlm_logits = self.model.cls.predictions(hidden[mlm_batch_index, mlm_positions])
-        pooled = encoded.pooler_output if cls_rows is None else self.model.bert.pooler(hidden[cls_rows, cls_positions].unsqueeze(1))
+        pooled = encoded.pooler_output if cls_positions is None else self.model.bert.pooler(hidden[0, cls_positions].unsqueeze(1))
         return mlm_logits, self.model.cls.seq_relationship(pooled)
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "mlm_batch_index", "mlm_positions")
-PACKED_INPUTS = ("position_ids", "cls_rows", "cls_positions", "attention_slots", "attention_group_counts", "attention_inverse")
+PACKED_INPUTS = ("position_ids", "cls_positions", "attention_slots", "attention_group_counts", "attention_inverse")
 
 
 def inputs_of(batch: dict) -> dict:
