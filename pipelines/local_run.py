@@ -170,7 +170,7 @@ def summary_lines(outputs: dict, arguments: dict) -> list[str]:
         f"promotion:         {promotion['decision']}{' (dry run)' if promotion.get('dry_run') else ''}: {'; '.join(promotion['reasons'])}",
         f"try it:            bertpipe fill-mask 'the [MASK] of denmark' --model models:/{name}/{version} --tracking-uri {mask(arguments['tracking_uri'])}",
     ]
-    if arguments["tracking_uri"].startswith("sqlite"):
+    if sqlite_database(arguments["tracking_uri"]):
         lines.append(f"browse it with:    mlflow ui --backend-store-uri {arguments['tracking_uri']}")
     return lines
 
