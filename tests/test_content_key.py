@@ -41,6 +41,7 @@ def test_s3_objects_are_fingerprinted_by_size_and_etag(fresh_s3):
     stamps = storage.file_stamps("s3://corpora/en")
     assert list(stamps) == ["s3://corpora/en/a.txt"]
     assert stamps["s3://corpora/en/a.txt"].split(":")[0] == str(len(TEXT))
+    assert storage.file_sizes("s3://corpora/en") == {"s3://corpora/en/a.txt": len(TEXT)}  # what data reuse checks shards by
     first = source_fingerprint("s3://corpora/en")
     storage.write_text("s3://corpora/en/a.txt", TEXT.replace("topic", "TOPIC"))  # same size, other content: another ETag
     assert source_fingerprint("s3://corpora/en") != first

@@ -50,7 +50,7 @@ def _shard_verified(uri: str, sha256: str) -> bool:
 
 def _shards_whole(output_uri: str, manifest: dict) -> bool:
     """Every shard of the manifest is there at its recorded size (one listing); those without a size match their sha256."""
-    sizes = {uri: int(stamp.split(":", 1)[0]) for uri, stamp in storage.file_stamps(output_uri).items()}
+    sizes = storage.file_sizes(output_uri)
     unsized = []
     for shard in (s for split in manifest["splits"].values() for s in split["shards"]):
         uri, recorded = storage.join(output_uri, shard["path"]), shard.get("num_bytes")

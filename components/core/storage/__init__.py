@@ -10,7 +10,7 @@ Callers use the package: `from components.core import storage; storage.join(...)
 """
 
 from components.core.storage.files import (
-    delete, download_dir, exists, file_stamps, list_files, open_read, read_bytes, read_json, read_text, write_bytes, write_json,
+    delete, download_dir, exists, file_sizes, file_stamps, list_files, open_read, read_bytes, read_json, read_text, write_bytes, write_json,
     write_text,
 )
 from components.core.storage.paths import PUBLISHED_FILE, is_s3, join, split_s3
@@ -19,8 +19,7 @@ from components.core.storage.s3 import s3_client
 from components.core.storage.writable import check_output
 
 __all__ = [
-    "PUBLISHED_FILE", "check_output", "delete", "download_dir", "exists", "file_stamps", "is_s3", "join", "list_files", "local_dir",
-    "open_read",
-    "publish_dir", "read_bytes", "read_json", "read_published", "read_text", "s3_client", "split_s3", "staged_dir",
-    "write_bytes", "write_json", "write_text",
+    "PUBLISHED_FILE", "check_output", "delete", "download_dir", "exists", "file_sizes", "file_stamps", "is_s3", "join",
+    "list_files", "local_dir", "open_read", "publish_dir", "read_bytes", "read_json", "read_published", "read_text",
+    "s3_client", "split_s3", "staged_dir", "write_bytes", "write_json", "write_text",
 ]

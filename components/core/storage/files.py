@@ -125,6 +125,17 @@ def open_read(uri: str) -> Iterator[IO[bytes]]:
         body.close()
 
 
+def _s3_objects(prefix: str) -> dict[str, dict]:
+    """Every object under an s3:// prefix, by URI, with its listing entry (Size, ETag): one paginated listing."""
+    bucket, key = split_s3(prefix)
+    key = key.rstrip("/") + "/" if key else ""
+    found = {}
+    with s3.s3_errors(prefix):
+        for page in s3.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            found.update({f"{S3_SCHEME}{bucket}/{obj['Key']}": obj for obj in page.get("Contents", [])})
+    return found
+
+
 def list_files(prefix: str) -> list[str]:
     """All files under a local folder or s3:// prefix, as full paths/URIs, sorted."""
     if not is_s3(prefix):
@@ -132,27 +143,27 @@ def list_files(prefix: str) -> list[str]:
         if root.is_file():
             return [str(root)]
         return sorted(str(p) for p in root.rglob("*") if p.is_file())
-    bucket, key = split_s3(prefix)
-    key = key.rstrip("/") + "/" if key else ""
-    found = []
-    with s3.s3_errors(prefix):
-        for page in s3.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
-            found += [f"{S3_SCHEME}{bucket}/{obj['Key']}" for obj in page.get("Contents", [])]
-    return sorted(found)
+    return sorted(_s3_objects(prefix))
+
+
+def _sizes_and_versions(prefix: str) -> dict[str, tuple[int, str]]:
+    """Every file under a local folder or s3:// prefix (or one local file): its size and a version that changes when
+    it is rewritten (mtime_ns locally, the ETag on S3). One listing, no object is read."""
+    if not is_s3(prefix):
+        stats = {path: os.stat(path) for path in list_files(prefix)}
+        return {path: (stat.st_size, str(stat.st_mtime_ns)) for path, stat in stats.items()}
+    return {uri: (obj["Size"], obj["ETag"].strip(chr(34))) for uri, obj in _s3_objects(prefix).items()}
 
 
 def file_stamps(prefix: str) -> dict[str, str]:
     """Every file under a local folder or s3:// prefix (or one local file) with a stamp that changes when it is
     rewritten: "size:mtime_ns" locally, "size:ETag" on S3 (one listing, no object is read)."""
-    if not is_s3(prefix):
-        return {path: f"{os.stat(path).st_size}:{os.stat(path).st_mtime_ns}" for path in list_files(prefix)}
-    bucket, key = split_s3(prefix)
-    key = key.rstrip("/") + "/" if key else ""
-    found = {}
-    with s3.s3_errors(prefix):
-        for page in s3.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
-            found.update({f"{S3_SCHEME}{bucket}/{obj['Key']}": f"{obj['Size']}:{obj['ETag'].strip(chr(34))}" for obj in page.get("Contents", [])})
-    return found
+    return {path: f"{size}:{version}" for path, (size, version) in _sizes_and_versions(prefix).items()}
+
+
+def file_sizes(prefix: str) -> dict[str, int]:
+    """Every file under a local folder or s3:// prefix (or one local file) with its size in bytes (one listing)."""
+    return {path: size for path, (size, _) in _sizes_and_versions(prefix).items()}
 
 
 def relative_files(local_dir: Path) -> list[str]:
