@@ -121,9 +121,8 @@ def test_no_attention_across_instances_of_a_row():
     batch = collate_packed(arrays, np.arange(6))
     victim = 3
     changed = dict(batch, input_ids=batch["input_ids"].clone())
-    first = int(batch["cls_positions"][victim])
-    tokens = (torch.arange(changed["input_ids"].shape[1]) >= first) & (torch.arange(changed["input_ids"].shape[1]) < first + int(batch["instance_lengths"][victim]))
-    tokens = tokens[None]
+    first, slots = int(batch["cls_positions"][victim]), torch.arange(batch["input_ids"].shape[1])
+    tokens = ((slots >= first) & (slots < first + int(batch["instance_lengths"][victim])))[None]
     changed["input_ids"][tokens] = torch.where(changed["input_ids"][tokens] == 3, 3, 7)  # every token but [CLS]/[SEP] becomes 7
     mlm_before, nsp_before = forward(**models.inputs_of(batch))
     mlm_after, nsp_after = forward(**models.inputs_of(changed))

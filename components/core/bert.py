@@ -161,8 +161,7 @@ class _BertModel(nn.Module):
         self.pooler = _Pooler(config)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, return_dict=True):
-        """attention_mask: [B, L] with 1 at real tokens, a boolean [B, 1, L, L] (True: may attend), or a packed
-        batch's components.core.grouped_attention.InstanceGroups."""
+        """attention_mask: [B, L] with 1 at real tokens, or a packed batch's components.core.grouped_attention.InstanceGroups."""
         if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
             attention_mask = attention_mask[:, None, None, :].bool()
         hidden = self.embeddings(input_ids, token_type_ids, position_ids)
